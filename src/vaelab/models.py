@@ -1,0 +1,233 @@
+"""The notebook's dense VAE, built with the functional API or as Layer/Model subclasses.
+
+Both builders return a Keras Model with the `VAEObjective` mixin: the objective lives in
+`compute_loss`, which Keras calls on every backend (TensorFlow and JAX alike), instead of the
+notebook's `add_loss` on symbolic tensors, which Keras 3 refuses. The model owns its metric
+trackers, so `fit`, `evaluate` and the custom loop report the same three numbers under the
+same names.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from vaelab.losses import LossSpec, vae_loss_terms
+
+TERMS = ("total", "reconstruction", "kl")
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Sampling(layers.Layer):
+    """Reparameterisation: z = mean + sigma * eps, with eps drawn from a seeded generator."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "seed": self.seed}
+
+
+class VAEObjective:
+    """What every style shares: the loss terms and their trackers.
+
+    A mixin rather than a Model base class: Keras turns a functional subclass into a
+    `Functional` by rewriting its base classes, which must not leak into the subclass style.
+    """
+
+    def _init_objective(self) -> None:
+        self.loss_spec = LossSpec()
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in TERMS}
+
+    def set_objective(self, spec: LossSpec) -> None:
+        """Choose the loss; kept out of the constructor so a saved model loads without it."""
+        self.loss_spec = spec
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def loss_terms(self, x, outputs) -> dict:
+        return vae_loss_terms(
+            x, outputs["reconstruction"], outputs["z_mean"], outputs["z_log_var"], self.loss_spec
+        )
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        terms = self.loss_terms(x, y_pred)
+        batch_size = ops.cast(ops.shape(x)[0], "float32")
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name], sample_weight=batch_size)
+        return terms["total"]
+
+    @property
+    def encoder(self):
+        return self.get_layer("encoder")
+
+    @property
+    def decoder(self):
+        return self.get_layer("decoder")
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class FunctionalVAE(VAEObjective, keras.Model):
+    """A functional graph (inputs -> outputs) that keeps the shared objective."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_objective()
+
+
+def build_functional_vae(
+    input_dim: int = 784, intermediate_dim: int = 64, latent_dim: int = 32, seed: int | None = None
+) -> keras.Model:
+    """The notebook's functional cell: an encoder Model and a decoder Model, chained."""
+    pixels = keras.Input(shape=(input_dim,), name="pixels")
+    hidden = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(pixels)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(hidden)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(hidden)
+    z = Sampling(seed=seed, name="sampling")([z_mean, z_log_var])
+    encoder = keras.Model(pixels, [z_mean, z_log_var, z], name="encoder")
+
+    latent = keras.Input(shape=(latent_dim,), name="z")
+    hidden = layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden")(latent)
+    reconstruction = layers.Dense(input_dim, activation="sigmoid", name="reconstruction")(hidden)
+    decoder = keras.Model(latent, reconstruction, name="decoder")
+
+    inputs = keras.Input(shape=(input_dim,), name="pixels")
+    z_mean, z_log_var, z = encoder(inputs)
+    outputs = {"reconstruction": decoder(z), "z_mean": z_mean, "z_log_var": z_log_var}
+    return FunctionalVAE(inputs=inputs, outputs=outputs, name="vae_functional")
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Encoder(layers.Layer):
+    """Maps pixels to (z_mean, z_log_var, z)."""
+
+    def __init__(self, latent_dim: int = 32, intermediate_dim: int = 64, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim, self.intermediate_dim, self.seed = latent_dim, intermediate_dim, seed
+        self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
+        self.dense_mean = layers.Dense(latent_dim)
+        self.dense_log_var = layers.Dense(latent_dim)
+        self.sampling = Sampling(seed=seed)
+
+    def build(self, input_shape):
+        self.dense_proj.build(input_shape)
+        hidden_shape = (input_shape[0], self.intermediate_dim)
+        self.dense_mean.build(hidden_shape)
+        self.dense_log_var.build(hidden_shape)
+
+    def call(self, inputs):
+        hidden = self.dense_proj(inputs)
+        z_mean, z_log_var = self.dense_mean(hidden), self.dense_log_var(hidden)
+        return z_mean, z_log_var, self.sampling((z_mean, z_log_var))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Decoder(layers.Layer):
+    """Maps z back to pixel intensities in [0, 1]."""
+
+    def __init__(self, original_dim: int = 784, intermediate_dim: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
+        self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
+        self.dense_output = layers.Dense(original_dim, activation="sigmoid")
+
+    def build(self, input_shape):
+        self.dense_proj.build(input_shape)
+        self.dense_output.build((input_shape[0], self.intermediate_dim))
+
+    def call(self, inputs):
+        return self.dense_output(self.dense_proj(inputs))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "original_dim": self.original_dim,
+            "intermediate_dim": self.intermediate_dim,
+        }
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class SubclassVAE(VAEObjective, keras.Model):
+    """The notebook's subclass cell: Encoder and Decoder layers inside a Model."""
+
+    def __init__(
+        self,
+        original_dim: int = 784,
+        intermediate_dim: int = 64,
+        latent_dim: int = 32,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
+        self.latent_dim, self.seed = latent_dim, seed
+        self._encoder = Encoder(latent_dim, intermediate_dim, seed=seed, name="encoder")
+        self._decoder = Decoder(original_dim, intermediate_dim, name="decoder")
+        self._init_objective()
+
+    def build(self, input_shape):
+        self._encoder.build(input_shape)
+        self._decoder.build((input_shape[0], self.latent_dim))
+
+    def call(self, inputs):
+        z_mean, z_log_var, z = self._encoder(inputs)
+        return {"reconstruction": self._decoder(z), "z_mean": z_mean, "z_log_var": z_log_var}
+
+    @property
+    def encoder(self):
+        return self._encoder
+
+    @property
+    def decoder(self):
+        return self._decoder
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "original_dim": self.original_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "latent_dim": self.latent_dim,
+            "seed": self.seed,
+        }
+
+
+def build_subclass_vae(
+    input_dim: int = 784, intermediate_dim: int = 64, latent_dim: int = 32, seed: int | None = None
+) -> keras.Model:
+    model = SubclassVAE(input_dim, intermediate_dim, latent_dim, seed=seed, name="vae_subclass")
+    model.build((None, input_dim))
+    return model
+
+
+BUILDERS = {"functional": build_functional_vae, "subclass": build_subclass_vae}
+
+
+def build_vae(
+    architecture: str,
+    input_dim: int,
+    intermediate_dim: int,
+    latent_dim: int,
+    seed: int,
+    loss_spec: LossSpec,
+) -> keras.Model:
+    """Build the VAE the named way ("functional" or "subclass") with its objective set."""
+    model = BUILDERS[architecture](input_dim, intermediate_dim, latent_dim, seed)
+    model.set_objective(loss_spec)
+    return model

@@ -1,0 +1,218 @@
+"""The only module that imports mlflow: one thin interface for opening the store and a run.
+
+A run's status must tell the truth: FINISHED, FAILED (with the error as a tag and the
+traceback as an artifact) or KILLED for Ctrl-C and SIGTERM. Left to itself MLflow marks Ctrl-C
+FAILED and leaves a SIGTERM'd run RUNNING forever, so `tracked_run` turns SIGTERM into an
+exception and maps each outcome explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import tempfile
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Names that look like credentials are never sent to the store.
+_SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.IGNORECASE)
+_MAX_TAG = 5000
+
+
+class TrackingError(RuntimeError):
+    """The run store cannot be used; the message names the URI and how to fix it."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the run ends KILLED."""
+
+
+@dataclass(frozen=True)
+class Store:
+    uri: str
+    experiment_id: str
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:")
+
+
+def _prepare_sqlite_dir(uri: str) -> None:
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.is_absolute():
+        db = Path("/") / db
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrackingError(
+            f"cannot create the run store directory {db.parent} ({error.strerror}); point "
+            "tracking.uri at a writable location, e.g. tracking.uri=sqlite:////tmp/mlflow.db"
+        ) from error
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise TrackingError(
+            f"the run store {db} is not writable; fix its permissions or point tracking.uri "
+            "elsewhere"
+        )
+
+
+def open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
+    """Reach the store (failing now, not after training), create schema and experiment."""
+    _prepare_sqlite_dir(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # fail fast on a dead server
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = (
+                Path(artifact_root).resolve().as_uri() if artifact_root and _is_local(uri) else None
+            )
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+    except Exception as error:  # mlflow raises several types for one cause: unreachable
+        raise TrackingError(
+            f"cannot use the run store at tracking.uri={uri} ({type(error).__name__}: "
+            f"{str(error)[:300]}). Start the server, fix the URI, or use the local store "
+            "(tracking=local)."
+        ) from error
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+    return Store(uri=uri, experiment_id=experiment_id)
+
+
+def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them (strings), without anything that looks like a secret."""
+    return {k: str(v) for k, v in params.items() if not _SECRET.search(k)}
+
+
+class Run:
+    """The handle a training run logs through."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics(dict(metrics), step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        mlflow.set_tags({k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)})
+
+    def log_text(self, text: str, path: str) -> None:
+        mlflow.log_text(text, path)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        mlflow.log_figure(figure, path)
+        plt.close(figure)
+
+    def log_file(self, path: str | Path, directory: str | None = None) -> None:
+        mlflow.log_artifact(str(path), directory)
+
+    def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
+        """Log a loadable model with an inferred signature (input_example crashes in 3.17)."""
+        outputs = {k: v for k, v in model.predict(example, verbose=0).items()}
+        import mlflow.keras
+
+        mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, outputs),
+            pip_requirements=requirements,
+        )
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise RunInterrupted(f"received signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _captured_log() -> Iterator[Path]:
+    """Copy everything logged during the run to a file that becomes the run's artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.log"
+        handler = logging.FileHandler(path)
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+        )
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield path
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def _end(status: str, log_path: Path, error: BaseException | None = None) -> None:
+    if error is not None:
+        mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:_MAX_TAG])
+        mlflow.log_text("".join(traceback.format_exception(error)), "error.txt")
+    if log_path.exists():
+        mlflow.log_artifact(str(log_path))
+    mlflow.end_run(status=status)
+
+
+@contextmanager
+def tracked_run(
+    store: Store,
+    run_name: str | None,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    parent_run_id: str | None = None,
+) -> Iterator[Run]:
+    """Open a run and close it FINISHED, FAILED or KILLED according to what happened."""
+    mlflow.set_tracking_uri(store.uri)
+    active = mlflow.start_run(
+        experiment_id=store.experiment_id,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
+        tags={k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)},
+    )
+    run = Run(active.info.run_id)
+    with _captured_log() as log_path, _sigterm_as_interrupt():
+        try:
+            mlflow.log_params(loggable_params(params))
+            yield run
+        except KeyboardInterrupt as interrupt:
+            log.warning("Run %s interrupted: %s", run.run_id, interrupt or "SIGINT")
+            _end("KILLED", log_path, interrupt)
+            raise
+        except BaseException as error:
+            log.error("Run %s failed: %s", run.run_id, error)
+            _end("FAILED", log_path, error)
+            raise
+        else:
+            _end("FINISHED", log_path)

@@ -1,0 +1,50 @@
+"""Tests compose the real config (conf/) with Hydra's compose API, shrunk to the smoke
+experiment, and point the run store and outputs at the test's own tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from vaelab.config import register_configs
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+register_configs()
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The real composition, as the pipeline does it (global Hydra state cleared after)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
+    """Compose the smoke experiment writing only under tmp_path, plus any overrides."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config(
+            "experiment=smoke",
+            f"tracking.uri={store_uri}",
+            f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
+            f"paths.output_dir={tmp_path}/outputs",
+            *overrides,
+        )
+
+    return make
+
+
+@pytest.fixture
+def client(store_uri: str) -> MlflowClient:
+    return MlflowClient(store_uri)

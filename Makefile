@@ -29,7 +29,7 @@ install-gpu: $(STAMP) ## Swap in TensorFlow with CUDA (Linux + NVIDIA GPU)
 
 lock: ## Re-pin every package after changing pyproject.toml
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/pip install --quiet -e '.[dev]'
+	$(VENV)-lock/bin/pip install --quiet -e '.[dev,cluster]'
 	{ head -2 requirements.lock; $(VENV)-lock/bin/pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf $(VENV)-lock
 

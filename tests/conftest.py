@@ -3,6 +3,9 @@ experiment, and point the run store and outputs at the test's own tmp_path."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +27,11 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+def isolated(tmp_path: Path) -> list[str]:
+    """Overrides that send the run store and Hydra's outputs under tmp_path."""
+    return [f"paths.store_dir={tmp_path}/mlruns", f"paths.output_dir={tmp_path}/outputs"]
+
+
 @pytest.fixture
 def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
@@ -34,13 +42,7 @@ def smoke_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
     """Compose the smoke experiment writing only under tmp_path, plus any overrides."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_config(
-            "experiment=smoke",
-            f"tracking.uri={store_uri}",
-            f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
-            f"paths.output_dir={tmp_path}/outputs",
-            *overrides,
-        )
+        return compose_config("experiment=smoke", *isolated(tmp_path), *overrides)
 
     return make
 
@@ -48,3 +50,26 @@ def smoke_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
 @pytest.fixture
 def client(store_uri: str) -> MlflowClient:
     return MlflowClient(store_uri)
+
+
+REPO = CONF_DIR.parent
+
+
+@pytest.fixture
+def run_pipeline(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run a pipeline script as a user would, its store and outputs under tmp_path."""
+
+    def run(script: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(REPO / "pipelines" / script), *args, *isolated(tmp_path)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+
+    return run

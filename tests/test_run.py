@@ -92,3 +92,24 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs(smoke_cfg, client
     (run,) = client.search_runs([client.get_experiment_by_name("vaelab").experiment_id])
     assert run.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total")] == [1]
+
+
+def test_a_sweep_job_reuses_its_finished_configuration_unless_forced(smoke_cfg, client):
+    from vaelab import tracking
+    from vaelab.run import SweepContext
+
+    cfg = smoke_cfg("tracking.log_model=false")
+    store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment, None)
+    parent = tracking.create_run(store, "sweep-test", {"sweep.id": "s1", "sweep.role": "parent"})
+    context = SweepContext("s1", parent, total=1)
+    first = train_and_evaluate(cfg, sweep=context)
+    again = train_and_evaluate(cfg, sweep=context)
+    assert again.skipped and again.run_id == first.run_id
+    assert again.metrics["val/total"] == first.metrics["val/total"]
+    forced = train_and_evaluate(smoke_cfg("tracking.log_model=false", "force=true"), sweep=context)
+    assert not forced.skipped and forced.run_id != first.run_id
+    # a different seed is a different configuration: it trains
+    other = train_and_evaluate(smoke_cfg("tracking.log_model=false", "seed=2"), sweep=context)
+    assert not other.skipped
+    runs = tracking.find_runs(store, {"sweep.id": "s1", "sweep.role": "child"})
+    assert len(runs) == 3 and all(r.tags["mlflow.parentRunId"] == parent for r in runs)

@@ -9,6 +9,8 @@ value never leaves a half-made MLflow run behind.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -104,12 +106,17 @@ class PathsConfig:
     root: str = MISSING
     data_dir: str = MISSING
     output_dir: str = MISSING
+    store_dir: str = MISSING
 
 
 @dataclass
 class Config:
     experiment_name: str = "vaelab"
     seed: int = 1
+    # The metric a sweep ranks runs by and a sweeper minimises.
+    objective: str = "val/total"
+    # Train even when a sweep already FINISHED this configuration with this code.
+    force: bool = False
     style: StyleConfig = field(default_factory=StyleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -164,6 +171,17 @@ def validate(config: Config) -> None:
         config.style.steps_per_execution,
         "an integer >= 1",
     )
+    objectives = [
+        f"{split}/{term}"
+        for split in ("train", "val", "test")
+        for term in ("total", "reconstruction", "kl")
+    ]
+    _check(
+        config.objective in objectives,
+        "objective",
+        config.objective,
+        f"one of {', '.join(objectives)}",
+    )
     _check(config.eval.n_images >= 1, "eval.n_images", config.eval.n_images, "an integer >= 1")
 
 
@@ -207,6 +225,18 @@ def to_run_config(cfg: DictConfig) -> Config:
 
 # Constant per dataset and summarised by the run's `data.sha256` tag; noise as params.
 _NOT_PARAMS = ("data.sha256.",)
+
+
+# Where a run writes and whether it may repeat itself: not what it computes.
+_NOT_IDENTITY = ("paths", "tracking", "force")
+
+
+def config_hash(cfg: DictConfig, code_version: str) -> str:
+    """Identity of a run for resuming sweeps: the resolved config and the code version."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    identity = {k: v for k, v in container.items() if k not in _NOT_IDENTITY}
+    blob = json.dumps([identity, code_version], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab import data as mnist_data
 from vaelab import evaluation, plots, provenance, tracking, training
-from vaelab.config import Config, Style, flatten, to_run_config
+from vaelab.config import Config, Style, config_hash, flatten, to_run_config
 from vaelab.losses import LossSpec
 from vaelab.models import build_vae
 
@@ -92,9 +92,56 @@ class RunResult:
     run_id: str
     # Last epoch's train/ val/ and time/ values, and test/ values: the numbers of the run.
     metrics: dict[str, float]
+    # True when a sweep found this configuration already FINISHED and did not train again.
+    skipped: bool = False
 
 
-def train_and_evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunResult:
+@dataclass(frozen=True)
+class SweepContext:
+    """What a job of a sweep needs to know, shared by the sweep callback."""
+
+    sweep_id: str
+    parent_run_id: str
+    total: int
+
+
+def run_name(cfg: DictConfig) -> str:
+    """A name that says what the run is, readable in the MLflow UI's run list."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    m = cfg.model
+    return f"{cfg.style.name}-z{m.latent_dim}-h{m.intermediate_dim}-e{cfg.train.epochs}"
+
+
+def _sweep_tags(sweep: SweepContext | None, config_hash: str) -> dict[str, str]:
+    if sweep is None:
+        return {"config_hash": config_hash}
+    return {"config_hash": config_hash, "sweep.id": sweep.sweep_id, "sweep.role": "child"}
+
+
+def _already_finished(
+    store: tracking.Store, sweep: SweepContext | None, config_hash: str
+) -> RunResult | None:
+    """A sweep relaunch reuses a FINISHED run of the same config and code instead of redoing it."""
+    if sweep is None:
+        return None
+    done = tracking.find_runs(
+        store, {"sweep.id": sweep.sweep_id, "config_hash": config_hash}, status="FINISHED"
+    )
+    if not done:
+        return None
+    log.info(
+        "Skipping: this configuration already FINISHED in sweep %s as run %s "
+        "(force=true trains it again)",
+        sweep.sweep_id,
+        done[-1].run_id,
+    )
+    return RunResult(done[-1].run_id, done[-1].metrics, skipped=True)
+
+
+def train_and_evaluate(
+    cfg: DictConfig, overrides: Sequence[str] = (), sweep: SweepContext | None = None
+) -> RunResult:
     """Train one VAE as `cfg` says, log everything to MLflow, return what it measured."""
     config = to_run_config(cfg)
     training.check_backend(config.style.name.value)
@@ -102,6 +149,10 @@ def train_and_evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunRes
     store = tracking.open_store(
         config.tracking.uri, config.tracking.experiment, config.tracking.artifact_root
     )
+    tags = run_tags(config, data_sha256, overrides)
+    key = config_hash(cfg, tags["git.commit"])
+    if not config.force and (done := _already_finished(store, sweep, key)):
+        return done
     settings = training.TrainSettings(
         epochs=config.train.epochs,
         batch_size=config.train.batch_size,
@@ -111,7 +162,11 @@ def train_and_evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunRes
     )
     history: dict[str, list[float]] = defaultdict(list)
     with tracking.tracked_run(
-        store, config.tracking.run_name, flatten(cfg), run_tags(config, data_sha256, overrides)
+        store,
+        run_name(cfg),
+        flatten(cfg),
+        {**tags, **_sweep_tags(sweep, key)},
+        parent_run_id=sweep.parent_run_id if sweep else None,
     ) as run:
         _log_inputs(run, cfg, overrides)
         device = training.configure_backend(config.seed, config.train.deterministic)

@@ -8,10 +8,12 @@ exception and maps each outcome explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import sqlite3
 import tempfile
 import traceback
 from collections.abc import Iterator, Mapping
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 # Names that look like credentials are never sent to the store.
 _SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.IGNORECASE)
 _MAX_TAG = 5000
+
+
+# Set on an exception that escaped an open run, so callers can tell it was recorded.
+RUN_ID_ATTRIBUTE = "mlflow_run_id"
 
 
 class TrackingError(RuntimeError):
@@ -96,7 +102,85 @@ def open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
             os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         else:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+    _use_write_ahead_log(uri)
     return Store(uri=uri, experiment_id=experiment_id)
+
+
+def _use_write_ahead_log(uri: str) -> None:
+    """WAL lets readers and one writer work at once: parallel sweep jobs stop blocking.
+
+    The mode is stored in the database file, so setting it once per open is cheap.
+    """
+    if uri.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as read back from the store."""
+
+    run_id: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run.info.run_id,
+        run.info.status,
+        dict(run.data.params),
+        dict(run.data.metrics),
+        dict(run.data.tags),
+    )
+
+
+def _tag_filter(tags: Mapping[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+
+
+def find_runs(store: Store, tags: Mapping[str, str], status: str | None = None) -> list[RunRecord]:
+    """Runs of the experiment whose tags match, oldest first, optionally of one status."""
+    query = _tag_filter(tags) + (f" and attributes.status = '{status}'" if status else "")
+    runs = MlflowClient(store.uri).search_runs(
+        [store.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5000
+    )
+    return [_record(run) for run in runs]
+
+
+def create_run(store: Store, run_name: str, tags: Mapping[str, Any]) -> str:
+    """A run that no process holds open (e.g. a sweep's parent); close it with `close_run`."""
+    run = MlflowClient(store.uri).create_run(
+        store.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+    )
+    return run.info.run_id
+
+
+def reopen_run(store: Store, run_id: str) -> None:
+    MlflowClient(store.uri).update_run(run_id, status="RUNNING")
+
+
+def close_run(store: Store, run_id: str, status: str) -> None:
+    MlflowClient(store.uri).set_terminated(run_id, status=status)
+
+
+def update_run(
+    store: Store,
+    run_id: str,
+    tags: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    texts: Mapping[str, str] | None = None,
+) -> None:
+    """Write to a run that is not the active one (a sweep's parent, a stale child)."""
+    client = MlflowClient(store.uri)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value)[:_MAX_TAG])
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, value)
+    for path, text in (texts or {}).items():
+        client.log_text(run_id, text, path)
 
 
 def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -208,10 +292,12 @@ def tracked_run(
             yield run
         except KeyboardInterrupt as interrupt:
             log.warning("Run %s interrupted: %s", run.run_id, interrupt or "SIGINT")
+            setattr(interrupt, RUN_ID_ATTRIBUTE, run.run_id)
             _end("KILLED", log_path, interrupt)
             raise
         except BaseException as error:
             log.error("Run %s failed: %s", run.run_id, error)
+            setattr(error, RUN_ID_ATTRIBUTE, run.run_id)
             _end("FAILED", log_path, error)
             raise
         else:

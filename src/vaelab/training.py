@@ -61,6 +61,9 @@ def configure_backend(seed: int, deterministic: bool) -> str:
     if backend == "tensorflow":
         import tensorflow as tf
 
+        # Each run of a sweep builds a new model, so Keras's functions are traced again by
+        # design; TensorFlow's "excessive retracing" warning about it is noise.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             # Several runs of a sweep share one card only if none grabs all its memory.

@@ -1,0 +1,135 @@
+"""A Hydra sweeper on current Optuna: TPE over Hydra's sweep syntax, resumable.
+
+Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna < 3, and its sqlite study
+storage needs SQLAlchemy 1.4, which conflicts with MLflow, so its studies cannot be resumed.
+This one keeps the study in a sqlite file named by the sweep's id: relaunching the same
+sweep loads the study and runs only the trials still missing. Jobs go through whatever
+launcher is configured, `n_jobs` trials at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.sweep import sweep_id_for
+
+log = logging.getLogger(__name__)
+
+
+def distribution_for(override: Override) -> optuna.distributions.BaseDistribution:
+    """Hydra's choice(...), range(...) and [tag(log,)] interval(...) as Optuna distributions."""
+    sweep = override._value  # noqa: SLF001 - the parsed sweep object
+    log_scale = "log" in getattr(sweep, "tags", set())
+    if isinstance(sweep, ChoiceSweep):
+        return optuna.distributions.CategoricalDistribution(sweep.list)
+    if isinstance(sweep, RangeSweep):
+        values = list(sweep.range())
+        if all(isinstance(v, int) for v in values):
+            return optuna.distributions.IntDistribution(values[0], values[-1], step=sweep.step)
+        return optuna.distributions.CategoricalDistribution(values)
+    if isinstance(sweep, IntervalSweep):
+        low, high = sweep.start, sweep.end
+        if isinstance(low, int) and isinstance(high, int) and not log_scale:
+            return optuna.distributions.IntDistribution(low, high)
+        return optuna.distributions.FloatDistribution(float(low), float(high), log=log_scale)
+    raise ValueError(
+        f"{override.input_line}: use choice(...), range(...) or interval(...) in an Optuna "
+        "sweep; comma lists become choice()."
+    )
+
+
+class OptunaSweeper(Sweeper):
+    """Minimises the task function's return value (the config's `objective`)."""
+
+    def __init__(self, n_trials: int, n_jobs: int, seed: int, storage: str, params: dict[str, str]):
+        self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
+        self.storage, self.params = storage, dict(params or {})
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def _search_space(
+        self, arguments: list[str]
+    ) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[str]]:
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        space, fixed = {}, []
+        for override in parser.parse_overrides(lines):
+            if override.is_sweep_override():
+                space[override.get_key_element()] = distribution_for(override)
+            else:
+                fixed.append(override.input_line)
+        return space, fixed
+
+    def _study(self) -> optuna.Study:
+        name = f"{self.config.experiment_name}-{sweep_id_for(self.config)}"
+        study = optuna.create_study(
+            study_name=name,
+            storage=self.storage,
+            load_if_exists=True,
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=self.seed),
+        )
+        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            # Asked by a sweep that died before telling: it will never report.
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        return study
+
+    def sweep(self, arguments: list[str]) -> Any:
+        space, fixed = self._search_space(arguments)
+        study = self._study()
+        done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        log.info("Optuna study %s: %d of %d trials done", study.study_name, done, self.n_trials)
+        job_idx = len(study.trials)
+        returns = []
+        while done < self.n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            batch = [fixed + [f"{k}={v}" for k, v in t.params.items()] for t in trials]
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=job_idx)
+            for trial, result in zip(trials, results, strict=True):
+                value = result.return_value
+                if value is None or not math.isfinite(value):
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+                    done += 1
+            job_idx += len(batch)
+            returns.append(results)
+            if (
+                all(r.return_value is None or not math.isfinite(r.return_value) for r in results)
+                and len(study.trials) >= 3 * self.n_trials
+            ):
+                break  # every trial fails: stop rather than loop forever
+        if done:
+            best = study.best_trial
+            log.info(
+                "Best trial %d: %s = %.4f with %s",
+                best.number,
+                self.config.objective,
+                best.value,
+                best.params,
+            )
+            OmegaConf.save(
+                OmegaConf.create({"best_value": best.value, "best_params": best.params}),
+                f"{self.config.hydra.sweep.dir}/optimization_results.yaml",
+            )
+        return returns

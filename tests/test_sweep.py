@@ -1,0 +1,162 @@
+"""Real Hydra multiruns of the real pipeline, shrunk: grouping, failures, resume, parallel."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+from vaelab import tracking
+
+TINY = [
+    "experiment=smoke",
+    "data.train_limit=256",
+    "data.validation_size=128",
+    "data.test_limit=128",
+    "tracking.log_model=false",
+]
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def sweep_runs(store_uri, role="child"):
+    store = tracking.open_store(store_uri, "vaelab", None)
+    return tracking.find_runs(store, {"sweep.role": role})
+
+
+def test_grid_records_each_run_once_under_one_parent(run_pipeline, store_uri):
+    result = run_pipeline(
+        "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,) = sweep_runs(store_uri, "parent")
+    children = sweep_runs(store_uri)
+    assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "4"
+    assert {(r.params["style.name"], r.params["model.latent_dim"]) for r in children} == {
+        ("functional", "2"),
+        ("functional", "4"),
+        ("custom_loop", "2"),
+        ("custom_loop", "4"),
+    }
+    assert all(r.tags["mlflow.parentRunId"] == parent.run_id for r in children)
+    assert all(r.tags["sweep.id"] == parent.tags["sweep.id"] for r in children)
+    best = min(children, key=lambda r: r.metrics["val/total"])
+    assert parent.tags["sweep.best_run_id"] == best.run_id
+    assert "Sweep " in result.stdout and best.run_id in result.stdout
+
+    # Launching the same sweep again trains nothing: every configuration already FINISHED.
+    again = run_pipeline(
+        "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert output(again).count("Skipping: this configuration already FINISHED") == 4
+    assert len(sweep_runs(store_uri)) == 4 and len(sweep_runs(store_uri, "parent")) == 1
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(
+    run_pipeline, store_uri
+):
+    result = run_pipeline(
+        "train.py",
+        "--multirun",
+        *TINY,
+        "loss=notebook_functional",
+        "train.learning_rate=0.001,1e12,0.002",
+    )
+    assert result.returncode != 0
+    children = sweep_runs(store_uri)
+    by_lr = {r.params["train.learning_rate"]: r for r in children}
+    assert by_lr["1000000000000.0"].status == "FAILED"
+    assert "non-finite loss at epoch 1" in by_lr["1000000000000.0"].tags["error"]
+    assert by_lr["0.001"].status == by_lr["0.002"].status == "FINISHED"
+    assert "1 run(s) of sweep" in output(
+        result
+    ) and "train.learning_rate=1000000000000.0" in output(result)
+    (parent,) = sweep_runs(store_uri, "parent")
+    assert parent.status == "FAILED" and parent.tags["sweep.count.failed"] == "1"
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_relaunch(run_pipeline, store_uri):
+    first = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (parent,) = sweep_runs(store_uri, "parent")
+    store = tracking.open_store(store_uri, "vaelab", None)
+    ghost = tracking.create_run(
+        store, "ghost", {"sweep.id": parent.tags["sweep.id"], "sweep.role": "child"}
+    )
+    again = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
+    assert "1 stale RUNNING runs marked KILLED" in output(again)
+    (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
+    assert stale.status == "KILLED" and stale.tags["stale"] == "true"
+    assert again.returncode != 0  # the sweep reports the killed run
+
+
+def test_four_parallel_workers_lose_nothing_in_a_fresh_sqlite_store(run_pipeline, store_uri):
+    # 4 workers, 8 runs, all starting against a store that does not exist yet.
+    result = run_pipeline(
+        "train.py",
+        "--multirun",
+        *TINY,
+        "train.epochs=2",
+        "style=functional,custom_loop",
+        "seed=range(1,5)",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=4",
+        "data.train_limit=128",
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = sweep_runs(store_uri)
+    assert len(children) == 8 and all(r.status == "FINISHED" for r in children)
+    client = MlflowClient(store_uri)
+    for run in children:
+        for name in ("train/total", "val/kl"):
+            assert [m.step for m in client.get_metric_history(run.run_id, name)] == [1, 2]
+
+
+def test_optuna_preset_runs_the_requested_trials(run_pipeline, store_uri, tmp_path):
+    result = run_pipeline(
+        "train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=3"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = sweep_runs(store_uri)
+    assert len(children) == 3 and all(r.status == "FINISHED" for r in children)
+    assert "Best trial" in output(result)
+    # The study is persistent: asking for 4 trials runs exactly one more.
+    more = run_pipeline("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=4")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "3 of 4 trials done" in output(more)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_through_ray_on_a_local_instance(run_pipeline, store_uri):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    result = run_pipeline(
+        "train.py",
+        "--multirun",
+        *TINY,
+        "model.latent_dim=2,3,4,5",
+        "hydra/launcher=ray_cluster",
+        "+hydra.launcher.ray.init.num_cpus=2",
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    children = sweep_runs(store_uri)
+    assert sorted(r.params["model.latent_dim"] for r in children) == ["2", "3", "4", "5"]
+    assert all(r.status == "FINISHED" for r in children)
+
+
+@pytest.mark.parametrize(
+    "launcher, key, value",
+    [
+        ("slurm", "timeout_min", 60),
+        ("parallel", "n_jobs", 2),
+        ("ray_cluster", "ray.remote.num_cpus", 1),
+    ],
+)
+def test_launcher_presets_compose(launcher, key, value):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert OmegaConf.select(cfg.hydra.launcher, key) == value

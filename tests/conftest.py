@@ -21,10 +21,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 
 
-def compose_config(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str, name: str = "config") -> DictConfig:
     """The real composition, as the pipeline does it (global Hydra state cleared after)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=name, overrides=list(overrides))
 
 
 def isolated(tmp_path: Path) -> list[str]:

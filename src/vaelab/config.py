@@ -127,6 +127,20 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class RerunConfig:
+    """pipelines/rerun.py: which run or sweep to re-create, and how strictly."""
+
+    experiment_name: str = "vaelab"
+    run_id: str | None = None
+    sweep_id: str | None = None
+    # Refuse when code, data or key packages differ from the original's, instead of warning.
+    strict: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
 class ConfigError(ValueError):
     """A config value that is well-typed but unusable; the message names the key to fix."""
 
@@ -140,6 +154,7 @@ def project_root() -> str:
 def register_configs() -> None:
     """Store the schema (listed first in conf/config.yaml's defaults) and our resolvers."""
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
+    ConfigStore.instance().store(name="vaelab_rerun_schema", node=RerunConfig)
     OmegaConf.register_new_resolver("vaelab.project_root", project_root, replace=True)
 
 
@@ -229,6 +244,20 @@ _NOT_PARAMS = ("data.sha256.",)
 
 # Where a run writes and whether it may repeat itself: not what it computes.
 _NOT_IDENTITY = ("paths", "tracking", "force")
+
+
+def relocate(original: DictConfig, here: DictConfig) -> DictConfig:
+    """A logged config with this machine's locations (paths, store, data cache) swapped in.
+
+    A run's resolved config holds the absolute paths of the machine that ran it; everything
+    else in it is what the run computed and is kept exactly.
+    """
+    merged = OmegaConf.merge(OmegaConf.structured(Config), original)
+    merged.paths = here.paths
+    for key in ("uri", "artifact_root", "experiment"):
+        merged.tracking[key] = here.tracking[key]
+    merged.data.cache_dir = here.data.cache_dir
+    return merged
 
 
 def config_hash(cfg: DictConfig, code_version: str) -> str:

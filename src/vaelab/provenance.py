@@ -25,8 +25,12 @@ def _git(root: str | Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def code_version(root: str | Path) -> dict[str, str]:
-    """Commit and dirty flag of the checkout at root ("unknown" outside git)."""
+def code_version() -> dict[str, str]:
+    """Commit and dirty flag of the checkout this code runs from ("unknown" outside git).
+
+    Asked of the package's own directory, not the run's output root, which may be anywhere.
+    """
+    root = Path(__file__).resolve().parent
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"git.commit": "unknown", "git.dirty": "unknown"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -46,7 +46,7 @@ def load_splits(config: Config) -> tuple[mnist_data.Splits, str]:
 
 
 def run_tags(config: Config, data_sha256: str, overrides: Sequence[str]) -> dict[str, str]:
-    code = provenance.code_version(config.paths.root)
+    code = provenance.code_version()
     return {
         "style": config.style.name.value,
         "loss": config.loss.name,
@@ -140,7 +140,10 @@ def _already_finished(
 
 
 def train_and_evaluate(
-    cfg: DictConfig, overrides: Sequence[str] = (), sweep: SweepContext | None = None
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    sweep: SweepContext | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Train one VAE as `cfg` says, log everything to MLflow, return what it measured."""
     config = to_run_config(cfg)
@@ -165,7 +168,7 @@ def train_and_evaluate(
         store,
         run_name(cfg),
         flatten(cfg),
-        {**tags, **_sweep_tags(sweep, key)},
+        {**tags, **_sweep_tags(sweep, key), **(extra_tags or {})},
         parent_run_id=sweep.parent_run_id if sweep else None,
     ) as run:
         _log_inputs(run, cfg, overrides)

@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
+# Reading one small artifact should not draw a progress bar; set before mlflow reads it.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,34 @@ def find_runs(store: Store, tags: Mapping[str, str], status: str | None = None) 
         [store.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5000
     )
     return [_record(run) for run in runs]
+
+
+def get_run(store: Store, run_id: str) -> RunRecord:
+    """A run by id; TrackingError names the id when the store has no such live run."""
+    try:
+        run = MlflowClient(store.uri).get_run(run_id)
+    except Exception as error:  # MlflowException for unknown ids, also malformed ones
+        raise TrackingError(
+            f"run_id={run_id} is not in the store at {store.uri}: check the id (MLflow UI, "
+            "`make ui`) and tracking.uri"
+        ) from error
+    if run.info.lifecycle_stage == "deleted":
+        raise TrackingError(f"run {run_id} was deleted; restore it in the MLflow UI first")
+    return _record(run)
+
+
+def read_text_artifact(store: Store, run_id: str, path: str) -> str | None:
+    """The text of a run's artifact, or None when the run has no such file."""
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    except Exception:  # missing artifact: MlflowException or OSError depending on the store
+        return None
+
+
+def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, by step."""
+    history = MlflowClient(store.uri).get_metric_history(run_id, name)
+    return sorted((m.step, m.value) for m in history)
 
 
 def create_run(store: Store, run_name: str, tags: Mapping[str, Any]) -> str:

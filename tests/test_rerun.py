@@ -1,0 +1,79 @@
+"""A run re-created from the store alone gives the same numbers; drift is caught."""
+
+import logging
+
+import pytest
+
+from tests.conftest import compose_config, isolated
+from vaelab import tracking
+from vaelab.rerun import RerunError, rerun, rerun_run
+from vaelab.run import train_and_evaluate
+
+
+@pytest.fixture
+def rerun_cfg(tmp_path):
+    def make(*overrides):
+        return compose_config(*isolated(tmp_path), *overrides, name="rerun")
+
+    return make
+
+
+@pytest.fixture
+def store(store_uri):
+    return tracking.open_store(store_uri, "vaelab", None)
+
+
+@pytest.mark.parametrize("style", ["functional", "subclass", "custom_loop"])
+def test_a_rerun_repeats_every_epoch_bit_for_bit(style, smoke_cfg, rerun_cfg, store):
+    original = train_and_evaluate(
+        smoke_cfg(f"style={style}", "train.epochs=2", "tracking.log_model=false"),
+        overrides=[f"style={style}", "train.epochs=2"],
+    )
+    result, comparison = rerun_run(store, rerun_cfg(), original.run_id)
+    assert len(comparison.rows) == 3 + 6 * 2  # test/* once, train/* and val/* per epoch
+    assert comparison.max_abs_difference == 0.0, comparison.table()
+    rerun_record = tracking.get_run(store, result.run_id)
+    assert rerun_record.tags["rerun_of"] == original.run_id
+    assert rerun_record.tags["hydra.overrides"] == f"style={style} train.epochs=2"
+    assert rerun_record.params == tracking.get_run(store, original.run_id).params
+    assert tracking.read_text_artifact(store, result.run_id, "rerun_diff.txt").startswith("metric")
+
+
+def test_changed_data_hash_warns_and_strict_refuses(smoke_cfg, rerun_cfg, store, caplog):
+    original = train_and_evaluate(smoke_cfg("tracking.log_model=false"))
+    tracking.update_run(store, original.run_id, tags={"data.sha256": "0" * 64})
+    with pytest.raises(RerunError, match=r"(?s)strict=true: refusing.*data.sha256: original 0000"):
+        rerun_run(store, rerun_cfg("strict=true"), original.run_id)
+    assert len(tracking.find_runs(store, {"rerun_of": original.run_id})) == 0
+    with caplog.at_level(logging.WARNING, logger="vaelab.rerun"):
+        rerun_run(store, rerun_cfg(), original.run_id)
+    assert "data.sha256: original 0000" in caplog.text
+
+
+def test_a_run_without_its_config_cannot_be_rerun(rerun_cfg, store):
+    bare = tracking.create_run(store, "made-elsewhere", {})
+    with pytest.raises(RerunError, match=f"run {bare} has no config.yaml artifact"):
+        rerun(rerun_cfg(f"run_id={bare}"))
+
+
+def test_unknown_run_id_exits_non_zero_naming_it(run_pipeline):
+    result = run_pipeline("rerun.py", "run_id=0123456789abcdef0123456789abcdef")
+    assert result.returncode != 0
+    assert "run_id=0123456789abcdef0123456789abcdef is not in the store" in result.stderr
+
+
+def test_a_sweep_rerun_is_a_new_sweep_tagged_with_the_original(smoke_cfg, rerun_cfg, store):
+    from vaelab.run import SweepContext
+
+    parent = tracking.create_run(store, "sweep", {"sweep.id": "orig", "sweep.role": "parent"})
+    for dim in (2, 3):
+        train_and_evaluate(
+            smoke_cfg(f"model.latent_dim={dim}", "tracking.log_model=false"),
+            sweep=SweepContext("orig", parent, 2),
+        )
+    comparisons = rerun(rerun_cfg("sweep_id=orig"))
+    assert [c.max_abs_difference for c in comparisons] == [0.0, 0.0]
+    (new_parent,) = tracking.find_runs(store, {"rerun_of": "orig", "sweep.role": "parent"})
+    children = tracking.find_runs(store, {"sweep.id": new_parent.tags["sweep.id"]})
+    assert len([c for c in children if c.tags.get("sweep.role") == "child"]) == 2
+    assert new_parent.status == "FINISHED"

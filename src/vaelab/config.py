@@ -80,6 +80,8 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 1e-3
+    # Reshuffle the training set every epoch (off: the same batch order in every style).
+    shuffle: bool = True
     # Seeded, op-deterministic kernels: a rerun on the same machine repeats every number.
     deterministic: bool = True
 
@@ -88,8 +90,14 @@ class TrainConfig:
 class EvalConfig:
     # Digits shown in the reconstruction grid and samples drawn from the prior.
     n_images: int = 10
-    # Test examples encoded for the latent map.
+    # Test examples encoded for the latent map and the active-unit count.
     n_latent_points: int = 2000
+    # A latent unit is active when the variance of its posterior mean exceeds this.
+    active_unit_threshold: float = 0.01
+    # Importance samples per test digit for the NLL estimate (elbo loss only); 0 turns it off.
+    iw_samples: int = 50
+    # Test digits used for the NLL estimate (quick by default; 10000 for the full test set).
+    iw_examples: int = 1000
 
 
 @dataclass
@@ -141,6 +149,26 @@ class RerunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class ReportConfig:
+    """pipelines/report.py: which runs to compare and how."""
+
+    experiment_name: str = "vaelab"
+    sweep_id: str | None = None
+    runs: list[str] | None = None
+    filter: str | None = None
+    metric: str = "val/total"
+    top_k: int = 3
+    # Older runs without an active-unit count are flagged collapsed below this test KL.
+    collapse_kl: float = 0.01
+    # A RUNNING run with no heartbeat for this long was killed (SIGKILL, lost machine).
+    stale_after_s: float = 1800.0
+    out_dir: str = MISSING
+    ui_url: str = "http://127.0.0.1:5000"
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
 class ConfigError(ValueError):
     """A config value that is well-typed but unusable; the message names the key to fix."""
 
@@ -155,6 +183,7 @@ def register_configs() -> None:
     """Store the schema (listed first in conf/config.yaml's defaults) and our resolvers."""
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
     ConfigStore.instance().store(name="vaelab_rerun_schema", node=RerunConfig)
+    ConfigStore.instance().store(name="vaelab_report_schema", node=ReportConfig)
     OmegaConf.register_new_resolver("vaelab.project_root", project_root, replace=True)
 
 
@@ -197,7 +226,26 @@ def validate(config: Config) -> None:
         config.objective,
         f"one of {', '.join(objectives)}",
     )
-    _check(config.eval.n_images >= 1, "eval.n_images", config.eval.n_images, "an integer >= 1")
+    e = config.eval
+    _check(e.n_images >= 1, "eval.n_images", e.n_images, "an integer >= 1")
+    _check(
+        e.n_latent_points >= 2,
+        "eval.n_latent_points",
+        e.n_latent_points,
+        "an integer >= 2 (a variance needs two points)",
+    )
+    _check(
+        e.active_unit_threshold >= 0,
+        "eval.active_unit_threshold",
+        e.active_unit_threshold,
+        "a number >= 0",
+    )
+    _check(
+        config.eval.iw_samples >= 0, "eval.iw_samples", config.eval.iw_samples, "an integer >= 0"
+    )
+    _check(
+        config.eval.iw_examples >= 1, "eval.iw_examples", config.eval.iw_examples, "an integer >= 1"
+    )
 
 
 def _reject_unknown_keys(cfg: DictConfig, config: Config) -> None:
@@ -223,6 +271,22 @@ def _paths(cfg: DictConfig) -> list[str]:
 
     walk(container, "")
     return paths
+
+
+def check_fits_in_memory(config: Config, available_bytes: int) -> None:
+    """Refuse a model whose training cannot fit in memory, before anything is loaded."""
+    from vaelab.models import estimated_training_bytes
+
+    m = config.model
+    needed = estimated_training_bytes(
+        m.input_dim, m.intermediate_dim, m.latent_dim, config.train.batch_size
+    )
+    if needed > available_bytes:
+        raise ConfigError(
+            f"model.intermediate_dim={m.intermediate_dim}, model.latent_dim={m.latent_dim} "
+            f"(batch {config.train.batch_size}) need about {needed / 2**30:.1f} GiB to train "
+            f"but {available_bytes / 2**30:.1f} GiB is available; choose smaller sizes"
+        )
 
 
 def to_run_config(cfg: DictConfig) -> Config:

@@ -216,6 +216,35 @@ def build_subclass_vae(
     return model
 
 
+def parameter_count(input_dim: int, intermediate_dim: int, latent_dim: int) -> int:
+    """Weights and biases of the dense VAE (107,472 at the notebook's sizes)."""
+    encoder = (
+        input_dim * intermediate_dim
+        + intermediate_dim
+        + 2 * (intermediate_dim * latent_dim + latent_dim)
+    )
+    decoder = (
+        latent_dim * intermediate_dim
+        + intermediate_dim
+        + intermediate_dim * input_dim
+        + (input_dim)
+    )
+    return encoder + decoder
+
+
+def estimated_training_bytes(
+    input_dim: int, intermediate_dim: int, latent_dim: int, batch_size: int
+) -> int:
+    """A lower bound on the memory training needs, to refuse hopeless sizes up front.
+
+    Four float32 copies of every parameter (weights, gradients, Adam's two moments) plus a
+    batch's activations kept for the backward pass.
+    """
+    parameters = parameter_count(input_dim, intermediate_dim, latent_dim)
+    activations = batch_size * (3 * input_dim + 2 * intermediate_dim + 4 * latent_dim)
+    return 4 * (4 * parameters + 2 * activations)
+
+
 BUILDERS = {"functional": build_functional_vae, "subclass": build_subclass_vae}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -56,8 +57,13 @@ def platform_tags() -> dict[str, str]:
     }
 
 
+@functools.cache
 def installed_requirements() -> str:
-    """Every installed distribution as `name==version`, sorted: the run's exact environment."""
+    """Every installed distribution as `name==version`, sorted: the run's exact environment.
+
+    Cached: the environment does not change under a running process, and a sweep worker
+    would otherwise rescan site-packages for every run.
+    """
     lines = {
         f"{dist.metadata['Name']}=={dist.version}"
         for dist in metadata.distributions()

@@ -101,9 +101,9 @@ class Comparison:
         return max((abs(b - a) for _, a, b in self.rows), default=0.0)
 
     def table(self) -> str:
-        lines = [f"{'metric':<28} {'original':>14} {'rerun':>14} {'difference':>12}"]
+        lines = [f"{'metric':<34} {'original':>14} {'rerun':>14} {'difference':>12}"]
         for name, a, b in self.rows:
-            lines.append(f"{name:<28} {a:>14.6f} {b:>14.6f} {b - a:>12.3g}")
+            lines.append(f"{name:<34} {a:>14.6f} {b:>14.6f} {b - a:>12.3g}")
         return "\n".join(lines)
 
 

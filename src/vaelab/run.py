@@ -9,6 +9,7 @@ the run's status says how it ended.
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab import data as mnist_data
 from vaelab import evaluation, plots, provenance, tracking, training
-from vaelab.config import Config, Style, config_hash, flatten, to_run_config
+from vaelab.config import (
+    Config,
+    Style,
+    check_fits_in_memory,
+    config_hash,
+    flatten,
+    to_run_config,
+)
 from vaelab.losses import LossSpec
 from vaelab.models import build_vae
 
@@ -67,16 +75,7 @@ def _log_inputs(run: tracking.Run, cfg: DictConfig, overrides: Sequence[str]) ->
     run.log_text(provenance.installed_requirements(), "requirements.txt")
 
 
-def _log_pictures(run: tracking.Run, model: keras.Model, config: Config, splits, history) -> None:
-    pics = evaluation.pictures(
-        model,
-        splits.x_test,
-        splits.y_test,
-        config.model.latent_dim,
-        config.eval.n_images,
-        config.eval.n_latent_points,
-        config.seed,
-    )
+def _log_pictures(run: tracking.Run, pics: evaluation.Pictures, history) -> None:
     run.log_figure(
         plots.reconstruction_grid(pics.originals, pics.reconstructions), "plots/reconstructions.png"
     )
@@ -85,6 +84,25 @@ def _log_pictures(run: tracking.Run, model: keras.Model, config: Config, splits,
     )
     run.log_figure(plots.latent_map(pics.z_mean, pics.labels), "plots/latent_map.png")
     run.log_figure(plots.loss_curves(history), "plots/loss_curves.png")
+
+
+def _quality(model: keras.Model, config: Config, splits, pics: evaluation.Pictures) -> dict:
+    """Measure quality beyond the loss: active units and, for a Bernoulli ELBO, the IW NLL.
+
+    Computed here, at the end of each run, so that reports only read the store.
+    """
+    e = config.eval
+    quality = {
+        "test/active_units": float(evaluation.active_units(pics.z_mean, e.active_unit_threshold))
+    }
+    is_likelihood = config.loss.reconstruction.value == "bce" and (
+        config.loss.pixel_reduction.value == "sum"
+    )
+    if is_likelihood and e.iw_samples > 0:
+        quality["test/iw_nll"] = evaluation.importance_weighted_nll(
+            model, splits.x_test[: e.iw_examples], e.iw_samples, config.seed
+        )
+    return quality
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,7 @@ def train_and_evaluate(
 ) -> RunResult:
     """Train one VAE as `cfg` says, log everything to MLflow, return what it measured."""
     config = to_run_config(cfg)
+    check_fits_in_memory(config, _available_memory())
     training.check_backend(config.style.name.value)
     splits, data_sha256 = load_splits(config)
     store = tracking.open_store(
@@ -162,6 +181,7 @@ def train_and_evaluate(
         learning_rate=config.train.learning_rate,
         steps_per_execution=config.style.steps_per_execution,
         seed=config.seed,
+        shuffle=config.train.shuffle,
     )
     history: dict[str, list[float]] = defaultdict(list)
     with tracking.tracked_run(
@@ -197,6 +217,7 @@ def train_and_evaluate(
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step=epoch)
+            run.beat()
             for name, value in metrics.items():
                 history[name].append(value)
 
@@ -204,13 +225,28 @@ def train_and_evaluate(
         test = training.evaluate(model, splits.x_test, config.train.batch_size)
         final = {f"test/{name}": value for name, value in test.items()}
         final.update({name: values[-1] for name, values in history.items()})
+        pics = evaluation.pictures(
+            model,
+            splits.x_test,
+            splits.y_test,
+            config.model.latent_dim,
+            config.eval.n_images,
+            config.eval.n_latent_points,
+            config.seed,
+        )
+        final.update(_quality(model, config, splits, pics))
         run.log_metrics(
             {k: v for k, v in final.items() if k.startswith("test/")}, step=config.train.epochs
         )
-        _log_pictures(run, model, config, splits, history)
+        _log_pictures(run, pics, history)
         if config.tracking.log_model:
             run.log_keras_model(model, splits.x_test[:8], _model_requirements())
     return RunResult(run.run_id, final)
+
+
+def _available_memory() -> int:
+    """Physical memory of this machine (the accelerator's, on a GPU, is checked by the backend)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _model_requirements() -> list[str]:

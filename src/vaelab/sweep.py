@@ -119,10 +119,26 @@ def read_context(sweep_dir: Path) -> SweepContext:
     return SweepContext(**json.loads(path.read_text()))
 
 
+def current_attempts(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
+    """One run per configuration: its FINISHED attempt if any, else its latest.
+
+    A run killed and then redone by a relaunch is superseded: the sweep is judged by what
+    each configuration finally gave, while the store keeps every attempt.
+    """
+    chosen: dict[str, tracking.RunRecord] = {}
+    for run in runs:  # oldest first
+        key = run.tags.get("config_hash") or run.tags.get("hydra.overrides") or run.run_id
+        if chosen.get(key) is None or chosen[key].status != "FINISHED":
+            chosen[key] = run
+    return list(chosen.values())
+
+
 def summarise(store: tracking.Store, sweep_id: str, objective: str) -> dict[str, Any]:
     """Counts by status and the best finished run by the objective (lower is better)."""
-    runs = tracking.find_runs(store, {"sweep.id": sweep_id, "sweep.role": "child"})
+    every = tracking.find_runs(store, {"sweep.id": sweep_id, "sweep.role": "child"})
+    runs = current_attempts(every)
     counts = {status: sum(r.status == status for r in runs) for status in _STATUSES}
+    counts["SUPERSEDED"] = len(every) - len(runs)
     finished = [r for r in runs if r.status == "FINISHED" and objective in r.metrics]
     best = min(finished, key=lambda r: r.metrics[objective], default=None)
     return {"runs": runs, "counts": counts, "best": best}

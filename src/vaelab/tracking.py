@@ -9,12 +9,14 @@ exception and maps each outcome explicitly.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import signal
 import sqlite3
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +38,8 @@ _SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.I
 _MAX_TAG = 5000
 
 
+# Unix time of a run's last sign of life (start, then every epoch).
+HEARTBEAT_TAG = "heartbeat_at"
 # Set on an exception that escaped an open run, so callers can tell it was recorded.
 RUN_ID_ATTRIBUTE = "mlflow_run_id"
 
@@ -78,9 +82,32 @@ def _prepare_sqlite_dir(uri: str) -> None:
         )
 
 
+@contextmanager
+def _exclusive(uri: str) -> Iterator[None]:
+    """One process at a time initialises a sqlite store on this machine.
+
+    MLflow creates the schema on first use; several processes doing that at once on a fresh
+    file race and can leave it broken for good. A lock file beside the database serialises it.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
     """Reach the store (failing now, not after training), create schema and experiment."""
     _prepare_sqlite_dir(uri)
+    with _exclusive(uri):
+        return _open_store(uri, experiment, artifact_root)
+
+
+def _open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
@@ -140,13 +167,11 @@ def _record(run: Any) -> RunRecord:
     )
 
 
-def _tag_filter(tags: Mapping[str, str]) -> str:
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-
-
 def find_runs(store: Store, tags: Mapping[str, str], status: str | None = None) -> list[RunRecord]:
     """Runs of the experiment whose tags match, oldest first, optionally of one status."""
-    query = _tag_filter(tags) + (f" and attributes.status = '{status}'" if status else "")
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    clauses += [f"attributes.status = '{status}'"] if status else []
+    query = " and ".join(clauses)
     runs = MlflowClient(store.uri).search_runs(
         [store.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5000
     )
@@ -179,6 +204,35 @@ def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, floa
     """(step, value) pairs of one metric, by step."""
     history = MlflowClient(store.uri).get_metric_history(run_id, name)
     return sorted((m.step, m.value) for m in history)
+
+
+def runs_frame(store: Store, filter_string: str = "", run_ids: list[str] | None = None):
+    """Runs as a pandas DataFrame (params.*, metrics.*, tags.* columns), newest first."""
+    frame = mlflow.search_runs(
+        experiment_ids=[store.experiment_id],
+        filter_string=filter_string,
+        max_results=50000,
+        order_by=["attributes.start_time DESC"],
+    )
+    if run_ids is not None:
+        frame = frame[frame["run_id"].isin(run_ids)]
+    return frame.reset_index(drop=True)
+
+
+def download_artifact(store: Store, run_id: str, path: str, destination: Path) -> Path | None:
+    """A run's artifact as a local file, or None when it is missing."""
+    try:
+        local = MlflowClient(store.uri).download_artifacts(run_id, path, str(destination))
+    except Exception:  # missing artifact or unreadable artifact store
+        return None
+    return Path(local)
+
+
+def log_files(store: Store, run_id: str, paths: list[Path], directory: str) -> None:
+    """Attach local files to a run that is not the active one (e.g. a sweep's parent)."""
+    client = MlflowClient(store.uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), directory)
 
 
 def create_run(store: Store, run_name: str, tags: Mapping[str, Any]) -> str:
@@ -224,6 +278,10 @@ class Run:
 
     def __init__(self, run_id: str):
         self.run_id = run_id
+
+    def beat(self) -> None:
+        """Record that the run is alive; a RUNNING run whose heartbeat is old was killed."""
+        mlflow.set_tag(HEARTBEAT_TAG, f"{time.time():.3f}")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(dict(metrics), step=step)
@@ -317,6 +375,8 @@ def tracked_run(
         tags={k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)},
     )
     run = Run(active.info.run_id)
+    run.beat()
+    run.beat()
     with _captured_log() as log_path, _sigterm_as_interrupt():
         try:
             mlflow.log_params(loggable_params(params))

@@ -41,6 +41,7 @@ class TrainSettings:
     learning_rate: float
     steps_per_execution: int
     seed: int
+    shuffle: bool = True
 
 
 def check_backend(style: str) -> str:
@@ -155,7 +156,7 @@ def train_with_fit(
         batch_size=settings.batch_size,
         epochs=settings.epochs,
         validation_data=(x_val,),
-        shuffle=True,
+        shuffle=settings.shuffle,
         callbacks=[_EpochReporter(on_epoch)],
         verbose=verbose,
     )
@@ -294,7 +295,7 @@ def train_with_custom_loop(
     steps = math.ceil(n / settings.batch_size)
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
-        order = rng.permutation(n).astype(np.int32)
+        order = (rng.permutation(n) if settings.shuffle else np.arange(n)).astype(np.int32)
         sums = np.zeros(len(TERMS))
         progress = _Progress(epoch, settings.epochs, steps)
         for first, last in _chunks(steps, settings.steps_per_execution):

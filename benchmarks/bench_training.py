@@ -1,0 +1,189 @@
+"""Epoch time of the notebook's plain `fit` against each style as the pipeline trains it.
+
+    make bench                       # or: python benchmarks/bench_training.py --epochs 4
+    KERAS_BACKEND=jax python benchmarks/bench_training.py
+
+Everything runs in one process on the same verified MNIST split, so the machine's noise hits
+all rows alike. (a) is the notebook's way: the functional VAE, `compile(Adam())` with Keras's
+defaults and `fit(x, epochs, batch_size=64)`, no validation. The styles run through the
+pipeline's own trainers, which also validate every epoch (counted in their time). Reported:
+median seconds per epoch after a warm-up epoch, the ratio to (a), final losses, and a
+results check in which every path trains on the same batch order (shuffle off) and the
+per-epoch losses are compared with (a)'s. Then the cost of a whole run beyond training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # for tests.conftest.compose_config: the real config
+
+from tests.conftest import compose_config  # noqa: E402
+from vaelab import training  # noqa: E402
+from vaelab.config import to_run_config  # noqa: E402
+from vaelab.losses import LossSpec  # noqa: E402
+from vaelab.models import TERMS, build_vae  # noqa: E402
+from vaelab.run import load_splits, train_and_evaluate  # noqa: E402
+
+ARCHITECTURE = {"functional": "functional", "subclass": "subclass", "custom_loop": "subclass"}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds, self.losses = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+        self.losses.append({name: float(logs[name]) for name in TERMS})
+
+
+def notebook_fit(x, epochs, seed, spec, shuffle=True, x_val=None):
+    """(a): plain Keras fit with default settings, as the notebook trains."""
+    training.configure_backend(seed, deterministic=True)
+    model = build_vae("functional", 784, 64, 32, seed, spec)
+    model.compile(optimizer=keras.optimizers.Adam())
+    timer = EpochTimer()
+    validation = None if x_val is None else (x_val,)
+    model.fit(
+        x,
+        epochs=epochs,
+        batch_size=64,
+        shuffle=shuffle,
+        validation_data=validation,
+        callbacks=[timer],
+        verbose=0,
+    )
+    return timer.seconds, timer.losses
+
+
+def pipeline_style(style, x, x_val, epochs, seed, spec, steps, shuffle=True):
+    """(b): the trainer the pipeline uses for this style, with its validation pass."""
+    training.configure_backend(seed, deterministic=True)
+    model = build_vae(ARCHITECTURE[style], 784, 64, 32, seed, spec)
+    settings = training.TrainSettings(epochs, 64, 1e-3, steps, seed, shuffle=shuffle)
+    seconds, losses = [], []
+
+    def on_epoch(epoch, metrics):
+        seconds.append(metrics["time/epoch_seconds"])
+        losses.append({name: metrics[f"train/{name}"] for name in TERMS})
+
+    trainer = training.train_with_custom_loop if style == "custom_loop" else training.train_with_fit
+    trainer(model, x, x_val, settings, on_epoch, verbose=0)
+    return seconds, losses
+
+
+def overhead(seed: int) -> tuple[float, float, float]:
+    """A whole 3-epoch run in-process: total, training, and what was not training."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(
+            f"paths.store_dir={tmp}/mlruns", f"paths.output_dir={tmp}/out", f"seed={seed}"
+        )
+        start = time.perf_counter()
+        result = train_and_evaluate(cfg)
+        total = time.perf_counter() - start
+    # The run logs only the last epoch's time; a default run has 3 epochs of the same cost.
+    train = 3 * result.metrics["time/epoch_seconds"]
+    return total, train, total - train
+
+
+def cli_run_seconds() -> float:
+    """`python pipelines/train.py` end to end, imports included, into a throwaway store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "pipelines/train.py"),
+                f"paths.store_dir={tmp}/mlruns",
+                f"paths.output_dir={tmp}/out",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="timed epochs + 1 warm-up")
+    parser.add_argument("--check-epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="steps_per_execution")
+    parser.add_argument("--skip-overhead", action="store_true")
+    args = parser.parse_args()
+
+    config = to_run_config(compose_config())
+    splits, _ = load_splits(config)
+    x, x_val = splits.x_train, splits.x_val
+    seed, spec = config.seed, LossSpec()
+    steps = args.steps or config.style.steps_per_execution
+    epochs = args.epochs + 1
+
+    print(
+        f"backend={keras.backend.backend()}  device={training.configure_backend(seed, True)}"
+        f"  cpus={os.cpu_count()}  train={len(x)}  val={len(x_val)}  batch=64"
+        f"  steps_per_execution={steps}  epochs={args.epochs} (+1 warm-up)\n"
+    )
+    rows = {"(a) notebook fit": notebook_fit(x, epochs, seed, spec)}
+    for style in ("functional", "subclass", "custom_loop"):
+        rows[f"(b) {style}"] = pipeline_style(style, x, x_val, epochs, seed, spec, steps)
+    base = statistics.median(rows["(a) notebook fit"][0][1:])
+    print(f"{'path':<20} {'s/epoch':>9} {'ratio':>7} {'train/total':>12} {'train/kl':>9}")
+    for name, (seconds, losses) in rows.items():
+        median = statistics.median(seconds[1:])
+        print(
+            f"{name:<20} {median:>9.3f} {median / base:>6.2f}x {losses[-1]['total']:>12.4f}"
+            f" {losses[-1]['kl']:>9.4f}"
+        )
+
+    print(
+        f"\nResults unchanged: same batch order (shuffle off) and, since validation draws "
+        f"from the same sampling generator, (a) validating too; {args.check_epochs} epochs; "
+        "largest relative difference of any train loss term from (a)'s"
+    )
+    _, reference = notebook_fit(x, args.check_epochs, seed, spec, shuffle=False, x_val=x_val)
+    for style in ("functional", "subclass", "custom_loop"):
+        _, losses = pipeline_style(
+            style, x, x_val, args.check_epochs, seed, spec, steps, shuffle=False
+        )
+        worst = max(
+            abs(b[t] - a[t]) / abs(a[t])
+            for a, b in zip(reference, losses, strict=True)
+            for t in TERMS
+        )
+        curve = " ".join(f"{e['total']:.4f}" for e in losses)
+        print(f"  {style:<12} max rel diff {worst:.2e}   train/total per epoch: {curve}")
+    print(
+        f"  {'(a)':<12} {'':>22}   train/total per epoch: "
+        + " ".join(f"{e['total']:.4f}" for e in reference)
+    )
+
+    if args.skip_overhead:
+        return
+    total, train, rest = overhead(seed)
+    print(
+        f"\nWhole default run in-process (3 epochs, functional): {total:.2f} s, training "
+        f"{train:.2f} s, everything else {rest:.2f} s ({rest / train:.0%} of training)"
+    )
+    cli = cli_run_seconds()
+    print(
+        f"`python pipelines/train.py` end to end: {cli:.2f} s = training {train:.2f} s "
+        f"+ {cli - train:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Faults: what was recorded stays, the status tells the truth, the next launch recovers."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, compose_config, isolated
+from vaelab import tracking
+from vaelab.report import make_report
+from vaelab.run import train_and_evaluate
+
+SLOW_RUN = [
+    "data.train_limit=8192",
+    "data.validation_size=256",
+    "data.test_limit=256",
+    "train.epochs=40",
+    "tracking.log_model=false",
+    "experiment=smoke",
+]
+TINY = [
+    "experiment=smoke",
+    "data.train_limit=256",
+    "data.validation_size=128",
+    "data.test_limit=128",
+    "tracking.log_model=false",
+]
+
+
+def store_for(tmp_path):
+    return tracking.open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "vaelab", None)
+
+
+def start(tmp_path, *args):
+    command = [sys.executable, str(REPO / "pipelines/train.py"), *args, *isolated(tmp_path)]
+    return subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_epochs(tmp_path, count, epochs="40", timeout=120):
+    """The run id once the store holds `count` epochs of a RUNNING run of that length."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (tmp_path / "mlruns" / "mlflow.db").exists():
+            store = store_for(tmp_path)
+            for run in tracking.find_runs(store, {}, status="RUNNING"):
+                logged = tracking.metric_history(store, run.run_id, "train/total")
+                if run.params.get("train.epochs") == epochs and len(logged) >= count:
+                    return run.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"no run reached {count} epochs in {timeout} s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(tmp_path, signum):
+    process = start(tmp_path, *SLOW_RUN)
+    run_id = wait_for_epochs(tmp_path, 1)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    run = tracking.get_run(store_for(tmp_path), run_id)
+    assert run.status == "KILLED", output[-2000:]
+    epochs = [step for step, _ in tracking.metric_history(store_for(tmp_path), run_id, "val/total")]
+    assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) < 40
+    assert signal.Signals(signum).name in run.tags["error"] or signum == signal.SIGINT
+
+
+def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path):
+    sweep = ["--multirun", *SLOW_RUN, "train.epochs=2,12"]
+    process = start(tmp_path, *sweep)
+    killed = wait_for_epochs(tmp_path, 1, epochs="12")  # the 2-epoch run is done by then
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    store = store_for(tmp_path)
+    children = {
+        r.params["train.epochs"]: r for r in tracking.find_runs(store, {"sweep.role": "child"})
+    }
+    assert children["2"].status == "FINISHED" and children["12"].run_id == killed
+    assert children["12"].status == "KILLED"
+
+    again = start(tmp_path, *sweep)
+    output, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, output[-3000:]
+    assert output.count("Skipping: this configuration already FINISHED") == 1
+    statuses = sorted(
+        (r.params["train.epochs"], r.status)
+        for r in tracking.find_runs(store, {"sweep.role": "child"})
+    )
+    assert statuses == [("12", "FINISHED"), ("12", "KILLED"), ("2", "FINISHED")]
+
+
+def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
+    process = start(tmp_path, *SLOW_RUN)
+    run_id = wait_for_epochs(tmp_path, 1)
+    process.kill()
+    process.communicate(timeout=60)
+    store = store_for(tmp_path)
+    assert tracking.get_run(store, run_id).status == "RUNNING"  # nobody could close it
+    time.sleep(2.0)
+    paths = make_report(
+        compose_config(
+            *isolated(tmp_path),
+            f"out_dir={tmp_path}/reports",
+            f"runs=[{run_id}]",
+            "stale_after_s=1",
+            name="report",
+        )
+    )
+    assert "STALE" in paths["csv"].read_text()
+
+
+def test_an_error_in_one_job_of_a_parallel_sweep_spares_the_others(run_pipeline, store_uri):
+    result = run_pipeline(
+        "train.py",
+        "--multirun",
+        *TINY,
+        "loss=notebook_functional",
+        "train.learning_rate=0.001,1e12,0.002,0.003",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+    )
+    assert result.returncode != 0
+    store = tracking.open_store(store_uri, "vaelab", None)
+    statuses = sorted(r.status for r in tracking.find_runs(store, {"sweep.role": "child"}))
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+
+
+def test_two_sweeps_writing_to_one_fresh_store_at_once_lose_nothing(tmp_path):
+    first = start(tmp_path, "--multirun", *TINY, "model.latent_dim=2,3")
+    second = start(tmp_path, "--multirun", *TINY, "model.latent_dim=4,5")
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == second.returncode == 0, outputs[0][-2000:] + outputs[1][-2000:]
+    store = store_for(tmp_path)
+    children = tracking.find_runs(store, {"sweep.role": "child"})
+    assert sorted(r.params["model.latent_dim"] for r in children) == ["2", "3", "4", "5"]
+    assert all(r.status == "FINISHED" for r in children)
+    assert len(tracking.find_runs(store, {"sweep.role": "parent"}, status="FINISHED")) == 2
+
+
+def test_a_full_disk_while_writing_artifacts_fails_the_run_and_keeps_the_store(
+    smoke_cfg, store_uri, monkeypatch
+):
+    def disk_full(self, figure, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(tracking.Run, "log_figure", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        train_and_evaluate(smoke_cfg("tracking.log_model=false"))
+    store = tracking.open_store(store_uri, "vaelab", None)
+    (run,) = tracking.find_runs(store, {})
+    assert run.status == "FAILED" and "No space left on device" in run.tags["error"]
+    assert "val/total" in run.metrics and "test/total" in run.metrics
+
+
+def test_secret_looking_names_never_reach_the_store(store_uri):
+    store = tracking.open_store(store_uri, "vaelab", None)
+    params = {"model.latent_dim": 2, "tracking.api_token": "t0k", "db_password": "hunter2"}
+    tags = {"style": "functional", "AWS_SECRET_ACCESS_KEY": "abc", "github_token": "ghp"}
+    with tracking.tracked_run(store, "secrets", params, tags) as run:
+        run.set_tags({"service_api_key": "k"})
+    record = tracking.get_run(store, run.run_id)
+    everything = {**record.params, **record.tags}
+    assert record.params == {"model.latent_dim": "2"}
+    assert not any(value in everything.values() for value in ("t0k", "hunter2", "abc", "ghp", "k"))

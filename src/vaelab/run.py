@@ -53,18 +53,25 @@ def load_splits(config: Config) -> tuple[mnist_data.Splits, str]:
     return splits, mnist.sha256
 
 
+def environment_tags(data_sha256: str) -> dict[str, str]:
+    """What a run's numbers depend on besides its config; a rerun compares these."""
+    return {
+        "backend": keras.backend.backend(),
+        "data.sha256": data_sha256,
+        **provenance.code_version(),
+        **provenance.package_versions(),
+        **provenance.platform_tags(),
+    }
+
+
 def run_tags(config: Config, data_sha256: str, overrides: Sequence[str]) -> dict[str, str]:
-    code = provenance.code_version()
+    environment = environment_tags(data_sha256)
     return {
         "style": config.style.name.value,
         "loss": config.loss.name,
-        "backend": keras.backend.backend(),
-        "data.sha256": data_sha256,
         "hydra.overrides": " ".join(overrides),
-        "mlflow.source.git.commit": code["git.commit"],
-        **code,
-        **provenance.package_versions(),
-        **provenance.platform_tags(),
+        "mlflow.source.git.commit": environment["git.commit"],
+        **environment,
     }
 
 

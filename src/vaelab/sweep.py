@@ -95,12 +95,10 @@ def _mark_stale_children(store: tracking.Store, sweep_id: str) -> list[str]:
     """Children still RUNNING when their sweep is launched again were left by a dead process."""
     stale = tracking.find_runs(store, {"sweep.id": sweep_id, "sweep.role": "child"}, "RUNNING")
     for run in stale:
-        tracking.update_run(
-            store,
-            run.run_id,
-            tags={"stale": "true", "error": "left RUNNING by a process that died; relaunched"},
+        tracking.update_run(store, run.run_id, tags={"stale": "true"})
+        tracking.close_run(
+            store, run.run_id, "KILLED", error="left RUNNING by a process that died; relaunched"
         )
-        tracking.close_run(store, run.run_id, "KILLED")
     return [run.run_id for run in stale]
 
 
@@ -264,8 +262,6 @@ def _record_early_failure(
         "sweep.role": "child",
         "mlflow.parentRunId": context.parent_run_id,
         "hydra.overrides": " ".join(overrides),
-        "error": f"{type(error).__name__}: {error}",
     }
     run_id = tracking.create_run(store, run_name(cfg), tags)
-    tracking.update_run(store, run_id, texts={"error.txt": f"{tags['error']}\n"})
-    tracking.close_run(store, run_id, "FAILED")
+    tracking.close_run(store, run_id, "FAILED", error=f"{type(error).__name__}: {error}")

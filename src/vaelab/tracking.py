@@ -62,12 +62,20 @@ def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:")
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite URI (as SQLAlchemy reads it), None for other stores."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tags as MLflow stores them (bounded strings), without anything that looks like a secret."""
+    return {k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)}
+
+
 def _prepare_sqlite_dir(uri: str) -> None:
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_path(uri)
+    if db is None:
         return
-    db = Path(uri.removeprefix("sqlite:///"))
-    if not db.is_absolute():
-        db = Path("/") / db
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -89,10 +97,11 @@ def _exclusive(uri: str) -> Iterator[None]:
     MLflow creates the schema on first use; several processes doing that at once on a fresh
     file race and can leave it broken for good. A lock file beside the database serialises it.
     """
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_path(uri)
+    if db is None:
         yield
         return
-    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as lock:
+    with open(f"{db}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -141,9 +150,10 @@ def _use_write_ahead_log(uri: str) -> None:
 
     The mode is stored in the database file, so setting it once per open is cheap.
     """
-    if uri.startswith("sqlite:///"):
-        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+    db = _sqlite_path(uri)
+    if db is not None:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 @dataclass(frozen=True)
@@ -238,7 +248,7 @@ def log_files(store: Store, run_id: str, paths: list[Path], directory: str) -> N
 def create_run(store: Store, run_name: str, tags: Mapping[str, Any]) -> str:
     """A run that no process holds open (e.g. a sweep's parent); close it with `close_run`."""
     run = MlflowClient(store.uri).create_run(
-        store.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+        store.experiment_id, run_name=run_name, tags=_loggable_tags(tags)
     )
     return run.info.run_id
 
@@ -247,7 +257,10 @@ def reopen_run(store: Store, run_id: str) -> None:
     MlflowClient(store.uri).update_run(run_id, status="RUNNING")
 
 
-def close_run(store: Store, run_id: str, status: str) -> None:
+def close_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:
+    """End a run that no process holds open, recording why when it did not finish."""
+    if error is not None:
+        update_run(store, run_id, tags={"error": error}, texts={"error.txt": f"{error}\n"})
     MlflowClient(store.uri).set_terminated(run_id, status=status)
 
 
@@ -260,8 +273,8 @@ def update_run(
 ) -> None:
     """Write to a run that is not the active one (a sweep's parent, a stale child)."""
     client = MlflowClient(store.uri)
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, str(value)[:_MAX_TAG])
+    for key, value in _loggable_tags(tags or {}).items():
+        client.set_tag(run_id, key, value)
     for key, value in (metrics or {}).items():
         client.log_metric(run_id, key, value)
     for path, text in (texts or {}).items():
@@ -287,7 +300,7 @@ class Run:
         mlflow.log_metrics(dict(metrics), step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        mlflow.set_tags({k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)})
+        mlflow.set_tags(_loggable_tags(tags))
 
     def log_text(self, text: str, path: str) -> None:
         mlflow.log_text(text, path)
@@ -369,7 +382,7 @@ def tracked_run(
         experiment_id=store.experiment_id,
         run_name=run_name,
         parent_run_id=parent_run_id,
-        tags={k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)},
+        tags=_loggable_tags(tags),
     )
     run = Run(active.info.run_id)
     run.beat()

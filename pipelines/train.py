@@ -3,21 +3,26 @@
 python pipelines/train.py                                  # the default run, into mlruns/
 python pipelines/train.py style=subclass model.latent_dim=8 train.epochs=5
 python pipelines/train.py --multirun sweep=demo            # a sweep, grouped in MLflow
+python pipelines/train.py --multirun sweep=grid hydra/launcher=packed   # trained together
 """
 
 import hydra
 from omegaconf import DictConfig
 
+from vaelab.cli import quiet_frameworks, user_errors
 from vaelab.config import register_configs
-from vaelab.sweep import run_job
 
 register_configs()
+quiet_frameworks()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Return the objective (validation loss by default), what a sweeper minimises."""
-    return run_job(cfg)
+    from vaelab.sweep import run_job
+
+    with user_errors():
+        return run_job(cfg)
 
 
 if __name__ == "__main__":

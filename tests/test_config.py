@@ -31,7 +31,7 @@ def test_store_and_data_paths_are_absolute_and_independent_of_the_working_direct
     cfg = compose_config()
     assert cfg.tracking.uri.startswith("sqlite:////")
     assert Path(cfg.tracking.uri.removeprefix("sqlite:///")).parent.name == "mlruns"
-    assert Path(cfg.data.cache_dir).is_absolute() and str(tmp_path) not in cfg.data.cache_dir
+    assert Path(cfg.paths.mnist_dir).is_absolute() and str(tmp_path) not in cfg.paths.mnist_dir
 
 
 def test_presets_reproduce_each_notebook_cell():
@@ -108,7 +108,7 @@ def test_a_bad_value_creates_no_run_and_no_store(smoke_cfg, tmp_path):
 
 
 def test_flattened_params_name_every_setting_by_its_path():
-    flat = flatten(compose_config("style=subclass"))
+    flat = flatten(to_run_config(compose_config("style=subclass")))
     assert flat["model.latent_dim"] == 32 and flat["style.name"] == "subclass"
     assert flat["loss.kl_reduction"] == "sum"
     assert not any(key.startswith("data.sha256") for key in flat)

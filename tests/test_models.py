@@ -4,6 +4,9 @@ import pytest
 
 from vaelab.losses import LossSpec
 from vaelab.models import build_vae
+from vaelab.sizes import parameter_count
+
+ELBO = LossSpec("bce", "sum", "sum", 1.0)
 
 # 784*64+64 + 2*(64*32+32) + 32*64+64 + 64*784+784: the notebook's model, exactly.
 NOTEBOOK_PARAMETERS = 107_472
@@ -16,22 +19,30 @@ def x():
 
 @pytest.mark.parametrize("architecture", ["functional", "subclass"])
 def test_parameter_count_is_the_notebooks(architecture):
-    model = build_vae(architecture, 784, 64, 32, seed=1, loss_spec=LossSpec())
-    assert model.count_params() == NOTEBOOK_PARAMETERS
+    model = build_vae(architecture, 784, 64, 32, seed=1, loss_spec=ELBO)
+    assert model.count_params() == NOTEBOOK_PARAMETERS == parameter_count(784, 64, 32)
+    small = build_vae(architecture, 784, 16, 3, seed=1, loss_spec=ELBO)
+    assert small.count_params() == parameter_count(784, 16, 3)
 
 
 @pytest.mark.parametrize("architecture", ["functional", "subclass"])
-def test_outputs_have_the_promised_shapes_and_range(architecture, x):
-    model = build_vae(architecture, 784, 16, 3, seed=1, loss_spec=LossSpec())
+def test_outputs_have_the_promised_shapes(architecture, x):
+    model = build_vae(architecture, 784, 16, 3, seed=1, loss_spec=ELBO)
     out = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
     assert out["reconstruction"].shape == (32, 784)
     assert out["z_mean"].shape == out["z_log_var"].shape == (32, 3)
-    assert out["reconstruction"].min() >= 0.0 and out["reconstruction"].max() <= 1.0
+
+
+def test_a_model_without_an_objective_says_how_to_set_one(x):
+    model = build_vae("subclass", 784, 16, 3, seed=1, loss_spec=ELBO)
+    model.loss_spec = None
+    with pytest.raises(RuntimeError, match="set_objective"):
+        model.loss_terms(x, model(x))
 
 
 def _train_two_steps(architecture, x):
     keras.utils.set_random_seed(7)
-    model = build_vae(architecture, 784, 16, 4, seed=7, loss_spec=LossSpec())
+    model = build_vae(architecture, 784, 16, 4, seed=7, loss_spec=ELBO)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(x, batch_size=16, epochs=2, shuffle=False, verbose=0)
     return history.history
@@ -46,7 +57,7 @@ def test_functional_and_subclass_styles_compute_the_same_numbers(x):
 
 @pytest.mark.parametrize("architecture", ["functional", "subclass"])
 def test_saved_model_loads_in_safe_mode_and_reconstructs(architecture, x, tmp_path):
-    model = build_vae(architecture, 784, 16, 4, seed=1, loss_spec=LossSpec())
+    model = build_vae(architecture, 784, 16, 4, seed=1, loss_spec=ELBO)
     path = tmp_path / "vae.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)

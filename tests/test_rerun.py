@@ -5,8 +5,9 @@ import logging
 import pytest
 
 from tests.conftest import compose_config, isolated
-from vaelab import tracking
-from vaelab.rerun import RerunError, rerun, rerun_run
+from vaelab import identity, lifecycle, metrics, tracking
+from vaelab.errors import RerunError
+from vaelab.rerun import rerun, rerun_run
 from vaelab.run import train_and_evaluate
 
 
@@ -30,12 +31,18 @@ def test_a_rerun_repeats_every_epoch_bit_for_bit(style, smoke_cfg, rerun_cfg, st
         overrides=[f"style={style}", "train.epochs=2"],
     )
     result, comparison = rerun_run(store, rerun_cfg(), original.run_id)
-    assert len(comparison.rows) == 3 + 6 * 2  # test/* once, train/* and val/* per epoch
+    # test/* and the quality metrics once (active units, the IW estimate; the digit count),
+    # then train/* and val/* at each of the 2 epochs: every number, none missing.
+    compared = [name for name, _, _ in comparison.rows]
+    assert len(compared) == 3 + 2 + 6 * 2 and not comparison.missing, comparison.table()
+    assert {metrics.ACTIVE_UNITS, metrics.IW_BCE, "val/kl @ epoch 2"} <= set(compared)
     assert comparison.max_abs_difference == 0.0, comparison.table()
     rerun_record = tracking.get_run(store, result.run_id)
     assert rerun_record.tags["rerun_of"] == original.run_id
     assert rerun_record.tags["hydra.overrides"] == f"style={style} train.epochs=2"
-    assert rerun_record.params == tracking.get_run(store, original.run_id).params
+    # Same params, except where it writes: `tracking.*` comes from the rerun's own config.
+    original_params = tracking.get_run(store, original.run_id).params
+    assert identity.identity(rerun_record.params) == identity.identity(original_params)
     assert tracking.read_text_artifact(store, result.run_id, "rerun_diff.txt").startswith("metric")
 
 
@@ -51,7 +58,7 @@ def test_changed_data_hash_warns_and_strict_refuses(smoke_cfg, rerun_cfg, store,
 
 
 def test_a_run_without_its_config_cannot_be_rerun(rerun_cfg, store):
-    bare = tracking.create_run(store, "made-elsewhere", {})
+    bare = tracking.create_run(store, "made-elsewhere", {}).run_id
     with pytest.raises(RerunError, match=f"run {bare} has no config.yaml artifact"):
         rerun(rerun_cfg(f"run_id={bare}"))
 
@@ -62,18 +69,33 @@ def test_unknown_run_id_exits_non_zero_naming_it(run_pipeline):
     assert "run_id=0123456789abcdef0123456789abcdef is not in the store" in result.stderr
 
 
-def test_a_sweep_rerun_is_a_new_sweep_tagged_with_the_original(smoke_cfg, rerun_cfg, store):
-    from vaelab.run import SweepContext
+def test_a_comparison_with_a_missing_epoch_says_so(smoke_cfg, store):
+    from vaelab.rerun import compare
 
-    parent = tracking.create_run(store, "sweep", {"sweep.id": "orig", "sweep.role": "parent"})
+    one = train_and_evaluate(smoke_cfg("tracking.log_model=false", "train.epochs=2")).run_id
+    other = train_and_evaluate(smoke_cfg("tracking.log_model=false", "train.epochs=1")).run_id
+    comparison = compare(store, one, other)
+    assert comparison.missing == [f"{name} @ epoch 2" for name in metrics.EPOCH_METRICS]
+    assert "missing in one of the two runs" in comparison.table()
+
+
+def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg, store, capsys):
+    context = lifecycle.start(store, "orig", {}, total=2, objective="val/total")
     for dim in (2, 3):
         train_and_evaluate(
-            smoke_cfg(f"model.latent_dim={dim}", "tracking.log_model=false"),
-            sweep=SweepContext("orig", parent, 2),
+            smoke_cfg(f"model.latent_dim={dim}", "tracking.log_model=false"), sweep=context
         )
+    lifecycle.finish(store, context)
     comparisons = rerun(rerun_cfg("sweep_id=orig"))
     assert [c.max_abs_difference for c in comparisons] == [0.0, 0.0]
-    (new_parent,) = tracking.find_runs(store, {"rerun_of": "orig", "sweep.role": "parent"})
-    children = tracking.find_runs(store, {"sweep.id": new_parent.tags["sweep.id"]})
-    assert len([c for c in children if c.tags.get("sweep.role") == "child"]) == 2
-    assert new_parent.status == "FINISHED"
+    (new_parent,) = tracking.find_runs(
+        store, {lifecycle.RERUN_OF: "orig", lifecycle.SWEEP_ROLE: lifecycle.PARENT}
+    )
+    children = lifecycle.children(store, new_parent.tags[lifecycle.SWEEP_ID])
+    assert len(children) == 2 and new_parent.status == "FINISHED"
+    # The same lifecycle as any sweep: counts, the objective, the best run, a summary.
+    best = min(children, key=lambda r: (r.metrics["val/total"], r.start_time))
+    assert new_parent.tags[lifecycle.BEST_RUN] == best.run_id
+    assert new_parent.tags["sweep.count.finished"] == "2"
+    assert new_parent.tags["sweep.objective"] == "val/total"
+    assert f"Best by val/total: {best.run_id}" in capsys.readouterr().out

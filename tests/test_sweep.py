@@ -6,16 +6,16 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, TINY
-from vaelab import tracking
+from vaelab import lifecycle, tracking
 
 
 def output(result):
     return result.stdout + result.stderr
 
 
-def sweep_runs(store_uri, role="child"):
-    store = tracking.open_store(store_uri, "vaelab", None)
-    return tracking.find_runs(store, {"sweep.role": role})
+def sweep_runs(store_uri, role=lifecycle.CHILD):
+    store = tracking.open_store(store_uri, "vaelab")
+    return tracking.find_runs(store, {lifecycle.SWEEP_ROLE: role})
 
 
 def test_grid_records_each_run_once_under_one_parent(run_pipeline, store_uri):
@@ -74,10 +74,10 @@ def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_relaunch(run_p
     first = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
     assert first.returncode == 0, first.stderr[-3000:]
     (parent,) = sweep_runs(store_uri, "parent")
-    store = tracking.open_store(store_uri, "vaelab", None)
+    store = tracking.open_store(store_uri, "vaelab")
     ghost = tracking.create_run(
         store, "ghost", {"sweep.id": parent.tags["sweep.id"], "sweep.role": "child"}
-    )
+    ).run_id
     again = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
     assert "1 stale RUNNING runs marked KILLED" in output(again)
     (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
@@ -120,9 +120,24 @@ def test_optuna_preset_runs_the_requested_trials(run_pipeline, store_uri, tmp_pa
     more = run_pipeline("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "2 of 3 trials done" in output(more)
-    # TPE may propose a configuration the sweep already finished: then it is reused, not rerun.
-    reused = "Skipping: this configuration already FINISHED" in output(more)
-    assert len(sweep_runs(store_uri)) == (2 if reused else 3)
+    # Three completed trials in the study; TPE may propose a configuration twice, which the
+    # sweep then reuses instead of training again: one run per distinct configuration.
+    import optuna
+
+    (study,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    trials = optuna.load_study(
+        study_name=study.study_name, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    ).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 3
+    param = {"style": "style.name"}  # a config group's choice is logged as its name
+    configurations = {
+        tuple(sorted((param.get(k, k), str(v)) for k, v in t.params.items())) for t in trials
+    }
+    children = sweep_runs(store_uri)
+    assert len(children) == len(configurations)
+    for configuration in configurations:
+        matching = [r for r in children if all(r.params[k] == v for k, v in configuration)]
+        assert len(matching) == 1, configuration
 
 
 @pytest.mark.slow

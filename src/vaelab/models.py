@@ -13,8 +13,7 @@ import keras
 from keras import layers, ops
 
 from vaelab.losses import LossSpec, vae_loss_terms
-
-TERMS = ("total", "reconstruction", "kl")
+from vaelab.metrics import TERMS
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -43,7 +42,7 @@ class VAEObjective:
     """
 
     def _init_objective(self) -> None:
-        self.loss_spec = LossSpec()
+        self.loss_spec: LossSpec | None = None
         self.trackers = {name: keras.metrics.Mean(name=name) for name in TERMS}
 
     def set_objective(self, spec: LossSpec) -> None:
@@ -55,8 +54,14 @@ class VAEObjective:
         return list(self.trackers.values())
 
     def loss_terms(self, x, outputs) -> dict:
+        if self.loss_spec is None:
+            raise RuntimeError("the model has no objective: call set_objective(LossSpec(...))")
         return vae_loss_terms(
-            x, outputs["reconstruction"], outputs["z_mean"], outputs["z_log_var"], self.loss_spec
+            x,
+            outputs["reconstruction"],
+            outputs["z_mean"],
+            outputs["z_log_var"],
+            self.loss_spec.weights(),
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -85,7 +90,7 @@ class FunctionalVAE(VAEObjective, keras.Model):
 
 
 def build_functional_vae(
-    input_dim: int = 784, intermediate_dim: int = 64, latent_dim: int = 32, seed: int | None = None
+    input_dim: int, intermediate_dim: int, latent_dim: int, seed: int | None
 ) -> keras.Model:
     """The notebook's functional cell: an encoder Model and a decoder Model, chained."""
     pixels = keras.Input(shape=(input_dim,), name="pixels")
@@ -110,7 +115,7 @@ def build_functional_vae(
 class Encoder(layers.Layer):
     """Maps pixels to (z_mean, z_log_var, z)."""
 
-    def __init__(self, latent_dim: int = 32, intermediate_dim: int = 64, seed=None, **kwargs):
+    def __init__(self, latent_dim: int, intermediate_dim: int, seed: int | None, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.intermediate_dim, self.seed = latent_dim, intermediate_dim, seed
         self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
@@ -142,7 +147,7 @@ class Encoder(layers.Layer):
 class Decoder(layers.Layer):
     """Maps z back to pixel intensities in [0, 1]."""
 
-    def __init__(self, original_dim: int = 784, intermediate_dim: int = 64, **kwargs):
+    def __init__(self, original_dim: int, intermediate_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
         self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
@@ -169,10 +174,10 @@ class SubclassVAE(VAEObjective, keras.Model):
 
     def __init__(
         self,
-        original_dim: int = 784,
-        intermediate_dim: int = 64,
-        latent_dim: int = 32,
-        seed: int | None = None,
+        original_dim: int,
+        intermediate_dim: int,
+        latent_dim: int,
+        seed: int | None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,40 +214,11 @@ class SubclassVAE(VAEObjective, keras.Model):
 
 
 def build_subclass_vae(
-    input_dim: int = 784, intermediate_dim: int = 64, latent_dim: int = 32, seed: int | None = None
+    input_dim: int, intermediate_dim: int, latent_dim: int, seed: int | None
 ) -> keras.Model:
     model = SubclassVAE(input_dim, intermediate_dim, latent_dim, seed=seed, name="vae_subclass")
     model.build((None, input_dim))
     return model
-
-
-def parameter_count(input_dim: int, intermediate_dim: int, latent_dim: int) -> int:
-    """Weights and biases of the dense VAE (107,472 at the notebook's sizes)."""
-    encoder = (
-        input_dim * intermediate_dim
-        + intermediate_dim
-        + 2 * (intermediate_dim * latent_dim + latent_dim)
-    )
-    decoder = (
-        latent_dim * intermediate_dim
-        + intermediate_dim
-        + intermediate_dim * input_dim
-        + (input_dim)
-    )
-    return encoder + decoder
-
-
-def estimated_training_bytes(
-    input_dim: int, intermediate_dim: int, latent_dim: int, batch_size: int
-) -> int:
-    """A lower bound on the memory training needs, to refuse hopeless sizes up front.
-
-    Four float32 copies of every parameter (weights, gradients, Adam's two moments) plus a
-    batch's activations kept for the backward pass.
-    """
-    parameters = parameter_count(input_dim, intermediate_dim, latent_dim)
-    activations = batch_size * (3 * input_dim + 2 * intermediate_dim + 4 * latent_dim)
-    return 4 * (4 * parameters + 2 * activations)
 
 
 BUILDERS = {"functional": build_functional_vae, "subclass": build_subclass_vae}

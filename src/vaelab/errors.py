@@ -1,0 +1,55 @@
+"""Errors a user can fix. Entry points print their message and exit 1, without a traceback.
+
+Each module raises its own subclass (the name says where the problem is); the message names
+the setting, file or id at fault and what to do about it. `HYDRA_FULL_ERROR=1` shows the full
+traceback as well.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input or a missing resource: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that is well-typed but unusable; the message names the key to fix."""
+
+
+class DataError(UserError, RuntimeError):
+    """MNIST is missing, incomplete or not the real thing; the message says how to fix it."""
+
+
+class TrackingError(UserError, RuntimeError):
+    """The run store cannot be used; the message names the URI and how to fix it."""
+
+
+class ReportError(UserError, RuntimeError):
+    """Nothing to report, or a report setting that cannot be honoured."""
+
+
+class RerunError(UserError, RuntimeError):
+    """The run cannot be re-created (unknown id, no config artifact) or strict mode refused."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training produced NaN or inf; the run stops and is marked FAILED."""
+
+
+class RunFailed(RuntimeError):
+    """A run ended FAILED and its failure is already written to the store.
+
+    Raised from the original error (`__cause__`), so the caller knows both what went wrong
+    and that nothing remains to record.
+    """
+
+    def __init__(self, run_id: str, error: BaseException):
+        super().__init__(f"run {run_id} FAILED: {type(error).__name__}: {error}")
+        self.run_id = run_id
+
+
+def is_users_to_fix(error: BaseException) -> bool:
+    """A user error itself, or a recorded run failure that a user error caused."""
+    if isinstance(error, RunFailed):
+        error = error.__cause__ or error
+    return isinstance(error, UserError)

@@ -1,0 +1,112 @@
+"""What every run writes to the store, whichever engine trained it (solo or packed).
+
+One place for a run's name, tags, input artifacts and figures, so that a packed run and a
+solo run compare column for column in the MLflow UI and in reports.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vaelab import config as config_schema
+from vaelab import lifecycle, metrics, plots, provenance, tracking
+from vaelab.config import Config
+from vaelab.plots import Pictures
+
+# Model packages a logged model needs, when installed (the flavour pins the rest).
+_MODEL_PACKAGES = ("keras", "tensorflow-cpu", "tensorflow", "jax")
+
+
+def run_name(config: Config | DictConfig) -> str:
+    """A name that says what the run is, readable in the MLflow UI's run list.
+
+    Takes the composed config too, so that a job whose config failed validation still gets
+    a readable name for its FAILED run.
+    """
+    if config.tracking.run_name:
+        return config.tracking.run_name
+    m = config.model
+    return f"{config.style.name}-z{m.latent_dim}-h{m.intermediate_dim}-e{config.train.epochs}"
+
+
+def environment_tags(data_sha256: str, backend: str) -> dict[str, str]:
+    """What a run's numbers depend on besides its config; a rerun compares these."""
+    return {
+        "backend": backend,
+        "data.sha256": data_sha256,
+        **provenance.code_version(),
+        **provenance.package_versions(),
+        **provenance.platform_tags(),
+    }
+
+
+def run_tags(
+    config: Config, environment: Mapping[str, str], overrides: Sequence[str], engine: str
+) -> dict[str, str]:
+    return {
+        "style": config.style.name.value,
+        "loss": config.loss.name,
+        lifecycle.OVERRIDES: " ".join(overrides),
+        lifecycle.ENGINE: engine,
+        "mlflow.source.git.commit": environment["git.commit"],
+        **environment,
+    }
+
+
+def input_texts(config: Config, overrides: Sequence[str]) -> dict[str, str]:
+    """What a rerun needs: the resolved config, the overrides, the exact environment."""
+    return {
+        "config.yaml": config_schema.to_yaml(config),
+        "overrides.yaml": "".join(f"- {o}\n" for o in overrides) or "[]\n",
+        "requirements.txt": provenance.installed_requirements(),
+    }
+
+
+def run_figures(pictures: Pictures, history: Mapping[str, list[float]]) -> dict[str, object]:
+    """The run's figures by artifact path."""
+    return {
+        "plots/reconstructions.png": plots.reconstruction_grid(
+            pictures.originals, pictures.reconstructions
+        ),
+        "plots/prior_samples.png": plots.image_grid(
+            pictures.prior_samples, "Samples from the prior"
+        ),
+        "plots/latent_map.png": plots.latent_map(pictures.z_mean, pictures.labels),
+        "plots/loss_curves.png": plots.loss_curves(history),
+    }
+
+
+def write_artifacts(
+    run: tracking.Run,
+    texts: Mapping[str, str] | None = None,
+    figures: Mapping[str, object] | None = None,
+) -> None:
+    """Texts and figures written to a scratch directory, then logged in one operation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for path, text in (texts or {}).items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+        for path, figure in (figures or {}).items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            plots.save(figure, root / path)
+        run.log_artifacts(root)
+
+
+def model_requirements() -> list[str]:
+    versions = provenance.package_versions(_MODEL_PACKAGES)
+    return [f"{name.removeprefix('version.')}=={v}" for name, v in versions.items()]
+
+
+def final_metrics(
+    history: Mapping[str, list[float]], test: Mapping[str, float], quality: Mapping[str, float]
+) -> dict[str, float]:
+    """The numbers of a run: the last epoch's train/, val/ and time/ values, test/ values."""
+    final = {metrics.name(metrics.FINAL_SPLIT, term): value for term, value in test.items()}
+    final.update({name: values[-1] for name, values in history.items()})
+    final.update(quality)
+    return final

@@ -1,0 +1,141 @@
+"""Turning a built report into files: report.html (self-contained), report.md, table.csv."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+_TEMPLATE = Path(__file__).with_name("template.html")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A drawn figure: its file name, what it shows (the caption) and its PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class TableView:
+    """One comparable group's table as shown: a heading, what its numbers are, the rows."""
+
+    heading: str
+    description: str
+    rows: pd.DataFrame  # display columns, headers already the readable ones
+    links: dict[str, str] = field(default_factory=dict)  # run column text -> UI address
+
+
+@dataclass
+class Report:
+    title: str
+    summary: list[str]
+    tables: list[TableView]
+    figures: list[Figure]
+    failures: pd.DataFrame
+    full_table: pd.DataFrame
+    store: str
+    ui_url: str
+    seconds: float = 0.0
+
+
+def cell(value: object) -> str:
+    """Numbers as a reader wants them: integers whole, measurements with two decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.2f}"
+    return str(value)
+
+
+def _is_text(series: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(series)
+
+
+def table_html(view: TableView) -> str:
+    columns = list(view.rows.columns)
+    text = {c for c in columns if _is_text(view.rows[c])}
+    head = "".join(
+        f'<th class="{"text" if c in text else ""}">{html.escape(c)}</th>' for c in columns
+    )
+    body = []
+    for _, row in view.rows.iterrows():
+        cells = []
+        for c in columns:
+            content = html.escape(cell(row[c]))
+            if c == "run" and row[c] in view.links:
+                content = f'<a href="{html.escape(view.links[row[c]])}">{content}</a>'
+            cells.append(f'<td class="{"text" if c in text else ""}">{content}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f"<h2>{html.escape(view.heading)}</h2>"
+        f'<p class="what">{html.escape(view.description)}</p>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table (pandas' to_markdown needs the tabulate package; this does not)."""
+
+    def md_cell(value: object) -> str:
+        return cell(value).replace("|", "\\|").replace("\n", " ")
+
+    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
+    rows += [" | ".join(md_cell(v) for v in row) for row in frame.itertuples(index=False)]
+    return "\n".join(f"| {row} |" for row in rows)
+
+
+def page(report: Report) -> str:
+    figures = "".join(
+        f'<figure><img alt="{html.escape(f.caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
+        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+        for f in report.figures
+    )
+    failures = ""
+    if len(report.failures):
+        view = TableView(
+            "Failed, killed and stale runs", "With the error each recorded.", report.failures
+        )
+        failures = table_html(view)
+    return Template(_TEMPLATE.read_text()).substitute(
+        title=html.escape(report.title),
+        summary="".join(f"<li>{html.escape(line)}</li>" for line in report.summary),
+        tables="".join(table_html(view) for view in report.tables),
+        figures=figures,
+        failures=failures,
+        store=html.escape(report.store),
+        seconds=f"{report.seconds:.1f}",
+        ui_url=html.escape(report.ui_url),
+    )
+
+
+def markdown(report: Report) -> str:
+    lines = [f"# vaelab report: {report.title}", "", *[f"- {s}" for s in report.summary], ""]
+    for view in report.tables:
+        lines += [f"## {view.heading}", "", view.description, "", markdown_table(view.rows), ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{f.caption}]({f.name}.png)\n\n{f.caption}\n" for f in report.figures]
+    if len(report.failures):
+        lines += ["## Failed, killed and stale runs", "", markdown_table(report.failures)]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: Report, out_dir: Path) -> dict[str, Path]:
+    """report.html (images embedded), report.md with its PNGs beside it, and table.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for figure in report.figures:
+        (out_dir / f"{figure.name}.png").write_bytes(figure.png)
+    paths = {"html": out_dir / "report.html", "md": out_dir / "report.md"}
+    paths["csv"] = out_dir / "table.csv"
+    report.full_table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(markdown(report))
+    paths["html"].write_text(page(report))
+    return paths

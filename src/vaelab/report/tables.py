@@ -1,0 +1,249 @@
+"""The report's logic, as plain functions over pandas DataFrames: no store, no drawing.
+
+Inputs have MLflow's `search_runs` columns (run_id, status, start_time, `params.*`,
+`metrics.*`, `tags.*`); each function is tested on small hand-made frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from vaelab import identity, metrics, ranking, tracking
+
+# Hyperparameters with an effect plot when they vary; the others still appear in the table.
+EFFECT_PARAMS = ("model.latent_dim", "model.intermediate_dim", "train.epochs")
+# Shown in the table by their last part (`latent_dim`); the full names are in table.csv.
+_SHORT = ("model.", "train.", "style.", "loss.", "data.")
+
+
+def short_name(param: str) -> str:
+    for prefix in _SHORT:
+        if param.startswith(prefix):
+            return param.removeprefix(prefix)
+    return param
+
+
+def status_with_staleness(frame: pd.DataFrame, stale_after_s: float, now: float) -> pd.Series:
+    """MLflow's status, except that a RUNNING run silent for too long is called STALE.
+
+    A process killed outright (SIGKILL, a lost machine) cannot close its run; its heartbeat
+    (a tag renewed every epoch) stops, and that is how it is told from a live one.
+    """
+    last = pd.to_numeric(ranking.column(frame, f"tags.{tracking.HEARTBEAT_TAG}"), errors="coerce")
+    started = pd.to_datetime(frame["start_time"], utc=True).astype("int64") / 1e9
+    silent = now - last.fillna(started)
+    stale = frame["status"].eq("RUNNING") & silent.gt(stale_after_s)
+    return frame["status"].where(~stale, "STALE")
+
+
+def varying_params(frame: pd.DataFrame) -> list[str]:
+    """The params that differ between the selected runs (locations excluded), sorted."""
+    params = {
+        c.removeprefix("params."): frame[c].dropna() for c in frame if c.startswith("params.")
+    }
+    return sorted(identity.varying(params))
+
+
+def mean_epoch_seconds(history: Sequence[tuple[int, float]]) -> float:
+    """Mean epoch time over the epochs after the first (which includes compilation)."""
+    later = [seconds for step, seconds in history if step > 1]
+    return sum(later) / len(later) if later else math.nan
+
+
+def active_units_text(frame: pd.DataFrame) -> pd.Series:
+    """Active latent units as `k / latent_dim` (an integer fraction, readable at a glance)."""
+    units = ranking.metric(frame, metrics.ACTIVE_UNITS)
+    dims = pd.to_numeric(ranking.column(frame, "params.model.latent_dim"), errors="coerce")
+
+    def text(k: float, d: float) -> str:
+        if math.isnan(k):
+            return "–"
+        return f"{int(k)} / {int(d)}" if not math.isnan(d) else f"{int(k)}"
+
+    return pd.Series([text(k, d) for k, d in zip(units, dims, strict=True)], index=frame.index)
+
+
+def collapse_flags(frame: pd.DataFrame, kl_threshold: float, partial_fraction: float) -> pd.Series:
+    """Flag each run "collapsed" (no active unit), "partial" (too few active) or not at all."""
+    collapsed = ranking.is_collapsed(frame, kl_threshold)
+    units = ranking.metric(frame, metrics.ACTIVE_UNITS)
+    dims = pd.to_numeric(ranking.column(frame, "params.model.latent_dim"), errors="coerce")
+    partial = ~collapsed & (units / dims).lt(partial_fraction)
+    flags = pd.Series("", index=frame.index, dtype=object)
+    flags[partial] = "partial"
+    flags[collapsed] = "collapsed"
+    return flags
+
+
+@dataclass(frozen=True)
+class Group:
+    """One comparable group of runs: ranked among themselves, drawn in their own table."""
+
+    label: str
+    kind: str  # metrics.LIKELIHOOD, CONTINUOUS_ELBO or OTHER_LOSS
+    table: pd.DataFrame
+
+
+def build_table(
+    frame: pd.DataFrame,
+    by: str,
+    kl_threshold: float,
+    partial_fraction: float,
+    stale_after_s: float,
+    now: float,
+    epoch_seconds: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Every run with its status, rank within its group, flags and derived columns."""
+    frame = frame.assign(status=status_with_staleness(frame, stale_after_s, now))
+    table = ranking.rank(frame, by, kl_threshold)
+    table["flag"] = collapse_flags(table, kl_threshold, partial_fraction)
+    table["active"] = active_units_text(table)
+    seconds = epoch_seconds or {}
+    table["epoch_seconds"] = [seconds.get(run_id, math.nan) for run_id in table["run_id"]]
+    table["kind"] = [metrics.loss_kind(params_of(row)) for _, row in table.iterrows()]
+    return table
+
+
+def params_of(row: pd.Series) -> dict[str, str]:
+    return {k.removeprefix("params."): v for k, v in row.items() if k.startswith("params.")}
+
+
+def groups(table: pd.DataFrame) -> list[Group]:
+    """The table split into its comparable groups, in ranking order."""
+    return [
+        Group(str(label), rows["kind"].iloc[0], rows)
+        for label, rows in table.groupby("group", sort=False)
+    ]
+
+
+def display_columns(group: Group, by: str, varying: Sequence[str]) -> list[tuple[str, str]]:
+    """(column, header) pairs for the report's table: few enough for a 1400-px page."""
+    kind = group.kind
+    shown = [("rank", "rank"), ("run", "run"), ("status", "status")]
+    shown += [(f"params.{p}", short_name(p)) for p in varying if p not in ranking.COMPARABILITY]
+    for name in (by, "test/total", "test/kl"):
+        if (f"metrics.{name}", metrics.label(name, kind)) not in shown:
+            shown.append((f"metrics.{name}", metrics.label(name, kind)))
+    for name in (metrics.NLL_BOUND_IW, metrics.IW_BCE):
+        if f"metrics.{name}" in group.table and group.table[f"metrics.{name}"].notna().any():
+            shown.append((f"metrics.{name}", metrics.label(name, kind)))
+    shown += [
+        ("active", "active units"),
+        ("epoch_seconds", "epoch time, mean after the 1st (s)"),
+        ("note", "note"),
+    ]
+    return shown
+
+
+def notes(table: pd.DataFrame) -> pd.Series:
+    """Flags and ties in words, for the table's last column."""
+
+    def note(row: pd.Series) -> str:
+        parts = [row["flag"]] if row["flag"] else []
+        if row["tied_with"]:
+            parts.append(f"tied with {', '.join(r[:8] for r in row['tied_with'].split(', '))}")
+        return "; ".join(parts)
+
+    return table.apply(note, axis=1) if len(table) else pd.Series(dtype=object)
+
+
+def effects(table: pd.DataFrame, param: str, by: str) -> pd.DataFrame:
+    """Mean of the metric per value of one hyperparameter, one column per style.
+
+    over the ranked runs; the other hyperparameters are averaged out.
+    """
+    done = table[table["rank"].notna()].copy()
+    done["_x"] = pd.to_numeric(done[f"params.{param}"], errors="coerce")
+    done["_y"] = ranking.metric(done, by)
+    styles = ranking.column(done, "params.style.name", "all").fillna("all")
+    return done.assign(_style=styles).pivot_table(
+        index="_x", columns="_style", values="_y", aggfunc="mean"
+    )
+
+
+def distinct_best(table: pd.DataFrame, by: str, k: int) -> pd.DataFrame:
+    """The best k ranked runs of the first group, one per distinct result.
+
+    runs with equal numbers (functional and subclass are bit-identical) show the same
+    pictures.
+    """
+    first = table[table["group"].eq(table["group"].iloc[0]) & table["rank"].notna()]
+    key = ranking.metric(first, by).round(6).astype(str) + ranking.metric(
+        first, "test/total"
+    ).round(6).astype(str)
+    return first.loc[~key.duplicated()].head(k)
+
+
+def identical_runs(histories: Mapping[str, Sequence[tuple[int, float]]]) -> list[list[str]]:
+    """Runs whose curves are the same point for point, grouped (each run in one group)."""
+    by_curve: dict[tuple, list[str]] = {}
+    for run_id, history in histories.items():
+        by_curve.setdefault(tuple(history), []).append(run_id)
+    return list(by_curve.values())
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    failed = table[table["status"].isin(["FAILED", "KILLED", "STALE"])]
+    error = ranking.column(failed, f"tags.{tracking.ERROR_TAG}", "").fillna("")
+    return pd.DataFrame(
+        {
+            "run_id": failed["run_id"],
+            "status": failed["status"],
+            "error": error.replace("", "(no error recorded)"),
+        }
+    )
+
+
+def run_label(row: pd.Series, varying: Sequence[str]) -> str:
+    """A run named by what varies (style, latent_dim, ...) and its id's first characters."""
+    settings = ", ".join(
+        f"{short_name(p)}={row.get(f'params.{p}')}" for p in varying if p != "seed"
+    )
+    seed = f", seed={row.get('params.seed')}" if "seed" in varying else ""
+    return f"{row['run_id'][:8]} ({settings}{seed})" if settings or seed else row["run_id"][:8]
+
+
+def summary_lines(
+    title: str, table: pd.DataFrame, varying: Sequence[str], by: str, iw_samples: str
+) -> list[str]:
+    """What was compared, how it was ranked, what is best and what collapsed, in words."""
+    start = pd.to_datetime(table["start_time"], utc=True).min()
+    end = pd.to_datetime(ranking.column(table, "end_time", pd.NaT), utc=True).max()
+    end = start if pd.isna(end) else end
+    commits = sorted(set(ranking.column(table, "tags.git.commit", "").dropna()) - {""})
+    counts = table["status"].value_counts().to_dict()
+    digits = ranking.metric(table, metrics.TEST_DIGITS).dropna()
+    lines = [
+        f"Compared: {title}; {len(table)} runs "
+        f"({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}).",
+        f"When: {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC. Code: "
+        f"{', '.join(c[:10] for c in commits) or 'unknown'}.",
+        f"Varying: {', '.join(varying) or 'nothing'}.",
+        f"Ranked by {by} (lower is better) within groups of comparable runs (same loss, same "
+        f"data and digits); a collapsed run is never ranked; {ranking.TIE_BREAK_RULE}.",
+    ]
+    if len(digits):
+        counts_text = ", ".join(str(int(d)) for d in sorted(set(digits)))
+        lines.append(
+            f"Test numbers average over {counts_text} test digits; the importance-weighted "
+            f"estimate uses {iw_samples} samples per digit on the same digits."
+        )
+    for _, row in ranking.best(table).iterrows():
+        among = f" among {row['group']}" if table["group"].nunique() > 1 else ""
+        ties = f", tied with {row['tied_with']}" if row["tied_with"] else ""
+        value = ranking.metric(table.loc[[row.name]], by).iloc[0]
+        lines.append(f"Best{among}: {run_label(row, varying)} with {by} = {value:.4f}{ties}.")
+    flags = table["flag"]
+    lines.append(
+        f"Posterior collapse: {int(flags.eq('collapsed').sum())} of {len(table)} runs have no "
+        f"active latent unit; {int(flags.eq('partial').sum())} are partially collapsed."
+    )
+    return lines
+
+
+def sweep_title(sweep_id: str | None, count: int) -> str:
+    return f"sweep {sweep_id}" if sweep_id else f"the latest {count} runs"

@@ -3,11 +3,17 @@ experiment, and point the run store and outputs at the test's own tmp_path."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,6 +33,11 @@ TINY = [
 ]
 
 register_configs()
+
+# One suite, two sessions (see `make test`): tests/jax needs Keras on JAX (packed sweeps, the
+# JAX trainers); every other test runs on the default backend, TensorFlow.
+ON_JAX = os.environ.get("KERAS_BACKEND") == "jax"
+collect_ignore_glob = ["test_*.py", "faults/*"] if ON_JAX else ["jax/*"]
 
 
 def compose_config(*overrides: str, name: str = "config") -> DictConfig:
@@ -79,5 +90,57 @@ def run_pipeline(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
             env=env,
             check=False,
         )
+
+    return run
+
+
+@dataclass(frozen=True)
+class AppResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _exit_code(exit: SystemExit, stderr: io.StringIO) -> int:
+    """What the interpreter would exit with, writing a message as it would."""
+    if exit.code is None or isinstance(exit.code, int):
+        return exit.code or 0
+    stderr.write(f"{exit.code}\n")
+    return 1
+
+
+@pytest.fixture
+def run_app(tmp_path: Path) -> Callable[..., AppResult]:
+    """Run a pipeline's real Hydra app in this process, as its command line would, with its
+    store and outputs under tmp_path: the same composition, callbacks, launchers and exit
+    code, without paying a new interpreter's framework start-up for every sweep."""
+
+    def run(script: str, *args: str) -> AppResult:
+        path = str(REPO / "pipelines" / script)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        # Hydra would reconfigure logging for the whole process (closing pytest's handlers);
+        # instead its console output is collected by one handler, as the CLI would print it.
+        quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+        console = logging.StreamHandler(stderr)
+        console.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+        root = logging.getLogger()
+        level = root.level
+        root.addHandler(console)
+        root.setLevel(logging.INFO)
+        code = 0
+        try:
+            with (
+                mock.patch.object(sys, "argv", [path, *args, *quiet, *isolated(tmp_path)]),
+                redirect_stdout(stdout),
+                redirect_stderr(stderr),
+            ):
+                try:
+                    runpy.run_path(path, run_name="__main__")
+                except SystemExit as exit:
+                    code = _exit_code(exit, stderr)
+        finally:
+            root.removeHandler(console)
+            root.setLevel(level)
+        return AppResult(code, stdout.getvalue(), stderr.getvalue())
 
     return run

@@ -63,10 +63,11 @@ def test_a_run_without_its_config_cannot_be_rerun(rerun_cfg, store):
         rerun(rerun_cfg(f"run_id={bare}"))
 
 
-def test_unknown_run_id_exits_non_zero_naming_it(run_pipeline):
-    result = run_pipeline("rerun.py", "run_id=0123456789abcdef0123456789abcdef")
-    assert result.returncode != 0
-    assert "run_id=0123456789abcdef0123456789abcdef is not in the store" in result.stderr
+def test_unknown_run_id_exits_1_naming_it_in_one_line(run_app):
+    result = run_app("rerun.py", "run_id=0123456789abcdef0123456789abcdef")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: run_id=0123456789abcdef0123456789abcdef is not in the store")
 
 
 def test_a_comparison_with_a_missing_epoch_says_so(smoke_cfg, store):

@@ -18,8 +18,8 @@ def sweep_runs(store_uri, role=lifecycle.CHILD):
     return tracking.find_runs(store, {lifecycle.SWEEP_ROLE: role})
 
 
-def test_grid_records_each_run_once_under_one_parent(run_pipeline, store_uri):
-    result = run_pipeline(
+def test_grid_records_each_run_once_under_one_parent(run_app, store_uri):
+    result = run_app(
         "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_grid_records_each_run_once_under_one_parent(run_pipeline, store_uri):
     assert "Sweep " in result.stdout and best.run_id in result.stdout
 
     # Launching the same sweep again trains nothing: every configuration already FINISHED.
-    again = run_pipeline(
+    again = run_app(
         "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
     )
     assert again.returncode == 0, again.stderr[-3000:]
@@ -47,10 +47,8 @@ def test_grid_records_each_run_once_under_one_parent(run_pipeline, store_uri):
     assert len(sweep_runs(store_uri)) == 4 and len(sweep_runs(store_uri, "parent")) == 1
 
 
-def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(
-    run_pipeline, store_uri
-):
-    result = run_pipeline(
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run_app, store_uri):
+    result = run_app(
         "train.py",
         "--multirun",
         *TINY,
@@ -70,54 +68,62 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(
     assert parent.status == "FAILED" and parent.tags["sweep.count.failed"] == "1"
 
 
-def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_relaunch(run_pipeline, store_uri):
-    first = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
+def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_relaunch(run_app, store_uri):
+    first = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2")
     assert first.returncode == 0, first.stderr[-3000:]
     (parent,) = sweep_runs(store_uri, "parent")
     store = tracking.open_store(store_uri, "vaelab")
     ghost = tracking.create_run(
         store, "ghost", {"sweep.id": parent.tags["sweep.id"], "sweep.role": "child"}
     ).run_id
-    again = run_pipeline("train.py", "--multirun", *TINY, "model.latent_dim=2")
+    again = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2")
     assert "1 stale RUNNING runs marked KILLED" in output(again)
     (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
     assert stale.status == "KILLED" and stale.tags["stale"] == "true"
     assert again.returncode != 0  # the sweep reports the killed run
 
 
-def test_four_parallel_workers_lose_nothing_in_a_fresh_sqlite_store(run_pipeline, store_uri):
-    # 4 workers, 8 runs, all starting against a store that does not exist yet.
-    result = run_pipeline(
+def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_others(
+    run_app, store_uri
+):
+    # 2 worker processes, 4 runs, all starting against a store that does not exist yet;
+    # one run's loss turns NaN in its worker.
+    result = run_app(
         "train.py",
         "--multirun",
         *TINY,
         "train.epochs=2",
-        "style=functional,custom_loop",
-        "seed=range(1,5)",
-        "hydra/launcher=parallel",
-        "hydra.launcher.n_jobs=4",
         "data.train_limit=128",
-        timeout=400,
+        "style=functional,custom_loop",
+        "train.learning_rate=0.001,1e12",
+        "loss=notebook_functional",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode != 0  # the sweep reports its failed run
     children = sweep_runs(store_uri)
-    assert len(children) == 8 and all(r.status == "FINISHED" for r in children)
+    by_status = sorted((r.status, r.params["train.learning_rate"]) for r in children)
+    assert by_status == [
+        ("FAILED", "1000000000000.0"),
+        ("FAILED", "1000000000000.0"),
+        ("FINISHED", "0.001"),
+        ("FINISHED", "0.001"),
+    ]
     client = MlflowClient(store_uri)
     for run in children:
-        for name in ("train/total", "val/kl"):
-            assert [m.step for m in client.get_metric_history(run.run_id, name)] == [1, 2]
+        if run.status == "FINISHED":
+            for name in ("train/total", "val/kl"):
+                assert [m.step for m in client.get_metric_history(run.run_id, name)] == [1, 2]
 
 
-def test_optuna_preset_runs_the_requested_trials(run_pipeline, store_uri, tmp_path):
-    result = run_pipeline(
-        "train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2"
-    )
+def test_optuna_preset_runs_the_requested_trials(run_app, store_uri, tmp_path):
+    result = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-3000:]
     children = sweep_runs(store_uri)
     assert len(children) == 2 and all(r.status == "FINISHED" for r in children)
     assert "Best trial" in output(result)
     # The study is persistent: asking for 3 trials runs exactly one more.
-    more = run_pipeline("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=3")
+    more = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "2 of 3 trials done" in output(more)
     # Three completed trials in the study; TPE may propose a configuration twice, which the
@@ -141,9 +147,9 @@ def test_optuna_preset_runs_the_requested_trials(run_pipeline, store_uri, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_through_ray_on_a_local_instance(run_pipeline, store_uri):
+def test_a_sweep_runs_through_ray_on_a_local_instance(run_app, store_uri):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
-    result = run_pipeline(
+    result = run_app(
         "train.py",
         "--multirun",
         *TINY,

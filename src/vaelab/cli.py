@@ -21,7 +21,7 @@ def quiet_frameworks() -> None:
     warnings and errors still show.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -248,6 +248,66 @@ def binarize(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(pixels.shape, dtype=np.float32) < pixels).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Pools:
+    """The images a split draws from, as float32 (N, 784), and which rows it uses.
+
+    Training and validation rows both index the 60,000 training images: `train_pool` holds
+    what training sees (intensities, or one fixed binarisation), `val_pool` what validation
+    sees (binarised once whenever binarisation is on).
+    """
+
+    train_pool: np.ndarray
+    val_pool: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def split_rows(
+    n_train: int, validation_size: int, split_seed: int, train_limit: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (training rows, validation rows) of the training images."""
+    if validation_size >= n_train:
+        raise DataError(
+            f"data.validation_size={validation_size} leaves no training images out of "
+            f"{n_train}; choose a smaller value."
+        )
+    order = np.random.default_rng(split_seed).permutation(n_train)
+    val_rows, train_rows = order[:validation_size], order[validation_size:]
+    return (train_rows if train_limit is None else train_rows[:train_limit]), val_rows
+
+
+def pools(
+    mnist: Mnist,
+    validation_size: int,
+    split_seed: int,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    binarization: str = "none",
+    binarize_seed: int = 0,
+) -> Pools:
+    """The split as rows into pools of images.
+
+    The split and every fixed binarisation depend on dataset-level seeds, not on the run's,
+    so that runs with different seeds are validated and tested on the same digits. With
+    `dynamic`, the training images stay intensities (the trainer draws new pixels each
+    epoch); validation and test digits are binarised once, the same for every run.
+    """
+    if binarization not in BINARIZE:
+        raise DataError(f"data.binarize={binarization!r}: expected one of {', '.join(BINARIZE)}")
+    train_rows, val_rows = split_rows(len(mnist.x_train), validation_size, split_seed, train_limit)
+    test_end = len(mnist.x_test) if test_limit is None else test_limit
+    train_pool, x_test = to_float(mnist.x_train), to_float(mnist.x_test[:test_end])
+    val_pool = train_pool
+    if binarization != "none":
+        val_pool = binarize(train_pool, np.random.default_rng([binarize_seed, 0]))
+        x_test = binarize(x_test, np.random.default_rng([binarize_seed, 1]))
+        train_pool = val_pool if binarization == "static" else train_pool
+    return Pools(train_pool, val_pool, train_rows, val_rows, x_test, mnist.y_test[:test_end])
+
+
 def split(
     mnist: Mnist,
     validation_size: int,
@@ -257,39 +317,15 @@ def split(
     binarization: str = "none",
     binarize_seed: int = 0,
 ) -> Splits:
-    """Carve a seeded validation set out of the training images; optionally subsample.
-
-    The split and every fixed binarisation depend on dataset-level seeds, not on the run's,
-    so that runs with different seeds are validated and tested on the same digits. With
-    `dynamic`, the training images stay intensities (the trainer draws new pixels each
-    epoch); validation and test digits are binarised once, the same for every run.
-    """
-    if binarization not in BINARIZE:
-        raise DataError(f"data.binarize={binarization!r}: expected one of {', '.join(BINARIZE)}")
-    n_train = len(mnist.x_train)
-    if validation_size >= n_train:
-        raise DataError(
-            f"data.validation_size={validation_size} leaves no training images out of "
-            f"{n_train}; choose a smaller value."
-        )
-    order = np.random.default_rng(split_seed).permutation(n_train)
-    val_idx, train_idx = order[:validation_size], order[validation_size:]
-    if train_limit is not None:
-        train_idx = train_idx[:train_limit]
-    test_end = len(mnist.x_test) if test_limit is None else test_limit
-    train_pixels, test_pixels = to_float(mnist.x_train), to_float(mnist.x_test[:test_end])
-    if binarization != "none":
-        fixed_train = binarize(train_pixels, np.random.default_rng([binarize_seed, 0]))
-        test_pixels = binarize(test_pixels, np.random.default_rng([binarize_seed, 1]))
-        val_pixels = fixed_train[val_idx]
-        train_pixels = fixed_train if binarization == "static" else train_pixels
-    else:
-        val_pixels = train_pixels[val_idx]
+    """The split as arrays: a seeded validation set carved out of the training images."""
+    p = pools(
+        mnist, validation_size, split_seed, train_limit, test_limit, binarization, binarize_seed
+    )
     return Splits(
-        x_train=train_pixels[train_idx],
-        y_train=mnist.y_train[train_idx],
-        x_val=val_pixels,
-        y_val=mnist.y_train[val_idx],
-        x_test=test_pixels,
-        y_test=mnist.y_test[:test_end],
+        x_train=p.train_pool[p.train_rows],
+        y_train=mnist.y_train[p.train_rows],
+        x_val=p.val_pool[p.val_rows],
+        y_val=mnist.y_train[p.val_rows],
+        x_test=p.x_test,
+        y_test=p.y_test,
     )

@@ -42,15 +42,6 @@ def pictures(
     )
 
 
-def active_units(z_mean: np.ndarray, threshold: float) -> int:
-    """Latent dimensions whose posterior mean varies across inputs (Burda et al., 2015).
-
-    A unit is active when Cov_x(E_q[z_u | x]) exceeds the threshold (0.01 in the paper);
-    zero active units is a collapsed posterior, whatever the loss says.
-    """
-    return int((z_mean.var(axis=0) > threshold).sum())
-
-
 def importance_weighted_bound(
     model: keras.Model, x: np.ndarray, samples: int, seed: int, batch_size: int = 250
 ) -> float:

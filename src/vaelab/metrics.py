@@ -33,6 +33,8 @@ def name(split: str, term: str) -> str:
 EPOCH_METRICS = tuple(name(split, term) for split in EPOCH_SPLITS for term in TERMS)
 TEST_METRICS = tuple(name(FINAL_SPLIT, term) for term in TERMS)
 EPOCH_SECONDS = "time/epoch_seconds"
+# A packed run shares each epoch with its group: the epoch's wall time over the models in it.
+EPOCH_SECONDS_PER_MODEL = "time/epoch_seconds_per_model"
 
 # Quality beyond the loss, measured at the end of each run on the run's test digits.
 ACTIVE_UNITS = "test/active_units"
@@ -122,6 +124,7 @@ def label(metric: str, kind: str = OTHER_LOSS) -> str:
         IW_BCE: "test IW BCE on intensities (nats, not a likelihood)",
         TEST_DIGITS: "test digits",
         EPOCH_SECONDS: "epoch time (s)",
+        EPOCH_SECONDS_PER_MODEL: "epoch time per model, packed (s)",
     }
     if metric in fixed:
         return fixed[metric]

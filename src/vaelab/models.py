@@ -10,10 +10,46 @@ same names.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from vaelab.losses import LossSpec, vae_loss_terms
 from vaelab.metrics import TERMS
+
+# The five Dense layers, by the name each has in the functional style; the position in this
+# tuple seeds each layer's initial weights.
+DENSE_NAMES = ("encoder_hidden", "z_mean", "z_log_var", "decoder_hidden", "reconstruction")
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class SeededGlorotUniform(keras.initializers.Initializer):
+    """Glorot-uniform weights drawn by numpy from (seed, layer): the same numbers on every
+    backend, in both styles, and whatever order the layers are built in.
+
+    Keras's own initializers draw from the backend's generator, so the same seed gives other
+    weights on TensorFlow and on JAX, and the functional and subclass styles (which build
+    their layers in different orders) other weights again. Drawing in numpy also costs no
+    compilation, which matters when a packed sweep builds a hundred models of many sizes.
+    """
+
+    def __init__(self, seed: int | None, layer: int):
+        self.seed, self.layer = seed, layer
+
+    def __call__(self, shape, dtype=None):
+        fan_in, fan_out = shape[0], shape[-1]
+        limit = (6.0 / (fan_in + fan_out)) ** 0.5
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, self.layer])
+        values = rng.uniform(-limit, limit, size=shape).astype("float32")
+        return ops.convert_to_tensor(values, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {"seed": self.seed, "layer": self.layer}
+
+
+def dense(units: int, role: str, seed: int | None, **kwargs) -> layers.Dense:
+    """One of the five Dense layers, its weights seeded by its role (one of DENSE_NAMES)."""
+    initializer = SeededGlorotUniform(seed, DENSE_NAMES.index(role))
+    return layers.Dense(units, kernel_initializer=initializer, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -94,15 +130,21 @@ def build_functional_vae(
 ) -> keras.Model:
     """The notebook's functional cell: an encoder Model and a decoder Model, chained."""
     pixels = keras.Input(shape=(input_dim,), name="pixels")
-    hidden = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(pixels)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(hidden)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(hidden)
+    hidden = dense(
+        intermediate_dim, "encoder_hidden", seed, activation="relu", name="encoder_hidden"
+    )(pixels)
+    z_mean = dense(latent_dim, "z_mean", seed, name="z_mean")(hidden)
+    z_log_var = dense(latent_dim, "z_log_var", seed, name="z_log_var")(hidden)
     z = Sampling(seed=seed, name="sampling")([z_mean, z_log_var])
     encoder = keras.Model(pixels, [z_mean, z_log_var, z], name="encoder")
 
     latent = keras.Input(shape=(latent_dim,), name="z")
-    hidden = layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden")(latent)
-    reconstruction = layers.Dense(input_dim, activation="sigmoid", name="reconstruction")(hidden)
+    hidden = dense(
+        intermediate_dim, "decoder_hidden", seed, activation="relu", name="decoder_hidden"
+    )(latent)
+    reconstruction = dense(
+        input_dim, "reconstruction", seed, activation="sigmoid", name="reconstruction"
+    )(hidden)
     decoder = keras.Model(latent, reconstruction, name="decoder")
 
     inputs = keras.Input(shape=(input_dim,), name="pixels")
@@ -118,9 +160,9 @@ class Encoder(layers.Layer):
     def __init__(self, latent_dim: int, intermediate_dim: int, seed: int | None, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.intermediate_dim, self.seed = latent_dim, intermediate_dim, seed
-        self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
-        self.dense_mean = layers.Dense(latent_dim)
-        self.dense_log_var = layers.Dense(latent_dim)
+        self.dense_proj = dense(intermediate_dim, "encoder_hidden", seed, activation="relu")
+        self.dense_mean = dense(latent_dim, "z_mean", seed)
+        self.dense_log_var = dense(latent_dim, "z_log_var", seed)
         self.sampling = Sampling(seed=seed)
 
     def build(self, input_shape):
@@ -147,11 +189,11 @@ class Encoder(layers.Layer):
 class Decoder(layers.Layer):
     """Maps z back to pixel intensities in [0, 1]."""
 
-    def __init__(self, original_dim: int, intermediate_dim: int, **kwargs):
+    def __init__(self, original_dim: int, intermediate_dim: int, seed: int | None, **kwargs):
         super().__init__(**kwargs)
-        self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
-        self.dense_proj = layers.Dense(intermediate_dim, activation="relu")
-        self.dense_output = layers.Dense(original_dim, activation="sigmoid")
+        self.original_dim, self.intermediate_dim, self.seed = original_dim, intermediate_dim, seed
+        self.dense_proj = dense(intermediate_dim, "decoder_hidden", seed, activation="relu")
+        self.dense_output = dense(original_dim, "reconstruction", seed, activation="sigmoid")
 
     def build(self, input_shape):
         self.dense_proj.build(input_shape)
@@ -165,6 +207,7 @@ class Decoder(layers.Layer):
             **super().get_config(),
             "original_dim": self.original_dim,
             "intermediate_dim": self.intermediate_dim,
+            "seed": self.seed,
         }
 
 
@@ -184,7 +227,7 @@ class SubclassVAE(VAEObjective, keras.Model):
         self.original_dim, self.intermediate_dim = original_dim, intermediate_dim
         self.latent_dim, self.seed = latent_dim, seed
         self._encoder = Encoder(latent_dim, intermediate_dim, seed=seed, name="encoder")
-        self._decoder = Decoder(original_dim, intermediate_dim, name="decoder")
+        self._decoder = Decoder(original_dim, intermediate_dim, seed, name="decoder")
         self._init_objective()
 
     def build(self, input_shape):
@@ -236,3 +279,30 @@ def build_vae(
     model = BUILDERS[architecture](input_dim, intermediate_dim, latent_dim, seed)
     model.set_objective(loss_spec)
     return model
+
+
+def dense_layers(model: keras.Model) -> list[layers.Dense]:
+    """The five Dense layers of either architecture, in one order: encoder hidden, z_mean,
+    z_log_var, decoder hidden, reconstruction. The two styles differ only in how these are
+    wired, so weights move between them (and into a packed sweep) through this list.
+    """
+    if isinstance(model, SubclassVAE):
+        e, d = model.encoder, model.decoder
+        return [e.dense_proj, e.dense_mean, e.dense_log_var, d.dense_proj, d.dense_output]
+    encoder, decoder = model.encoder, model.decoder
+    return [encoder.get_layer(n) for n in ("encoder_hidden", "z_mean", "z_log_var")] + [
+        decoder.get_layer(n) for n in ("decoder_hidden", "reconstruction")
+    ]
+
+
+def dense_weights(model: keras.Model) -> list:
+    """Kernel and bias of each layer of `dense_layers`, as numpy arrays (10 in all)."""
+    return [
+        ops.convert_to_numpy(w) for layer in dense_layers(model) for w in (layer.kernel, layer.bias)
+    ]
+
+
+def set_dense_weights(model: keras.Model, weights: list) -> None:
+    for index, layer in enumerate(dense_layers(model)):
+        layer.kernel.assign(weights[2 * index])
+        layer.bias.assign(weights[2 * index + 1])

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
 from vaelab import config as config_schema
@@ -100,6 +101,34 @@ def write_artifacts(
 def model_requirements() -> list[str]:
     versions = provenance.package_versions(_MODEL_PACKAGES)
     return [f"{name.removeprefix('version.')}=={v}" for name, v in versions.items()]
+
+
+def quality_metrics(
+    config: Config,
+    z_mean: np.ndarray,
+    test_digits: int,
+    test_total: float,
+    iw_estimate: float | None,
+) -> dict[str, float]:
+    """Quality beyond the loss, on the same test digits as test/*, named for what it is."""
+    params = config_schema.flatten(config)
+    threshold = config.eval.active_unit_threshold
+    quality = {
+        metrics.ACTIVE_UNITS: float((z_mean.var(axis=0) > threshold).sum()),
+        metrics.TEST_DIGITS: float(test_digits),
+    }
+    if metrics.loss_kind(params) == metrics.LIKELIHOOD:
+        quality[metrics.NLL_BOUND_ELBO] = test_total
+    iw_name = metrics.iw_metric(params)
+    if iw_name and iw_estimate is not None:
+        quality[iw_name] = iw_estimate
+    return quality
+
+
+def wants_iw_estimate(config: Config) -> bool:
+    return (
+        config.eval.iw_samples > 0 and metrics.iw_metric(config_schema.flatten(config)) is not None
+    )
 
 
 def final_metrics(

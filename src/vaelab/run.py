@@ -203,25 +203,15 @@ def _quality(
     pictures: Pictures,
     test: Mapping[str, float],
 ) -> dict[str, float]:
-    """Quality beyond the loss, on the same test digits as test/*, named for what it is.
-
-    Computed here, at the end of each run, so that reports only read the store.
+    """Quality beyond the loss (see `record.quality_metrics`), measured at the end of the run
+    so that reports only read the store.
     """
-    e, params = config.eval, flatten(config)
-    quality = {
-        metrics.ACTIVE_UNITS: float(
-            evaluation.active_units(pictures.z_mean, e.active_unit_threshold)
-        ),
-        metrics.TEST_DIGITS: float(len(splits.x_test)),
-    }
-    if metrics.loss_kind(params) == metrics.LIKELIHOOD:
-        quality[metrics.NLL_BOUND_ELBO] = test["total"]
-    iw_name = metrics.iw_metric(params)
-    if iw_name and e.iw_samples > 0:
-        quality[iw_name] = evaluation.importance_weighted_bound(
-            model, splits.x_test, e.iw_samples, config.seed
+    iw = None
+    if record.wants_iw_estimate(config):
+        iw = evaluation.importance_weighted_bound(
+            model, splits.x_test, config.eval.iw_samples, config.seed
         )
-    return quality
+    return record.quality_metrics(config, pictures.z_mean, len(splits.x_test), test["total"], iw)
 
 
 def available_memory() -> int:

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import identity, lifecycle, record, tracking
+from vaelab.config import to_run_config
 from vaelab.errors import RunFailed
 
 log = logging.getLogger(__name__)
@@ -84,20 +85,28 @@ class SweepCallback(Callback):
 
 
 def run_job(cfg: DictConfig) -> float:
-    """The task function's body: one run, or one job of a sweep. Returns the objective."""
-    from vaelab.run import train_and_evaluate  # imports the framework: only when training
+    """The task function's body: one run, or one job of a sweep. Returns the objective.
 
+    The config is validated before the training framework is even imported, so a mistake
+    costs a second, not the framework's start-up.
+    """
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        return train_and_evaluate(cfg, overrides).metrics[cfg.objective]
+        config = to_run_config(cfg)
+        from vaelab.run import train_and_evaluate
+
+        return train_and_evaluate(config, overrides).metrics[config.objective]
     context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
     number = hydra_cfg.job.num + 1
     log.info(
         "[sweep %s] run %d/%d: %s", context.sweep_id, number, context.total, " ".join(overrides)
     )
     try:
-        result = train_and_evaluate(cfg, overrides, sweep=context)
+        config = to_run_config(cfg)
+        from vaelab.run import train_and_evaluate
+
+        result = train_and_evaluate(config, overrides, sweep=context)
     except RunFailed as failure:  # recorded as FAILED in the store; the sweep goes on
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, failure.__cause__)
         return math.inf
@@ -107,4 +116,4 @@ def run_job(cfg: DictConfig) -> float:
             open_store(cfg), context, record.run_name(cfg), overrides, error
         )
         return math.inf
-    return result.metrics[cfg.objective]
+    return result.metrics[config.objective]

@@ -65,28 +65,27 @@ def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(tmp_p
     assert expected in run.tags["error"]
 
 
-def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path):
-    sweep = ["--multirun", *SLOW_RUN, "train.epochs=2,12"]
+def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, run_app):
+    sweep = ["--multirun", *SLOW_RUN, "data.train_limit=2048", "train.epochs=1,40"]
     process = start(tmp_path, *sweep)
-    killed = wait_for_epochs(tmp_path, 1, epochs="12")  # the 2-epoch run is done by then
+    killed = wait_for_epochs(tmp_path, 1, epochs="40")  # the 1-epoch run is done by then
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     store = store_for(tmp_path)
     children = {
         r.params["train.epochs"]: r for r in tracking.find_runs(store, {"sweep.role": "child"})
     }
-    assert children["2"].status == "FINISHED" and children["12"].run_id == killed
-    assert children["12"].status == "KILLED"
+    assert children["1"].status == "FINISHED" and children["40"].run_id == killed
+    assert children["40"].status == "KILLED"
 
-    again = start(tmp_path, *sweep)
-    output, _ = again.communicate(timeout=400)
-    assert again.returncode == 0, output[-3000:]
-    assert output.count("Skipping: this configuration already FINISHED") == 1
+    again = run_app("train.py", *sweep)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("Skipping: this configuration already FINISHED") == 1
     statuses = sorted(
         (r.params["train.epochs"], r.status)
         for r in tracking.find_runs(store, {"sweep.role": "child"})
     )
-    assert statuses == [("12", "FINISHED"), ("12", "KILLED"), ("2", "FINISHED")]
+    assert statuses == [("1", "FINISHED"), ("40", "FINISHED"), ("40", "KILLED")]
 
 
 def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
@@ -109,30 +108,14 @@ def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     assert "STALE" in paths["csv"].read_text()
 
 
-def test_an_error_in_one_job_of_a_parallel_sweep_spares_the_others(run_pipeline, store_uri):
-    result = run_pipeline(
-        "train.py",
-        "--multirun",
-        *TINY,
-        "loss=notebook_functional",
-        "train.learning_rate=0.001,1e12,0.002",
-        "hydra/launcher=parallel",
-        "hydra.launcher.n_jobs=2",
-    )
-    assert result.returncode != 0
-    store = tracking.open_store(store_uri, "vaelab", None)
-    statuses = sorted(r.status for r in tracking.find_runs(store, {"sweep.role": "child"}))
-    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
-
-
 def test_two_sweeps_writing_to_one_fresh_store_at_once_lose_nothing(tmp_path):
-    first = start(tmp_path, "--multirun", *TINY, "model.latent_dim=2,3")
-    second = start(tmp_path, "--multirun", *TINY, "model.latent_dim=4,5")
+    first = start(tmp_path, "--multirun", *TINY, "model.latent_dim=2")
+    second = start(tmp_path, "--multirun", *TINY, "model.latent_dim=4")
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert first.returncode == second.returncode == 0, outputs[0][-2000:] + outputs[1][-2000:]
     store = store_for(tmp_path)
     children = tracking.find_runs(store, {"sweep.role": "child"})
-    assert sorted(r.params["model.latent_dim"] for r in children) == ["2", "3", "4", "5"]
+    assert sorted(r.params["model.latent_dim"] for r in children) == ["2", "4"]
     assert all(r.status == "FINISHED" for r in children)
     assert len(tracking.find_runs(store, {"sweep.role": "parent"}, status="FINISHED")) == 2
 

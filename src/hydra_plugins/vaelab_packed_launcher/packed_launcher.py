@@ -1,0 +1,144 @@
+"""A Hydra launcher that trains a sweep's jobs together, as one compiled program per group.
+
+Like hydra-joblib-launcher, it receives the sweeper's batch of jobs and returns one JobReturn
+per job; unlike it, no job runs on its own. It composes and validates every job's config
+first (a bad one refuses the batch before anything trains), hands the valid ones to
+`vaelab.packed_run.train_packed` (grouping, training with `jax.vmap`, one MLflow run per
+job), then gives each job its Hydra job directory and returns its objective. It trains with
+JAX: it selects the JAX backend itself when nothing has loaded Keras yet, and lays a CPU's
+cores out as devices so that a group is split across them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class PackedLauncher(Launcher):
+    def __init__(
+        self, memory_fraction: float, max_group_size: int | None, compilation_cache: str | None
+    ) -> None:
+        self.memory_fraction = memory_fraction
+        self.max_group_size = max_group_size
+        self.compilation_cache = compilation_cache
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from vaelab import lifecycle
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        context = lifecycle.read_context(sweep_dir)
+        configs = [
+            self._job_config(overrides, initial_job_idx + i)
+            for i, overrides in enumerate(job_overrides)
+        ]
+        jobs = self._validated(configs, job_overrides, context)
+        use_jax(self.compilation_cache)
+        from vaelab.packed_run import train_packed
+
+        log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
+        results = train_packed(jobs, context, self.memory_fraction, self.max_group_size)
+        returns = []
+        for config, job, result in zip(configs, jobs, results, strict=True):
+            objective = math.inf if result is None else result.metrics[job.config.objective]
+            HydraConfig.instance().set_config(config)
+            returns.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=lambda _cfg, value=objective: value,
+                    config=config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
+        return returns
+
+    def _job_config(self, overrides: Sequence[str], number: int) -> DictConfig:
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = f"{config.hydra.job.name}_{number}"
+            config.hydra.job.num = number
+        return config
+
+    def _validated(self, configs, job_overrides, context) -> list:
+        """Every job as a packing.Job, or one message naming each bad job (exit 1)."""
+        from vaelab import tracking
+        from vaelab.config import to_run_config
+        from vaelab.errors import UserError
+        from vaelab.packing import Job
+
+        jobs, problems = [], []
+        for config, overrides in zip(configs, job_overrides, strict=True):
+            try:
+                jobs.append(Job(to_run_config(_task_config(config)), list(overrides)))
+            except UserError as error:
+                problems.append(f"  job {' '.join(filter_overrides(overrides))}: {error}")
+        if problems:
+            message = "the packed launcher refused the sweep; nothing trained:\n" + "\n".join(
+                problems
+            )
+            t = configs[0].tracking
+            store = tracking.open_store(t.uri, t.experiment, t.artifact_root)
+            tracking.close_run(store, context.parent_run_id, "FAILED", error=message)
+            print(f"Error: {message}", file=sys.stderr)
+            raise SystemExit(1)
+        return jobs
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The job's config as its task function would see it: without the `hydra` node."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def use_jax(compilation_cache: str | None) -> None:
+    """Select Keras's JAX backend and show JAX every CPU core as a device, before either loads.
+
+    Refuses, saying what to do, when Keras was already loaded with another backend.
+    """
+    from vaelab.errors import ConfigError
+
+    wanted = os.environ.setdefault("KERAS_BACKEND", "jax")
+    if wanted != "jax":
+        raise ConfigError(
+            f"hydra/launcher=packed trains with JAX, but KERAS_BACKEND={wanted}: run with "
+            "KERAS_BACKEND=jax (or unset it)"
+        )
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "jax":
+        raise ConfigError("Keras was loaded with another backend before the packed launcher")
+    if "jax" not in sys.modules:
+        cores = os.cpu_count() or 1
+        flag = f"--xla_force_host_platform_device_count={cores}"
+        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    if compilation_cache:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", compilation_cache)

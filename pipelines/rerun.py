@@ -8,7 +8,7 @@ python pipelines/rerun.py run_id=<id> strict=true
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import quiet_frameworks, user_errors
+from vaelab.cli import help_requested, print_help, quiet_frameworks, user_errors
 from vaelab.config import register_configs
 
 register_configs()
@@ -26,4 +26,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if help_requested():
+        print_help("rerun")
+    else:
+        main()

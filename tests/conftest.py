@@ -138,6 +138,8 @@ def run_app(tmp_path: Path) -> Callable[..., AppResult]:
                     runpy.run_path(path, run_name="__main__")
                 except SystemExit as exit:
                     code = _exit_code(exit, stderr)
+                except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) ends the command as it would
+                    code = 130
         finally:
             root.removeHandler(console)
             root.setLevel(level)

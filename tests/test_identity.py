@@ -90,4 +90,12 @@ def test_a_sweep_relaunched_from_another_root_with_the_same_store_trains_nothing
     assert moved.paths.root != first_cfg.paths.root and moved.paths.store_dir == str(store_dir)
     again = train_and_evaluate(moved, sweep=context)
     assert again.skipped and again.run_id == first.run_id
-    assert len(lifecycle.children(store, "s1")) == 1
+    assert again.metrics["val/total"] == first.metrics["val/total"]
+    # force=true (a location too: the same sweep, the same configuration) trains it again.
+    moved.force = True
+    forced = train_and_evaluate(moved, sweep=context)
+    assert not forced.skipped and forced.run_id != first.run_id
+    runs = lifecycle.children(store, "s1")
+    assert len(runs) == 2 and all(
+        r.tags["mlflow.parentRunId"] == context.parent_run_id for r in runs
+    )

@@ -110,7 +110,11 @@ def test_unknown_selection_or_metric_is_a_clear_error(sweep_store, overrides, me
 
 def test_without_a_sweep_the_report_shows_the_latest_runs(smoke_cfg, tmp_path):
     first = train_and_evaluate(smoke_cfg("tracking.log_model=false")).run_id
-    second = train_and_evaluate(smoke_cfg("tracking.log_model=false", "seed=2")).run_id
+    store = tracking.open_store(smoke_cfg().tracking.uri, "vaelab")
+    later = tracking.create_run(store, "later", {}, params={"seed": 2})
+    later.log({"val/total": 400.0})
+    later.end("FINISHED")
+    second = later.run_id
     paths = make_report(report_cfg(tmp_path, "latest_runs=1"))
     assert list(pd.read_csv(paths["csv"])["run_id"]) == [second]
     assert first not in paths["html"].read_text()
@@ -167,6 +171,7 @@ def _get(url: str, payload: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.server
 def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
     tmp, store, _, ids = sweep_store
     port = _free_port()

@@ -19,32 +19,37 @@ def sweep_runs(store_uri, role=lifecycle.CHILD):
 
 
 def test_grid_records_each_run_once_under_one_parent(run_app, store_uri):
-    result = run_app(
-        "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
-    )
+    grid = ["train.py", "--multirun", *TINY, "style=functional,custom_loop"]
+    result = run_app(*grid)
     assert result.returncode == 0, result.stderr[-3000:]
     (parent,) = sweep_runs(store_uri, "parent")
     children = sweep_runs(store_uri)
-    assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "4"
-    assert {(r.params["style.name"], r.params["model.latent_dim"]) for r in children} == {
-        ("functional", "2"),
-        ("functional", "4"),
-        ("custom_loop", "2"),
-        ("custom_loop", "4"),
-    }
+    assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "2"
+    assert sorted(r.params["style.name"] for r in children) == ["custom_loop", "functional"]
     assert all(r.tags["mlflow.parentRunId"] == parent.run_id for r in children)
     assert all(r.tags["sweep.id"] == parent.tags["sweep.id"] for r in children)
     best = min(children, key=lambda r: r.metrics["val/total"])
     assert parent.tags["sweep.best_run_id"] == best.run_id
     assert "Sweep " in result.stdout and best.run_id in result.stdout
 
-    # Launching the same sweep again trains nothing: every configuration already FINISHED.
-    again = run_app(
-        "train.py", "--multirun", *TINY, "style=functional,custom_loop", "model.latent_dim=2,4"
-    )
+    # A process that died mid-run left an attempt RUNNING (no one could close it).
+    store = tracking.open_store(store_uri, "vaelab")
+    ghost = tracking.create_run(
+        store,
+        "ghost",
+        {**{k: best.tags[k] for k in ("sweep.id", "config_hash")}, "sweep.role": "child"},
+    ).run_id
+    # Launching the same sweep again trains nothing (every configuration FINISHED) and marks
+    # the dead attempt KILLED; it is superseded by the finished one, so the sweep succeeds.
+    again = run_app(*grid)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert output(again).count("Skipping: this configuration already FINISHED") == 4
-    assert len(sweep_runs(store_uri)) == 4 and len(sweep_runs(store_uri, "parent")) == 1
+    assert output(again).count("Skipping: this configuration already FINISHED") == 2
+    assert "1 stale RUNNING runs marked KILLED" in output(again)
+    (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
+    assert stale.status == "KILLED" and stale.tags["stale"] == "true"
+    assert len(sweep_runs(store_uri, "parent")) == 1
+    (parent,) = sweep_runs(store_uri, "parent")
+    assert parent.tags["sweep.count.superseded"] == "1" and parent.status == "FINISHED"
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run_app, store_uri):
@@ -53,14 +58,14 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run
         "--multirun",
         *TINY,
         "loss=notebook_functional",
-        "train.learning_rate=0.001,1e12,0.002",
+        "train.learning_rate=0.001,1e12",
     )
     assert result.returncode != 0
     children = sweep_runs(store_uri)
     by_lr = {r.params["train.learning_rate"]: r for r in children}
     assert by_lr["1000000000000.0"].status == "FAILED"
     assert "non-finite loss at epoch 1" in by_lr["1000000000000.0"].tags["error"]
-    assert by_lr["0.001"].status == by_lr["0.002"].status == "FINISHED"
+    assert by_lr["0.001"].status == "FINISHED"
     assert "1 run(s) of sweep" in output(
         result
     ) and "train.learning_rate=1000000000000.0" in output(result)
@@ -68,25 +73,10 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run
     assert parent.status == "FAILED" and parent.tags["sweep.count.failed"] == "1"
 
 
-def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_relaunch(run_app, store_uri):
-    first = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    (parent,) = sweep_runs(store_uri, "parent")
-    store = tracking.open_store(store_uri, "vaelab")
-    ghost = tracking.create_run(
-        store, "ghost", {"sweep.id": parent.tags["sweep.id"], "sweep.role": "child"}
-    ).run_id
-    again = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2")
-    assert "1 stale RUNNING runs marked KILLED" in output(again)
-    (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
-    assert stale.status == "KILLED" and stale.tags["stale"] == "true"
-    assert again.returncode != 0  # the sweep reports the killed run
-
-
 def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_others(
     run_app, store_uri
 ):
-    # 2 worker processes, 4 runs, all starting against a store that does not exist yet;
+    # 2 worker processes, 2 runs, both starting against a store that does not exist yet;
     # one run's loss turns NaN in its worker.
     result = run_app(
         "train.py",
@@ -94,7 +84,6 @@ def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_
         *TINY,
         "train.epochs=2",
         "data.train_limit=128",
-        "style=functional,custom_loop",
         "train.learning_rate=0.001,1e12",
         "loss=notebook_functional",
         "hydra/launcher=parallel",
@@ -103,12 +92,7 @@ def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_
     assert result.returncode != 0  # the sweep reports its failed run
     children = sweep_runs(store_uri)
     by_status = sorted((r.status, r.params["train.learning_rate"]) for r in children)
-    assert by_status == [
-        ("FAILED", "1000000000000.0"),
-        ("FAILED", "1000000000000.0"),
-        ("FINISHED", "0.001"),
-        ("FINISHED", "0.001"),
-    ]
+    assert by_status == [("FAILED", "1000000000000.0"), ("FINISHED", "0.001")]
     client = MlflowClient(store_uri)
     for run in children:
         if run.status == "FINISHED":
@@ -117,16 +101,16 @@ def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_
 
 
 def test_optuna_preset_runs_the_requested_trials(run_app, store_uri, tmp_path):
-    result = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2")
+    result = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=1")
     assert result.returncode == 0, result.stderr[-3000:]
     children = sweep_runs(store_uri)
-    assert len(children) == 2 and all(r.status == "FINISHED" for r in children)
+    assert len(children) == 1 and all(r.status == "FINISHED" for r in children)
     assert "Best trial" in output(result)
-    # The study is persistent: asking for 3 trials runs exactly one more.
-    more = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=3")
+    # The study is persistent: asking for 2 trials runs exactly one more.
+    more = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2")
     assert more.returncode == 0, more.stderr[-3000:]
-    assert "2 of 3 trials done" in output(more)
-    # Three completed trials in the study; TPE may propose a configuration twice, which the
+    assert "1 of 2 trials done" in output(more)
+    # Two completed trials in the study; TPE may propose a configuration twice, which the
     # sweep then reuses instead of training again: one run per distinct configuration.
     import optuna
 
@@ -134,7 +118,7 @@ def test_optuna_preset_runs_the_requested_trials(run_app, store_uri, tmp_path):
     trials = optuna.load_study(
         study_name=study.study_name, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
     ).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 3
+    assert len(trials) == 2
     param = {"style": "style.name"}  # a config group's choice is logged as its name
     configurations = {
         tuple(sorted((param.get(k, k), str(v)) for k, v in t.params.items())) for t in trials

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from vaelab.errors import is_users_to_fix
 
@@ -35,3 +36,44 @@ def user_errors() -> Iterator[None]:
             raise
         print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def help_requested() -> bool:
+    return any(arg in ("--help", "-h") for arg in sys.argv[1:])
+
+
+def print_help(config_name: str) -> None:
+    """What --help shows: the config groups and their options, and the composed config.
+
+    Hydra's own `--help` composes every group of every installed plugin and takes seconds;
+    this reads conf/ and composes once. `--hydra-help` still shows Hydra's.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from vaelab.config import project_root
+
+    conf = Path(project_root()) / "conf"
+    script = Path(sys.argv[0]).name
+    groups = sorted(
+        (d.name, sorted(f.stem for f in d.glob("*.yaml")))
+        for d in conf.iterdir()
+        if d.is_dir() and d.name != "hydra"
+    )
+    launchers = sorted(f.stem for f in (conf / "hydra" / "launcher").glob("*.yaml"))
+    overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        composed = compose(config_name=config_name, overrides=overrides)
+    lines = [
+        f"{script}: override any setting as key=value, choose a preset as group=option.",
+        f"  python pipelines/{script} --cfg job      the composed config, nothing run",
+        f"  python pipelines/{script} --hydra-help   Hydra's own options",
+        "",
+        "Config groups (conf/):",
+        *[f"  {name}: {', '.join(options)}" for name, options in groups],
+        f"  hydra/launcher (with --multirun): {', '.join(launchers)}",
+        "",
+        "The composed config:",
+        OmegaConf.to_yaml(composed),
+    ]
+    print("\n".join(lines))

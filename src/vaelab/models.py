@@ -36,14 +36,19 @@ class SeededGlorotUniform(keras.initializers.Initializer):
         self.seed, self.layer = seed, layer
 
     def __call__(self, shape, dtype=None):
-        fan_in, fan_out = shape[0], shape[-1]
-        limit = (6.0 / (fan_in + fan_out)) ** 0.5
-        rng = np.random.default_rng(None if self.seed is None else [self.seed, self.layer])
-        values = rng.uniform(-limit, limit, size=shape).astype("float32")
-        return ops.convert_to_tensor(values, dtype=dtype)
+        return ops.convert_to_tensor(
+            glorot_uniform(tuple(shape), self.seed, self.layer), dtype=dtype
+        )
 
     def get_config(self) -> dict:
         return {"seed": self.seed, "layer": self.layer}
+
+
+def glorot_uniform(shape: tuple[int, ...], seed: int | None, layer: int) -> np.ndarray:
+    fan_in, fan_out = shape[0], shape[-1]
+    limit = (6.0 / (fan_in + fan_out)) ** 0.5
+    rng = np.random.default_rng(None if seed is None else [seed, layer])
+    return rng.uniform(-limit, limit, size=shape).astype("float32")
 
 
 def dense(units: int, role: str, seed: int | None, **kwargs) -> layers.Dense:
@@ -306,3 +311,24 @@ def set_dense_weights(model: keras.Model, weights: list) -> None:
     for index, layer in enumerate(dense_layers(model)):
         layer.kernel.assign(weights[2 * index])
         layer.bias.assign(weights[2 * index + 1])
+
+
+def reseed(model: keras.Model, seed: int) -> None:
+    """Give a built model the initial state a new model with this seed would have.
+
+    Exactly what `build_vae(..., seed)` would draw: the weights, the sampling generator's
+    state and the seed every layer reports in its config. A sweep then reuses one model per
+    architecture and size, and Keras's compiled training step with it, instead of tracing
+    and compiling a new one for every run.
+    """
+    for index, layer in enumerate(dense_layers(model)):
+        layer.kernel.assign(glorot_uniform(tuple(layer.kernel.shape), seed, index))
+        layer.bias.assign(np.zeros(layer.bias.shape, dtype="float32"))
+        layer.kernel_initializer.seed = seed
+    for layer in model._flatten_layers(include_self=True):  # noqa: SLF001 - every sublayer
+        if isinstance(layer, Sampling):
+            layer.seed = seed
+            state = layer.seed_generator.state
+            state.assign(np.array([seed, 0]).astype(state.dtype))
+        if hasattr(layer, "seed"):
+            layer.seed = seed

@@ -29,7 +29,7 @@ from vaelab.config import (
     to_run_config,
 )
 from vaelab.losses import LossSpec
-from vaelab.models import build_vae
+from vaelab.models import build_vae, reseed
 from vaelab.plots import Pictures
 
 log = logging.getLogger(__name__)
@@ -84,16 +84,30 @@ def loss_spec(config: Config) -> LossSpec:
     )
 
 
+# Models built in this process, by what fixes their compiled training step.
+_MODELS: dict[tuple, keras.Model] = {}
+_MODELS_KEPT = 8
+
+
 def build_model(config: Config) -> keras.Model:
-    m = config.model
-    return build_vae(
-        ARCHITECTURE[config.style.name],
-        m.input_dim,
-        m.intermediate_dim,
-        m.latent_dim,
-        config.seed,
-        loss_spec(config),
-    )
+    """The run's model, as built from its seed; one built earlier in this process for the
+    same architecture, sizes and loss is reused, re-seeded (`models.reseed`), so its
+    compiled training step is too: a sweep over seeds or learning rates traces once.
+    """
+    m, spec = config.model, loss_spec(config)
+    architecture = ARCHITECTURE[config.style.name]
+    key = (architecture, m.input_dim, m.intermediate_dim, m.latent_dim, spec)
+    model = _MODELS.pop(key, None)
+    if model is None:
+        model = build_vae(
+            architecture, m.input_dim, m.intermediate_dim, m.latent_dim, config.seed, spec
+        )
+    else:
+        reseed(model, config.seed)
+    _MODELS[key] = model  # the most recently used last
+    while len(_MODELS) > _MODELS_KEPT:
+        _MODELS.pop(next(iter(_MODELS)))
+    return model
 
 
 def train_and_evaluate(

@@ -20,11 +20,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vaelab import identity, lifecycle, record, tracking
-from vaelab.config import to_run_config
-from vaelab.errors import RunFailed
+from vaelab import identity
 
 log = logging.getLogger(__name__)
+
+# Hydra builds the callback for every command, `--help` and `--cfg job` included: the run
+# store, MLflow and the frameworks are imported only when a sweep or a run needs them.
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -49,13 +50,17 @@ def count_jobs(config: DictConfig) -> int:
     return math.prod(sizes) if sizes else 1
 
 
-def open_store(config: DictConfig) -> tracking.Store:
+def open_store(config: DictConfig):
+    from vaelab import tracking
+
     t = config.tracking
     return tracking.open_store(t.uri, t.experiment, t.artifact_root)
 
 
-def start_sweep(config: DictConfig) -> lifecycle.SweepContext:
+def start_sweep(config: DictConfig):
     """Open the store and start (or resume) the sweep this multirun config defines."""
+    from vaelab import lifecycle
+
     definition = {
         "sweep.overrides": " ".join(sweep_overrides(config)),
         "sweep.sweeper": config.hydra.sweeper.get("_target_", ""),
@@ -70,6 +75,8 @@ class SweepCallback(Callback):
     """Wires a Hydra multirun to one parent run in the store (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaelab import lifecycle
+
         # Hydra only warns when a callback raises; a sweep that cannot be tracked must stop.
         try:
             context = start_sweep(config)
@@ -78,6 +85,8 @@ class SweepCallback(Callback):
         lifecycle.write_context(Path(config.hydra.sweep.dir), context)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaelab import lifecycle
+
         context = lifecycle.read_context(Path(config.hydra.sweep.dir))
         summary = lifecycle.finish(open_store(config), context)
         print(lifecycle.verdict(summary))
@@ -90,6 +99,10 @@ def run_job(cfg: DictConfig) -> float:
     The config is validated before the training framework is even imported, so a mistake
     costs a second, not the framework's start-up.
     """
+    from vaelab import lifecycle, record
+    from vaelab.config import to_run_config
+    from vaelab.errors import RunFailed
+
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:

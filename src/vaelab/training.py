@@ -159,8 +159,21 @@ def evaluate(model: keras.Model, x: np.ndarray, batch_size: int) -> dict[str, fl
 
 
 def compile_model(model: keras.Model, settings: TrainSettings) -> keras.optimizers.Optimizer:
-    optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
-    model.compile(optimizer=optimizer, steps_per_execution=settings.steps_per_execution)
+    """Ready the model to train: compiled with a fresh Adam at the settings' learning rate.
+
+    A model compiled before (a reused one, see `models.reseed`) keeps its compiled step:
+    Adam's state is zeroed and its learning rate set instead, so nothing is traced again.
+    """
+    optimizer = getattr(model, "_vaelab_optimizer", None)
+    if optimizer is None or model.steps_per_execution != settings.steps_per_execution:
+        optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
+        model.compile(optimizer=optimizer, steps_per_execution=settings.steps_per_execution)
+        model._vaelab_optimizer = optimizer
+        return optimizer
+    for variable in optimizer.variables:
+        variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+    optimizer.learning_rate.assign(settings.learning_rate)
+    model.stop_training = False
     return optimizer
 
 
@@ -345,6 +358,16 @@ def _jax_chunk_runner(model, optimizer, batch_size: int):
     return run_chunk, np.asarray
 
 
+def _chunk_runner(model: keras.Model, optimizer, batch_size: int):
+    """The model's compiled chunk function, made once per model, optimizer and batch size."""
+    key = (id(optimizer), batch_size)
+    cached = getattr(model, "_vaelab_chunk_runner", None)
+    if cached is None or cached[0] != key:
+        make = _jax_chunk_runner if keras.backend.backend() == "jax" else _tensorflow_chunk_runner
+        model._vaelab_chunk_runner = (key, make(model, optimizer, batch_size))
+    return model._vaelab_chunk_runner[1]
+
+
 def train_with_custom_loop(
     model: keras.Model,
     x_train: np.ndarray,
@@ -355,10 +378,7 @@ def train_with_custom_loop(
 ) -> None:
     """The notebook's last section: a hand-written loop with its own progress and metrics."""
     optimizer = compile_model(model, settings)  # compiled only so evaluate() can run
-    make_runner = (
-        _jax_chunk_runner if keras.backend.backend() == "jax" else _tensorflow_chunk_runner
-    )
-    run_chunk, to_device = make_runner(model, optimizer, settings.batch_size)
+    run_chunk, to_device = _chunk_runner(model, optimizer, settings.batch_size)
     n = len(x_train)
     steps = math.ceil(n / settings.batch_size)
     orders = epoch_orders(n, settings.epochs, settings.seed, settings.shuffle)

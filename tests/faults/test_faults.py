@@ -30,6 +30,7 @@ def store_for(tmp_path):
 
 
 def start(tmp_path, *args):
+    """The training CLI in its own process, to be killed outright."""
     command = [sys.executable, str(REPO / "pipelines/train.py"), *args, *isolated(tmp_path)]
     return subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -50,42 +51,58 @@ def wait_for_epochs(tmp_path, count, epochs="40", timeout=120):
     raise AssertionError(f"no run reached {count} epochs in {timeout} s")
 
 
+def signal_at_epoch(monkeypatch, signum, epoch, epochs=None):
+    """Deliver a real signal to this process when a run of `epochs` epochs (any run, if
+    None) logs its `epoch`-th epoch: the run's own handlers see it mid-training."""
+    real = tracking.Run.log
+
+    def log(self, metrics=None, step=0, **kwargs):
+        real(self, metrics, step, **kwargs)
+        params = tracking.get_run(self.store, self.run_id).params
+        wanted = epochs is None or params.get("train.epochs") == str(epochs)
+        if metrics and "train/total" in metrics and step == epoch and wanted:
+            os.kill(os.getpid(), signum)
+            time.sleep(1)  # the handler raises before this returns
+
+    monkeypatch.setattr(tracking.Run, "log", log)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(tmp_path, signum):
-    process = start(tmp_path, *SLOW_RUN)
-    run_id = wait_for_epochs(tmp_path, 1)
-    process.send_signal(signum)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0
-    run = tracking.get_run(store_for(tmp_path), run_id)
-    assert run.status == "KILLED", output[-2000:]
-    epochs = [step for step, _ in tracking.metric_history(store_for(tmp_path), run_id, "val/total")]
-    assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) < 40
+def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(
+    smoke_cfg, store_uri, monkeypatch, signum
+):
+    signal_at_epoch(monkeypatch, signum, epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(smoke_cfg("train.epochs=5", "tracking.log_model=false"))
+    store = tracking.open_store(store_uri, "vaelab")
+    (run,) = tracking.find_runs(store, {})
+    assert run.status == "KILLED"
+    epochs = [step for step, _ in tracking.metric_history(store, run.run_id, "val/total")]
+    assert epochs == [1, 2]  # what finished is kept; nothing after the signal
     expected = "KeyboardInterrupt" if signum == signal.SIGINT else "received signal SIGTERM"
     assert expected in run.tags["error"]
 
 
-def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, run_app):
-    sweep = ["--multirun", *SLOW_RUN, "data.train_limit=2048", "train.epochs=1,40"]
-    process = start(tmp_path, *sweep)
-    killed = wait_for_epochs(tmp_path, 1, epochs="40")  # the 1-epoch run is done by then
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, run_app, monkeypatch):
+    sweep = ["train.py", "--multirun", *TINY, "train.epochs=1,3"]
+    with monkeypatch.context() as patch:
+        signal_at_epoch(patch, signal.SIGINT, epoch=2, epochs=3)
+        interrupted = run_app(*sweep)
+    assert interrupted.returncode != 0
     store = store_for(tmp_path)
     children = {
         r.params["train.epochs"]: r for r in tracking.find_runs(store, {"sweep.role": "child"})
     }
-    assert children["1"].status == "FINISHED" and children["40"].run_id == killed
-    assert children["40"].status == "KILLED"
+    assert children["1"].status == "FINISHED" and children["3"].status == "KILLED"
 
-    again = run_app("train.py", *sweep)
+    again = run_app(*sweep)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (again.stdout + again.stderr).count("Skipping: this configuration already FINISHED") == 1
+    assert again.stderr.count("Skipping: this configuration already FINISHED") == 1
     statuses = sorted(
         (r.params["train.epochs"], r.status)
         for r in tracking.find_runs(store, {"sweep.role": "child"})
     )
-    assert statuses == [("1", "FINISHED"), ("40", "FINISHED"), ("40", "KILLED")]
+    assert statuses == [("1", "FINISHED"), ("3", "FINISHED"), ("3", "KILLED")]
 
 
 def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
@@ -108,6 +125,7 @@ def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     assert "STALE" in paths["csv"].read_text()
 
 
+@pytest.mark.slow
 def test_two_sweeps_writing_to_one_fresh_store_at_once_lose_nothing(tmp_path):
     first = start(tmp_path, "--multirun", *TINY, "model.latent_dim=2")
     second = start(tmp_path, "--multirun", *TINY, "model.latent_dim=4")

@@ -10,30 +10,62 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY, compose_config
-from vaelab import metrics, tracking
+from vaelab import identity, lifecycle, metrics, tracking
 from vaelab.config import to_run_config
 from vaelab.run import build_model, load_splits, train_settings
 from vaelab.training import configure_backend, train_with_custom_loop
 
+SWEEP = ["train.py", "--multirun", *TINY, "train.epochs=3"]
+
 
 def test_every_style_trains_on_jax(run_app, store_uri):
-    result = run_app(
-        "train.py", "--multirun", *TINY, "train.epochs=2", "style=functional,subclass,custom_loop"
-    )
+    result = run_app(*SWEEP, "style=functional,subclass,custom_loop")
     assert result.returncode == 0, result.stderr[-3000:]
     store = tracking.open_store(store_uri, "vaelab")
-    children = tracking.find_runs(store, {"sweep.role": "child"})
-    assert sorted(r.params["style.name"] for r in children) == [
-        "custom_loop",
-        "functional",
-        "subclass",
-    ]
-    for run in children:
+    runs = tracking.find_runs(store, {"sweep.role": "child"})
+    assert sorted(r.params["style.name"] for r in runs) == ["custom_loop", "functional", "subclass"]
+    for run in runs:
         assert run.status == "FINISHED" and run.tags["backend"] == "jax"
-        assert [s for s, _ in tracking.metric_history(store, run.run_id, "val/kl")] == [1, 2]
+        assert [s for s, _ in tracking.metric_history(store, run.run_id, "val/kl")] == [1, 2, 3]
+    by_style = {r.params["style.name"]: r.metrics["val/total"] for r in runs}
     # The seeded initialisation does not depend on the style: the two fit styles agree.
-    by_style = {r.params["style.name"]: r.metrics["val/total"] for r in children}
     assert by_style["functional"] == pytest.approx(by_style["subclass"], rel=1e-6)
+
+
+def test_packed_runs_match_solo_runs_column_for_column(run_app, store_uri, tmp_path):
+    solo = run_app(*SWEEP, "style=custom_loop,functional")
+    assert solo.returncode == 0, solo.stderr[-3000:]
+    store = tracking.open_store(store_uri, "vaelab")
+    (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
+    solo_by_style = {
+        r.params["style.name"]: r for r in lifecycle.children(store, parent.tags["sweep.id"])
+    }
+    # The same sweep, packed (force=true: train again what this sweep already finished).
+    packed = run_app(*SWEEP, "style=custom_loop,functional", "hydra/launcher=packed", "force=true")
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    runs = [
+        r
+        for r in lifecycle.children(store, parent.tags["sweep.id"])
+        if r.tags["engine"] == "packed"
+    ]
+    assert len(runs) == 2 and len({r.tags["pack.group"] for r in runs}) == 1
+    (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})  # one sweep, one parent
+    assert "packed_launcher.PackedLauncher" in parent.tags["sweep.launcher"]
+    for run in runs:
+        twin = solo_by_style[run.params["style.name"]]
+        # Column for column: the same params and metric names as the solo run...
+        assert identity.identity(run.params) == identity.identity(twin.params)
+        assert set(run.metrics) >= set(twin.metrics)
+        # ...and the same model: only the sampling noise comes from other random streams
+        # (measured: 0.3% apart after 3 epochs on these 256 digits).
+        assert run.metrics["val/total"] == pytest.approx(twin.metrics["val/total"], rel=0.01)
+    # Each packed job has its Hydra job directory, as with any launcher.
+    sweep_dirs = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert sorted(p.name for p in sweep_dirs[-1].iterdir() if p.is_dir()) == ["0", "1"]
+    # A relaunch of the packed sweep trains nothing: every configuration FINISHED.
+    again = run_app(*SWEEP, "style=custom_loop,functional", "hydra/launcher=packed")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("Skipping: this configuration already FINISHED") == 2
 
 
 # The same initial weights (seeded in numpy), the same batches (seeded in numpy): only the

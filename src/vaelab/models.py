@@ -23,8 +23,9 @@ DENSE_NAMES = ("encoder_hidden", "z_mean", "z_log_var", "decoder_hidden", "recon
 
 @keras.saving.register_keras_serializable(package="vaelab")
 class SeededGlorotUniform(keras.initializers.Initializer):
-    """Glorot-uniform weights drawn by numpy from (seed, layer): the same numbers on every
-    backend, in both styles, and whatever order the layers are built in.
+    """Glorot-uniform weights drawn by numpy from (seed, layer).
+
+    The same numbers on every backend, in both styles, whatever order the layers are built in.
 
     Keras's own initializers draw from the backend's generator, so the same seed gives other
     weights on TensorFlow and on JAX, and the functional and subclass styles (which build
@@ -287,9 +288,10 @@ def build_vae(
 
 
 def dense_layers(model: keras.Model) -> list[layers.Dense]:
-    """The five Dense layers of either architecture, in one order: encoder hidden, z_mean,
-    z_log_var, decoder hidden, reconstruction. The two styles differ only in how these are
-    wired, so weights move between them (and into a packed sweep) through this list.
+    """The five Dense layers of either architecture, in the order of DENSE_NAMES.
+
+    The two styles differ only in how these are wired, so weights move between them (and
+    into a packed sweep) through this list.
     """
     if isinstance(model, SubclassVAE):
         e, d = model.encoder, model.decoder

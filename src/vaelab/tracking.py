@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ from vaelab.errors import RunFailed, TrackingError
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ _BATCH_LIMIT = 1000
 
 # Unix time of a run's last sign of life (start, then every epoch).
 HEARTBEAT_TAG = "heartbeat_at"
+# MLflow 3's UI opens an experiment of this kind on its runs ("Machine learning"), not on
+# the GenAI traces overview it shows by default.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 ERROR_TAG = "error"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -167,6 +171,9 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
                 experiment_id = client.create_experiment(experiment, artifact_location=location)
             else:
                 experiment_id = found.experiment_id
+            for key, value in EXPERIMENT_KIND.items():
+                if found is None or found.tags.get(key) != value:
+                    client.set_experiment_tag(experiment_id, key, value)
             # MLflow 3 files logged models under the process's current experiment.
             mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as error:  # mlflow raises several types for one cause: unreachable
@@ -377,6 +384,20 @@ class Run:
 
     def log_text(self, text: str, path: str) -> None:
         self._client.log_text(self.run_id, text, path)
+
+    def log_dataset(
+        self, name: str, digest: str, url: str, profile: Mapping[str, Any], context: str
+    ) -> None:
+        """What the run trained on, shown in the runs table's Dataset column."""
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="http",
+            source=json.dumps({"url": url}),
+            profile=json.dumps(dict(profile)),
+        )
+        tags = [InputTag("mlflow.data.context", context)]
+        self._client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
         """A loadable model (MLflow 3: a LoggedModel of this run) with an inferred signature."""

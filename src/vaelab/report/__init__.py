@@ -103,9 +103,10 @@ def _figures(
     store: tracking.Store, table: pd.DataFrame, varying: list[str], by: str, top_k: int, workdir
 ) -> list[render.Figure]:
     drawn: list[render.Figure] = []
-    labels = {row["run_id"]: tables.run_label(row, varying) for _, row in table.iterrows()}
     for number, group in enumerate(tables.groups(table)[:3], start=1):
         among = f" ({group.label})" if table["group"].nunique() > 1 else ""
+        within = tables.varying_params(group.table)
+        labels = {row["run_id"]: tables.run_label(row, within) for _, row in group.table.iterrows()}
         ranked = group.table[group.table["rank"].notna()]
         for param in tables.EFFECT_PARAMS:
             if param in varying and len(ranked):
@@ -138,7 +139,9 @@ def _figures(
                 plots.png_bytes(figures.split_scatter(table, kind)),
             )
         )
-    for _, row in tables.distinct_best(table, by, top_k).iterrows():
+    best = tables.distinct_best(table, by, top_k)
+    within = tables.varying_params(table[table["group"].eq(table["group"].iloc[0])])
+    for _, row in best.iterrows():
         grid = tracking.download_artifact(
             store, row["run_id"], "plots/reconstructions.png", workdir / row["run_id"]
         )
@@ -147,7 +150,7 @@ def _figures(
                 render.Figure(
                     f"reconstructions_{row['run_id'][:8]}",
                     f"Test digits (top) and their reconstructions (bottom) by run "
-                    f"{tables.run_label(row, varying)}, rank {row['rank']} in its group.",
+                    f"{tables.run_label(row, within)}, rank {row['rank']} in its group.",
                     grid.read_bytes(),
                 )
             )

@@ -20,8 +20,12 @@ _LINES = ("-o", "--s", ":^", "-.D", "-v", "--P", ":X", "-.*")
 MAX_LABELLED = 10
 
 
-def _finish(fig: Figure, ax) -> Figure:
-    ax.legend(fontsize=7, loc="best")
+def _finish(fig: Figure, ax, outside: bool = False) -> Figure:
+    """Legend (beside the axes when it names runs, so it hides no curve), grid, layout."""
+    if outside:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -76,7 +80,7 @@ def learning_curves(
     """
     from vaelab.report.tables import identical_runs
 
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     same = {tuple(group): group for group in identical_runs(histories)}
     drawn = 0
@@ -98,4 +102,4 @@ def learning_curves(
     ax.set_ylabel(metrics.label(by, kind))
     ax.set_title(f"{by} per epoch", fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, ax)
+    return _finish(fig, ax, outside=True)

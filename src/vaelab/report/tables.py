@@ -21,6 +21,9 @@ _SHORT = ("model.", "train.", "style.", "loss.", "data.")
 
 
 def short_name(param: str) -> str:
+    """`model.latent_dim` -> `latent_dim`; `loss.name` -> `loss` (the preset's name)."""
+    if param.endswith(".name"):
+        return param.removesuffix(".name")
     for prefix in _SHORT:
         if param.startswith(prefix):
             return param.removeprefix(prefix)
@@ -199,10 +202,13 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_label(row: pd.Series, varying: Sequence[str]) -> str:
-    """A run named by what varies (style, latent_dim, ...) and its id's first characters."""
-    settings = ", ".join(
-        f"{short_name(p)}={row.get(f'params.{p}')}" for p in varying if p != "seed"
-    )
+    """A run named by what varies among the runs it is shown with, and its id's start.
+
+    The settings of its comparable group (the loss) are said by the group, not repeated.
+    """
+    shown = [p for p in varying if p != "seed" and p not in ranking.COMPARABILITY]
+    shown = [p for p in shown if p != "loss.name"]
+    settings = ", ".join(f"{short_name(p)}={row.get(f'params.{p}')}" for p in shown)
     seed = f", seed={row.get('params.seed')}" if "seed" in varying else ""
     return f"{row['run_id'][:8]} ({settings}{seed})" if settings or seed else row["run_id"][:8]
 

@@ -11,7 +11,7 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-full e2e lint format ui clean bench
+.PHONY: help install install-gpu lock data run train smoke test test-full e2e lint format ui clean report bench bench-sweep bench-overhead
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## Create .venv with the pinned environment (requirements.lock)
 
-install-gpu: $(STAMP) ## Swap in TensorFlow with CUDA (Linux + NVIDIA GPU)
+install-gpu: $(STAMP) ## Swap in TensorFlow and JAX with CUDA (Linux + NVIDIA GPU)
 	$(PY) -m pip uninstall --yes tensorflow-cpu
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[gpu]'
 
@@ -44,6 +44,9 @@ run: data ## The product: the demo sweep on full MNIST (~1 min), then its report
 
 train: data ## One run of the default config (full MNIST, 3 epochs); ARGS="style=subclass ..."
 	$(PY) pipelines/train.py $(ARGS)
+
+report: $(STAMP) ## A report of the latest sweep (ARGS="sweep_id=<id>")
+	$(PY) pipelines/report.py $(ARGS)
 
 smoke: data ## A tiny run (512 digits, 1 epoch) to check the set-up in seconds
 	$(PY) pipelines/train.py experiment=smoke $(ARGS)
@@ -76,5 +79,11 @@ ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)
 	rm -rf $(VENV) outputs .pytest_cache
 
-bench: data ## Epoch time: the notebook's fit vs each style, results check, run overhead
+bench: data ## Epoch time: the notebook's fit vs each style, and a results check
 	$(PY) benchmarks/bench_training.py $(ARGS)
+
+bench-sweep: data ## sweep=grid sequential vs packed, and a 96-configuration packed sweep
+	$(PY) benchmarks/bench_sweep.py $(ARGS)
+
+bench-overhead: data ## Start-up, report and per-run costs beyond training (ARGS=--baseline <commit>)
+	$(PY) benchmarks/bench_overhead.py $(ARGS)

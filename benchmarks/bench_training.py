@@ -9,7 +9,8 @@ defaults and `fit(x, epochs, batch_size=64)`, no validation. The styles run thro
 pipeline's own trainers, which also validate every epoch (counted in their time). Reported:
 median seconds per epoch after a warm-up epoch, the ratio to (a), final losses, and a
 results check in which every path trains on the same batch order (shuffle off) and the
-per-epoch losses are compared with (a)'s. Then the cost of a whole run beyond training.
+per-epoch losses are compared with (a)'s. (The cost of a run beyond its training:
+benchmarks/bench_overhead.py.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.conftest.compose_config: the real config
 
 from tests.conftest import compose_config  # noqa: E402
-from vaelab import tracking, training  # noqa: E402
-from vaelab.config import to_run_config  # noqa: E402
+from vaelab import training  # noqa: E402
+from vaelab.config import Style, to_run_config  # noqa: E402
 from vaelab.losses import LossSpec  # noqa: E402
-from vaelab.models import TERMS, build_vae  # noqa: E402
-from vaelab.run import load_splits, train_and_evaluate  # noqa: E402
-
-ARCHITECTURE = {"functional": "functional", "subclass": "subclass", "custom_loop": "subclass"}
+from vaelab.metrics import TERMS  # noqa: E402
+from vaelab.models import build_vae  # noqa: E402
+from vaelab.run import ARCHITECTURE, load_splits  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -73,8 +71,8 @@ def notebook_fit(x, epochs, seed, spec, shuffle=True, x_val=None):
 def pipeline_style(style, x, x_val, epochs, seed, spec, steps, shuffle=True):
     """(b): the trainer the pipeline uses for this style, with its validation pass."""
     training.configure_backend(seed, deterministic=True)
-    model = build_vae(ARCHITECTURE[style], 784, 64, 32, seed, spec)
-    settings = training.TrainSettings(epochs, 64, 1e-3, steps, seed, shuffle=shuffle)
+    model = build_vae(ARCHITECTURE[Style(style)], 784, 64, 32, seed, spec)
+    settings = training.TrainSettings(epochs, 64, 1e-3, steps, seed, shuffle, False)
     seconds, losses = [], []
 
     def on_epoch(epoch, metrics):
@@ -86,54 +84,18 @@ def pipeline_style(style, x, x_val, epochs, seed, spec, steps, shuffle=True):
     return seconds, losses
 
 
-def overhead(seed: int) -> tuple[float, float, float]:
-    """A default 3-epoch run as a sweep runs it: in-process, store and imports already warm.
-
-    Returns the run's wall time, its training time (the sum of its epochs, tracing
-    included) and everything else (data, store, evaluation, quality metrics, plots, model).
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        where = [f"paths.store_dir={tmp}/mlruns", f"paths.output_dir={tmp}/out"]
-        train_and_evaluate(compose_config(*where, "train.epochs=1", f"seed={seed + 1}"))
-        start = time.perf_counter()
-        result = train_and_evaluate(compose_config(*where, f"seed={seed}"))
-        total = time.perf_counter() - start
-        store = tracking.open_store(f"sqlite:///{tmp}/mlruns/mlflow.db", "vaelab", None)
-        epochs = tracking.metric_history(store, result.run_id, "time/epoch_seconds")
-    train = sum(seconds for _, seconds in epochs)
-    return total, train, total - train
-
-
-def cli_run_seconds() -> float:
-    """`python pipelines/train.py` end to end, imports included, into a throwaway store."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "pipelines/train.py"),
-                f"paths.store_dir={tmp}/mlruns",
-                f"paths.output_dir={tmp}/out",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs + 1 warm-up")
     parser.add_argument("--check-epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="steps_per_execution")
     parser.add_argument("--repeats", type=int, default=2, help="round-robin passes")
-    parser.add_argument("--skip-overhead", action="store_true")
     args = parser.parse_args()
 
     config = to_run_config(compose_config())
     splits, _ = load_splits(config)
     x, x_val = splits.x_train, splits.x_val
-    seed, spec = config.seed, LossSpec()
+    seed, spec = config.seed, LossSpec("bce", "sum", "sum", 1.0)
     steps = args.steps or config.style.steps_per_execution
     epochs = args.epochs + 1
 
@@ -187,20 +149,6 @@ def main() -> None:
     print(
         f"  {'(a)':<12} {'':>22}   train/total per epoch: "
         + " ".join(f"{e['total']:.4f}" for e in reference)
-    )
-
-    if args.skip_overhead:
-        return
-    total, train, rest = overhead(seed)
-    print(
-        f"\nA default run inside a sweep (warm process and store; 3 epochs, functional): "
-        f"{total:.2f} s = training {train:.2f} s (tracing included) + everything else "
-        f"{rest:.2f} s ({rest / train:.0%} of training)"
-    )
-    cli = cli_run_seconds()
-    print(
-        f"`python pipelines/train.py` end to end: {cli:.2f} s = training {train:.2f} s "
-        f"+ {cli - train:.2f} s"
     )
 
 

@@ -43,8 +43,11 @@ def pictures(
 
 
 class ImportanceWeighted(keras.Model):
-    """-log p(x) per digit by importance sampling: a Keras model, so that `predict` compiles
-    it on whatever backend trains (one traced function, not thousands of eager ops)."""
+    """-log p(x) per digit by importance sampling, as a Keras model.
+
+    So that `predict` compiles it on whatever backend trains: one traced function, not
+    thousands of eager ops.
+    """
 
     def __init__(self, vae: keras.Model, samples: int, seed: int, **kwargs):
         super().__init__(**kwargs)

@@ -188,7 +188,6 @@ class _EpochReporter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
-        self.epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and "total" in logs:
@@ -216,6 +215,30 @@ def batched(x: np.ndarray, batch_size: int) -> Any:
     return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(2)
 
 
+def _resident(x: np.ndarray, settings: TrainSettings) -> Any:
+    """The training images held once as a TensorFlow tensor, for `_gathered`.
+
+    None where each epoch needs its own array (JAX, or new pixels drawn every epoch).
+    """
+    if keras.backend.backend() != "tensorflow" or settings.resample_pixels:
+        return None
+    import tensorflow as tf
+
+    return tf.constant(x)
+
+
+def _gathered(images: Any, order: np.ndarray, batch_size: int) -> Any:
+    """An epoch's batches gathered from resident images: only the order is new each epoch.
+
+    A plain (sequential) map: Keras's parallel one is what TensorFlow's op-determinism pass
+    rewrites into an op with an unknown attribute (see `batched`).
+    """
+    import tensorflow as tf
+
+    rows = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    return rows.map(lambda index: tf.gather(images, index)).prefetch(2)
+
+
 def _batch_size_for(data: Any, batch_size: int) -> int | None:
     return batch_size if isinstance(data, np.ndarray) else None
 
@@ -236,8 +259,13 @@ def train_with_fit(
     validation = batched(x_val, settings.batch_size)
     orders = epoch_orders(len(x_train), settings.epochs, settings.seed, settings.shuffle)
     reporter = _EpochReporter(on_epoch)
+    resident = _resident(x_train, settings)
     for epoch, order in enumerate(orders, start=1):
-        data = batched(epoch_inputs(x_train, order, epoch, settings), settings.batch_size)
+        reporter.epoch_start = time.perf_counter()  # the epoch's data is part of its time
+        if resident is not None:
+            data = _gathered(resident, order, settings.batch_size)
+        else:
+            data = batched(epoch_inputs(x_train, order, epoch, settings), settings.batch_size)
         model.fit(
             data,
             batch_size=_batch_size_for(data, settings.batch_size),

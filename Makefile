@@ -11,10 +11,10 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-full e2e lint format ui clean report bench bench-sweep bench-overhead
+.PHONY: help install install-gpu lock data run train smoke test test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-overhead
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,9 @@ test-full: data ## Every test, slow and server ones included, in both sessions
 	$(PY) -m pytest -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -n 2 $(ARGS)
 
+test-server: data ## The team store for real: PostgreSQL + mlflow server, faults, logins (~4 min)
+	$(PY) -m pytest -m server tests/server $(ARGS)
+
 e2e: data ## Render a report in headless Chromium (apt-get install chromium); outputs/e2e/*.png
 	$(PY) -m pytest tests/test_report.py -k browser -rs $(ARGS)
 
@@ -75,6 +78,18 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 to share, PORT=...)
 	@mkdir -p $(ROOT)/mlruns && echo "http://$(HOST):$(PORT)" > $(ROOT)/mlruns/ui_url.txt
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+# docs/team.md: DATABASE_URI (an existing PostgreSQL), ARTIFACTS (a directory or s3://...),
+# ALLOWED_HOSTS (the names workers use, when HOST=0.0.0.0), AUTH=1 (MLflow's basic-auth app).
+SERVER_OPTS = --state-dir $(ROOT)/mlruns --host $(HOST) --port $(PORT) $(if $(AUTH),--auth) \
+	$(if $(DATABASE_URI),--database-uri $(DATABASE_URI)) $(if $(ARTIFACTS),--artifacts $(ARTIFACTS)) \
+	$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
+
+server: $(STAMP) ## The team store: PostgreSQL (mlruns/postgres/) + mlflow server on HOST:PORT; AUTH=1 for logins
+	$(PY) -m vaelab.server start $(SERVER_OPTS)
+
+server-stop: $(STAMP) ## Stop what `make server` started
+	$(PY) -m vaelab.server stop --state-dir $(ROOT)/mlruns
 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)
 	rm -rf $(VENV) outputs .pytest_cache

@@ -33,6 +33,9 @@ TINY = [
 ]
 
 register_configs()
+# pytest captures fd 2 itself: the pipelines' filter of native start-up lines stays off here
+# (tests/test_cli.py turns it on for the subprocess that checks the console).
+os.environ["VAELAB_RAW_STDERR"] = "1"
 
 # One suite, two sessions (see `make test`): tests/jax needs Keras on JAX (packed sweeps, the
 # JAX trainers); every other test runs on the default backend, TensorFlow.

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, compose_config, isolated
 from vaelab import lifecycle, metrics, tracking
-from vaelab.errors import ReportError, RunFailed
+from vaelab.errors import RunFailed, UserError
 from vaelab.report import make_report
 from vaelab.run import train_and_evaluate
 
@@ -106,7 +106,7 @@ def test_report_of_chosen_runs_and_of_a_filter(sweep_store):
     ],
 )
 def test_unknown_selection_or_metric_is_a_clear_error(sweep_store, overrides, message):
-    with pytest.raises(ReportError, match=message):
+    with pytest.raises(UserError, match=message):
         make_report(report_cfg(sweep_store[0], *overrides))
 
 

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import compose_config, isolated
 from vaelab import identity, lifecycle, metrics, tracking
 from vaelab.errors import RerunError
-from vaelab.rerun import rerun, rerun_run
+from vaelab.rerun import prepare, rerun, rerun_run
 from vaelab.run import train_and_evaluate
 
 SMALLER = ["data.train_limit=256", "data.validation_size=128", "data.test_limit=128"]
@@ -33,7 +33,7 @@ def test_a_rerun_repeats_every_epoch_bit_for_bit(style, smoke_cfg, rerun_cfg, st
         smoke_cfg(f"style={style}", "train.epochs=2", "tracking.log_model=false", *SMALLER),
         overrides=[f"style={style}", "train.epochs=2", *SMALLER],
     )
-    result, comparison = rerun_run(store, rerun_cfg(), original.run_id)
+    result, comparison = rerun_run(store, *prepare(store, rerun_cfg(), original.run_id))
     # test/* and the quality metrics once (active units, the IW estimate; the digit count),
     # then train/* and val/* at each of the 2 epochs: every number, none missing.
     compared = [name for name, _, _ in comparison.rows]
@@ -55,10 +55,10 @@ def test_changed_data_hash_warns_and_strict_refuses(smoke_cfg, rerun_cfg, store,
     original = train_and_evaluate(smoke_cfg("tracking.log_model=false"))
     tracking.update_run(store, original.run_id, tags={"data.sha256": "0" * 64})
     with pytest.raises(RerunError, match=r"(?s)strict=true: refusing.*data.sha256: original 0000"):
-        rerun_run(store, rerun_cfg("strict=true"), original.run_id)
+        prepare(store, rerun_cfg("strict=true"), original.run_id)
     assert len(tracking.find_runs(store, {"rerun_of": original.run_id})) == 0
     with caplog.at_level(logging.WARNING, logger="vaelab.rerun"):
-        rerun_run(store, rerun_cfg(), original.run_id)
+        rerun_run(store, *prepare(store, rerun_cfg(), original.run_id))
     assert "data.sha256: original 0000" in caplog.text
 
 
@@ -96,7 +96,9 @@ def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg,
     train_and_evaluate(smoke_cfg(*SMALLER, "tracking.log_model=false"), sweep=context)
     lifecycle.finish(store, context)
     comparisons = rerun(rerun_cfg("sweep_id=orig"))
-    assert [c.max_abs_difference for c in comparisons] == [0.0]
+    (comparison,) = comparisons  # 1 epoch: 3 test + 2 quality numbers + 6 losses, none missing
+    assert len(comparison.rows) == 3 + 2 + 6 and not comparison.missing, comparison.table()
+    assert comparison.max_abs_difference == 0.0, comparison.table()
     (new_parent,) = tracking.find_runs(
         store, {lifecycle.RERUN_OF: "orig", lifecycle.SWEEP_ROLE: lifecycle.PARENT}
     )
@@ -108,3 +110,16 @@ def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg,
     assert new_parent.tags["sweep.count.finished"] == "1"
     assert new_parent.tags["sweep.objective"] == "val/total"
     assert f"Best by val/total: {best.run_id}" in capsys.readouterr().out
+
+
+def test_a_sweep_rerun_refused_by_strict_mode_leaves_no_new_sweep_behind(
+    smoke_cfg, rerun_cfg, store
+):
+    context = lifecycle.start(store, "orig", {}, total=1, objective="val/total")
+    done = train_and_evaluate(smoke_cfg(*SMALLER, "tracking.log_model=false"), sweep=context)
+    lifecycle.finish(store, context)
+    tracking.update_run(store, done.run_id, tags={"git.commit": "0" * 40})
+    with pytest.raises(RerunError, match="strict=true: refusing"):
+        rerun(rerun_cfg("sweep_id=orig", "strict=true"))
+    assert not tracking.find_runs(store, {lifecycle.RERUN_OF: "orig"})
+    assert "RUNNING" not in {r.status for r in tracking.find_runs(store, {})}

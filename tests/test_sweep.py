@@ -160,3 +160,15 @@ def test_launcher_presets_compose(launcher, key, value):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert OmegaConf.select(cfg.hydra.launcher, key) == value
+
+
+@pytest.mark.parametrize("objective", ["test/total", "val/kl"])
+def test_a_sweep_tuned_on_the_test_set_or_the_kl_is_refused_before_any_run(
+    run_app, tmp_path, objective
+):
+    result = run_app("train.py", "--multirun", *TINY, f"objective={objective}", "seed=1,2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
+    assert line.startswith(f"Error: cannot start the sweep: objective='{objective}': ")
+    assert "use one of val/total, val/reconstruction" in line
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # no parent, no child

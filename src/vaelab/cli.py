@@ -5,14 +5,29 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
 import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from vaelab.errors import is_users_to_fix
+
+# What TensorFlow's C++ runtime writes to fd 2 before absl's logging is set up, whatever
+# TF_CPP_MIN_LOG_LEVEL says (TF 2.21): absl's INFO lines ("I0000 00:00:1796147894.5 port.cc:153]
+# oneDNN custom operations are on"), the banner before them, the cpu_feature_guard line's tail.
+_NATIVE_NOISE = re.compile(
+    r"^(I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+# Set to 1 to see every line the native runtimes write (the tests set it: pytest owns fd 2).
+RAW_STDERR = "VAELAB_RAW_STDERR"
 
 
 def quiet_frameworks() -> None:
@@ -24,6 +39,46 @@ def quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if os.environ.get(RAW_STDERR) != "1":
+        _filter_native_stderr()
+
+
+def is_native_noise(line: str) -> bool:
+    return bool(_NATIVE_NOISE.match(line))
+
+
+def _filter_native_stderr() -> None:
+    """Pass fd 2 through a filter that drops `_NATIVE_NOISE`, line by line, in a thread.
+
+    The C++ runtime writes below Python (no logger or env var reaches those lines), so the
+    file descriptor itself goes through a pipe; everything else, warnings, errors and
+    tracebacks, is forwarded as it comes. Worker processes inherit the filtered descriptor.
+    """
+    if getattr(_filter_native_stderr, "started", False):
+        return
+    _filter_native_stderr.started = True
+    sys.stderr.flush()
+    console = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with open(read_end, "rb", buffering=0) as lines, open(console, "wb", buffering=0) as out:
+            for line in iter(lines.readline, b""):
+                if not is_native_noise(line.decode(errors="replace")):
+                    out.write(line)
+
+    thread = threading.Thread(target=forward, name="vaelab-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:  # at exit: close our end so the thread drains and stops
+        sys.stderr.flush()
+        os.dup2(console_copy, 2)
+        thread.join(timeout=2)
+
+    console_copy = os.dup(console)
+    atexit.register(restore)
 
 
 @contextmanager
@@ -36,6 +91,20 @@ def user_errors() -> Iterator[None]:
             raise
         print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def exit_for(error: Exception, context: str) -> SystemExit:
+    """Report an error as `user_errors` would, where raising it would be lost; exit 1.
+
+    Hydra turns an exception in a callback into a warning and carries on: a sweep that cannot
+    be tracked must stop, so the callback raises this instead. A user's mistake is one line;
+    anything else (or HYDRA_FULL_ERROR=1) shows its traceback.
+    """
+    if is_users_to_fix(error) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        print(f"Error: {context}: {error}", file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+    return SystemExit(1)
 
 
 def help_requested() -> bool:

@@ -218,10 +218,15 @@ def validate(config: Config) -> None:
             continue
         ok = value > minimum if key in _STRICTLY_POSITIVE else value >= minimum
         _check(ok, key, value, expected)
+    check_objective(config.objective)
+
+
+def check_objective(metric: str, key: str = "objective") -> None:
+    """A sweep's objective or a report's ranking metric must measure fit on validation data."""
     try:
-        metrics.check_objective(config.objective)
+        metrics.check_objective(metric)
     except ValueError as error:
-        raise ConfigError(f"objective={config.objective!r}: {error}") from None
+        raise ConfigError(f"{key}={metric!r}: {error}") from None
 
 
 def _reject_unknown_keys(cfg: DictConfig, config: Any) -> None:

@@ -53,3 +53,7 @@ def is_users_to_fix(error: BaseException) -> bool:
     if isinstance(error, RunFailed):
         error = error.__cause__ or error
     return isinstance(error, UserError)
+
+
+class ServerError(UserError, RuntimeError):
+    """The team's store (PostgreSQL + mlflow server) cannot start; the message says why."""

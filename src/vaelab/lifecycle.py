@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from vaelab import metrics, ranking, tracking
+from vaelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ STALE = "stale"
 ENGINE = "engine"
 PACK_GROUP = "pack.group"
 BEST_RUN = "sweep.best_run_id"
+# The parent's record of what the sweep is: its definition, size and objective.
+SWEEP_OVERRIDES = "sweep.overrides"
+SWEEPER = "sweep.sweeper"
+LAUNCHER = "sweep.launcher"
+SWEEP_SIZE = "sweep.size"
+SWEEP_OBJECTIVE = "sweep.objective"
 CONTEXT_FILE = "vaelab_sweep.json"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 # A collapsed run is never best; older runs without an active-unit count fall back to this.
@@ -92,8 +99,8 @@ def start(
     tags = {
         SWEEP_ID: sweep_id,
         SWEEP_ROLE: PARENT,
-        "sweep.size": total,
-        "sweep.objective": objective,
+        SWEEP_SIZE: total,
+        SWEEP_OBJECTIVE: objective,
         **definition,
     }
     existing = parent(store, sweep_id)
@@ -134,7 +141,7 @@ def write_context(sweep_dir: Path, context: SweepContext) -> None:
 def read_context(sweep_dir: Path) -> SweepContext:
     path = sweep_dir / CONTEXT_FILE
     if not path.is_file():
-        raise RuntimeError(
+        raise ConfigError(
             f"{path} is missing: the sweep callback did not run. Keep "
             "`hydra.callbacks.vaelab_sweep` in conf/config.yaml."
         )

@@ -34,9 +34,8 @@ def train_packed(
 ) -> list[RunResult | None]:
     """Train the jobs packed; None for a job whose run FAILED (the failure is recorded)."""
     first = jobs[0].config
-    store = tracking.open_store(
-        first.tracking.uri, first.tracking.experiment, first.tracking.artifact_root
-    )
+    t = first.tracking
+    store = tracking.open_store(t.uri, t.experiment, t.artifact_root, patient=True)
     _, data_sha256 = load_splits(first)  # verifies the data before any run exists
     environment = record.environment_tags(data_sha256, keras.backend.backend())
     hashes = [identity.config_hash(as_dict(j.config), environment["git.commit"]) for j in jobs]

@@ -172,3 +172,12 @@ def final_metrics(
     final.update({name: values[-1] for name, values in history.items()})
     final.update(quality)
     return final
+
+
+def describe_result(run_id: str, final: Mapping[str, float], latent_dim: int) -> str:
+    """The line a user reads when a run ends: its headline numbers, named, and where to look."""
+    names = (metrics.OBJECTIVES[0], metrics.TEST_METRICS[0], metrics.NLL_BOUND_IW, metrics.IW_BCE)
+    shown = [f"{name} {final[name]:.3f}" for name in names if name in final]
+    if metrics.ACTIVE_UNITS in final:
+        shown.append(f"active units {int(final[metrics.ACTIVE_UNITS])} / {latent_dim}")
+    return f"Run {run_id} FINISHED: {', '.join(shown)} (browse: make ui)"

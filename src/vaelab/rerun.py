@@ -130,16 +130,22 @@ def compare(store: tracking.Store, original_id: str, rerun_id: str) -> Compariso
     return Comparison(rows, missing)
 
 
-def rerun_run(
-    store: tracking.Store,
-    cfg: DictConfig,
-    run_id: str,
-    sweep: lifecycle.SweepContext | None = None,
-) -> tuple[RunResult, Comparison]:
-    """Retrain one run from its recorded config and compare it with the original."""
+def prepare(store: tracking.Store, cfg: DictConfig, run_id: str) -> tuple[Original, Config]:
+    """The original and the config to retrain it with, here; strict mode refuses drift now."""
     original = load_original(store, run_id)
     config = to_run_config(identity.relocate(original.config, cfg, Config))
     check_drift(original, config, cfg.strict)
+    return original, config
+
+
+def rerun_run(
+    store: tracking.Store,
+    original: Original,
+    config: Config,
+    sweep: lifecycle.SweepContext | None = None,
+) -> tuple[RunResult, Comparison]:
+    """Retrain one run from its recorded config and compare it with the original."""
+    run_id = original.run.run_id
     log.info("Rerunning %s with its recorded config (%s)", run_id, " ".join(original.overrides))
     result = train_and_evaluate(
         config, original.overrides, sweep=sweep, extra_tags={lifecycle.RERUN_OF: run_id}
@@ -150,29 +156,42 @@ def rerun_run(
 
 
 def rerun_sweep(store: tracking.Store, cfg: DictConfig, sweep_id: str) -> list[Comparison]:
-    """Every configuration of a sweep, again, as a new sweep tagged `rerun_of`."""
+    """Every configuration of a sweep, again, as a new sweep tagged `rerun_of`.
+
+    Every run is loaded and checked first, so a missing config or strict drift refuses the
+    whole rerun before its parent exists; after that it goes as any sweep goes.
+    """
     originals = lifecycle.current_attempts(lifecycle.children(store, sweep_id))
     if not originals:
         raise RerunError(f"sweep_id={sweep_id} has no runs in {store.uri}")
+    prepared = [prepare(store, cfg, run.run_id) for run in originals]
     old_parent = lifecycle.parent(store, sweep_id)
-    objective = (old_parent.tags.get("sweep.objective") if old_parent else None) or (
-        metrics.OBJECTIVES[0]
-    )
+    old_tags = old_parent.tags if old_parent else {}
+    objective = old_tags.get(lifecycle.SWEEP_OBJECTIVE) or metrics.OBJECTIVES[0]
     new_id = identity.sweep_id(cfg.experiment_name, f"rerun-of-{sweep_id}", [str(time.time())])
     definition = {
         lifecycle.RERUN_OF: sweep_id,
-        "sweep.overrides": old_parent.tags.get("sweep.overrides", "") if old_parent else "",
+        lifecycle.SWEEP_OVERRIDES: old_tags.get(lifecycle.SWEEP_OVERRIDES, ""),
     }
     context = lifecycle.start(
         store, new_id, definition, len(originals), objective, f"sweep-{new_id}-rerun-of-{sweep_id}"
     )
     comparisons = []
-    for number, run in enumerate(originals, start=1):
-        log.info("[rerun of sweep %s] run %d/%d: %s", sweep_id, number, len(originals), run.run_id)
-        try:
-            comparisons.append(rerun_run(store, cfg, run.run_id, sweep=context)[1])
-        except RunFailed as failure:  # recorded; go on with the rest, as a sweep does
-            log.error("Rerun of %s failed: %s", run.run_id, failure.__cause__)
+    try:
+        for number, (original, config) in enumerate(prepared, start=1):
+            run_id = original.run.run_id
+            log.info("[rerun of sweep %s] run %d/%d: %s", sweep_id, number, len(prepared), run_id)
+            try:
+                comparisons.append(rerun_run(store, original, config, sweep=context)[1])
+            except RunFailed as failure:  # recorded; go on with the rest, as a sweep does
+                log.error("Rerun of %s failed: %s", run_id, failure.__cause__)
+            except Exception as error:  # failed before its run existed: record it now
+                log.error("Rerun of %s failed: %s", run_id, error)
+                name = record.run_name(config)
+                lifecycle.record_early_failure(store, context, name, original.overrides, error)
+    except BaseException as error:  # Ctrl-C, SIGTERM: the parent ends KILLED, as its runs do
+        tracking.close_run(store, context.parent_run_id, "KILLED", error=repr(error))
+        raise
     summary = lifecycle.finish(store, context)
     print(lifecycle.verdict(summary))
     if len(summary.failed):
@@ -188,5 +207,5 @@ def rerun(cfg: DictConfig) -> list[Comparison]:
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root
     )
     if cfg.run_id is not None:
-        return [rerun_run(store, cfg, cfg.run_id)[1]]
+        return [rerun_run(store, *prepare(store, cfg, cfg.run_id))[1]]
     return rerun_sweep(store, cfg, cfg.sweep_id)

@@ -72,9 +72,9 @@ def load_splits(config: Config) -> tuple[mnist_data.Splits, str]:
     return splits, mnist.sha256
 
 
-def open_store(config: Config) -> tracking.Store:
+def open_store(config: Config, patient: bool = False) -> tracking.Store:
     t = config.tracking
-    return tracking.open_store(t.uri, t.experiment, t.artifact_root)
+    return tracking.open_store(t.uri, t.experiment, t.artifact_root, patient)
 
 
 def loss_spec(config: Config) -> LossSpec:
@@ -123,7 +123,7 @@ def train_and_evaluate(
     check_fits_in_memory(config, available_memory())
     training.check_backend(config.style.name.value)
     splits, data_sha256 = load_splits(config)
-    store = open_store(config)
+    store = open_store(config, patient=sweep is not None)
     environment = record.environment_tags(data_sha256, keras.backend.backend())
     key = identity.config_hash(as_dict(config), environment["git.commit"])
     if not config.force and (done := lifecycle.finished_attempt(store, sweep, key)):
@@ -150,6 +150,7 @@ def train_and_evaluate(
         model = build_model(config)
         history = _train(run, model, config, splits)
         final = _evaluate_and_log(run, model, config, splits, history)
+    log.info(record.describe_result(run.run_id, final, config.model.latent_dim))
     return RunResult(run.run_id, final)
 
 

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import identity
+from vaelab.cli import exit_for
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,12 @@ def count_jobs(config: DictConfig) -> int:
     return math.prod(sizes) if sizes else 1
 
 
-def open_store(config: DictConfig):
+def open_store(config: DictConfig, patient: bool = False):
+    """The sweep's store; `patient` once the sweep has started (it rides out a restart)."""
     from vaelab import tracking
 
     t = config.tracking
-    return tracking.open_store(t.uri, t.experiment, t.artifact_root)
+    return tracking.open_store(t.uri, t.experiment, t.artifact_root, patient)
 
 
 def start_sweep(config: DictConfig):
@@ -62,9 +64,9 @@ def start_sweep(config: DictConfig):
     from vaelab import lifecycle
 
     definition = {
-        "sweep.overrides": " ".join(sweep_overrides(config)),
-        "sweep.sweeper": config.hydra.sweeper.get("_target_", ""),
-        "sweep.launcher": config.hydra.launcher.get("_target_", ""),
+        lifecycle.SWEEP_OVERRIDES: " ".join(sweep_overrides(config)),
+        lifecycle.SWEEPER: config.hydra.sweeper.get("_target_", ""),
+        lifecycle.LAUNCHER: config.hydra.launcher.get("_target_", ""),
     }
     return lifecycle.start(
         open_store(config), sweep_id_for(config), definition, count_jobs(config), config.objective
@@ -76,19 +78,24 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from vaelab import lifecycle
+        from vaelab.config import check_objective
 
         # Hydra only warns when a callback raises; a sweep that cannot be tracked must stop.
         try:
+            check_objective(config.objective)  # before a parent run exists
             context = start_sweep(config)
         except Exception as error:
-            raise SystemExit(f"Cannot start the sweep: {error}") from error
+            raise exit_for(error, "cannot start the sweep") from error
         lifecycle.write_context(Path(config.hydra.sweep.dir), context)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from vaelab import lifecycle
 
-        context = lifecycle.read_context(Path(config.hydra.sweep.dir))
-        summary = lifecycle.finish(open_store(config), context)
+        try:
+            context = lifecycle.read_context(Path(config.hydra.sweep.dir))
+            summary = lifecycle.finish(open_store(config, patient=True), context)
+        except Exception as error:
+            raise exit_for(error, "cannot record the end of the sweep") from error
         print(lifecycle.verdict(summary))
         lifecycle.raise_if_failed(summary)
 
@@ -126,7 +133,7 @@ def run_job(cfg: DictConfig) -> float:
     except Exception as error:  # failed before its run existed: record it now
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, error)
         lifecycle.record_early_failure(
-            open_store(cfg), context, record.run_name(cfg), overrides, error
+            open_store(cfg, patient=True), context, record.run_name(cfg), overrides, error
         )
         return math.inf
     return result.metrics[config.objective]

@@ -27,15 +27,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 from vaelab.errors import RunFailed, TrackingError
+from vaelab.tags import ERROR_TAG, HEARTBEAT_TAG, PARENT_TAG
 
 # Reading one small artifact should not draw a progress bar; set before mlflow reads it.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# vaelab's own log names each run; a server store would add two "View run" lines per run.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow  # noqa: E402
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -45,14 +49,14 @@ _SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.I
 _MAX_TAG = 5000
 # MLflow's limit on one log_batch call.
 _BATCH_LIMIT = 1000
+# Stores vaelab opens: a sqlite file (tracking=local) or an `mlflow server` (tracking=server).
+_SCHEMES = ("sqlite", "file", "http", "https")
+# Where MLflow's client takes basic-auth credentials from (never logged).
+_LOGIN = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
 
-# Unix time of a run's last sign of life (start, then every epoch).
-HEARTBEAT_TAG = "heartbeat_at"
 # MLflow 3's UI opens an experiment of this kind on its runs ("Machine learning"), not on
 # the GenAI traces overview it shows by default.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-ERROR_TAG = "error"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -139,28 +143,100 @@ def _no_retries() -> Iterator[None]:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
 
 
-def open_store(uri: str, experiment: str, artifact_root: str | None = None) -> Store:
+def _check_uri(uri: str) -> None:
+    """Refuse a tracking.uri that cannot work, or that would record a password with every run.
+
+    A database is never opened directly: its password would sit in every run's config, and its
+    artifacts would have no shared home. An `mlflow server` in front of it holds both.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in _SCHEMES:
+        shown = uri.replace(f":{parts.password}@", ":***@") if parts.password else uri
+        raise TrackingError(
+            f"tracking.uri={shown} is not a run store vaelab can open: expected "
+            "sqlite:////absolute/path/mlflow.db (tracking=local) or http://host:port of an "
+            "`mlflow server` (tracking=server; `make server` runs one on PostgreSQL)"
+        )
+    if not parts.scheme.startswith("http"):
+        return
+    if parts.username or parts.password:
+        raise TrackingError(
+            "tracking.uri carries credentials, which would be recorded with every run: remove "
+            f"them from the URI and set {_LOGIN} instead"
+        )
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if not parts.hostname:
+        raise TrackingError(
+            f"tracking.uri={uri} is malformed: expected http://host:port of an `mlflow server`"
+        )
+
+
+def _refusal(uri: str, error: Exception, experiment: str) -> TrackingError | None:
+    """A server's 401 or 403 as what to do about it; None for any other error."""
+    status = error.get_http_status_code() if isinstance(error, MlflowException) else None
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401 and user is None:
+        return TrackingError(
+            f"the server at tracking.uri={uri} requires a login: set {_LOGIN} (the server's "
+            "admin creates users; docs/team.md)"
+        )
+    if status == 401:
+        return TrackingError(
+            f"the server at tracking.uri={uri} refused the login of user '{user}': check {_LOGIN}"
+        )
+    if status == 403:
+        return TrackingError(
+            f"user '{user}' lacks permission on experiment '{experiment}' at tracking.uri={uri} "
+            "(writing runs needs EDIT): ask the experiment's owner or the server's admin for it "
+            "(docs/team.md), or use another tracking.experiment"
+        )
+    return None
+
+
+@contextmanager
+def _writing(store: Store) -> Iterator[None]:
+    """A server's refusal of a first write (a READ-only user) as a TrackingError, not a trace."""
+    try:
+        yield
+    except MlflowException as error:
+        experiment = store.client.get_experiment(store.experiment_id).name
+        refusal = _refusal(store.uri, error, experiment)
+        if refusal is None:
+            raise
+        raise refusal from error
+
+
+def open_store(
+    uri: str, experiment: str, artifact_root: str | None = None, patient: bool = False
+) -> Store:
     """Reach the store (failing now, not after training), create schema and experiment.
 
     A sqlite store keeps its artifacts in `artifact_root`, by default `artifacts/` beside the
-    database (never relative to the working directory).
+    database (never relative to the working directory). A server keeps them where it was told
+    (`mlflow server --serve-artifacts`): `artifact_root` is not used. An unreachable server
+    fails in seconds, unless `patient`: a job of a sweep that already reached it rides out a
+    restart of the server with MLflow's retries, as every write of a run does.
     """
+    _check_uri(uri)
     _prepare_sqlite_dir(uri)
     db = _sqlite_path(uri)
     if db is not None and artifact_root is None:
         artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
-        store = _open_store(uri, experiment, artifact_root)
+        store = _open_store(uri, experiment, artifact_root, patient)
         if db is not None:
             _check_artifact_location(store, Path(artifact_root).resolve())
     return store
 
 
-def _open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
+def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: bool) -> Store:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:
-        with _no_retries():
+        with contextlib.nullcontext() if patient else _no_retries():
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 location = (
@@ -177,6 +253,8 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None) -> Store:
             # MLflow 3 files logged models under the process's current experiment.
             mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as error:  # mlflow raises several types for one cause: unreachable
+        if refusal := _refusal(uri, error, experiment):
+            raise refusal from error
         raise TrackingError(
             f"cannot use the run store at tracking.uri={uri} ({type(error).__name__}: "
             f"{str(error)[:300]}). Start the server, fix the URI, or use the local store "
@@ -440,16 +518,20 @@ def create_run(
 ) -> Run:
     """A RUNNING run with its params and tags; close it with `Run.end`."""
     parent = {PARENT_TAG: parent_run_id} if parent_run_id else {}
-    created = store.client.create_run(
-        store.experiment_id, run_name=run_name, tags=loggable_tags({**tags, **parent})
-    )
+    # The heartbeat comes with the run itself: no run is ever RUNNING without one.
+    alive = {HEARTBEAT_TAG: f"{time.time():.3f}"}
+    with _writing(store):
+        created = store.client.create_run(
+            store.experiment_id, run_name=run_name, tags=loggable_tags({**tags, **parent, **alive})
+        )
     run = Run(store, created.info.run_id)
-    run.log(params=params, heartbeat=True)
+    run.log(params=params)
     return run
 
 
 def reopen_run(store: Store, run_id: str) -> None:
-    store.client.update_run(run_id, status="RUNNING")
+    with _writing(store):
+        store.client.update_run(run_id, status="RUNNING")
 
 
 def close_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:

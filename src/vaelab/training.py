@@ -58,6 +58,21 @@ def check_backend(style: str) -> str:
     return backend
 
 
+class _NotRetracing(logging.Filter):
+    """Drop TensorFlow's "excessive retracing" warning; keep its other warnings.
+
+    Each run of a sweep builds a new model, so Keras's functions are traced again by design.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "retracing" not in record.getMessage()
+
+
+def _drop_retracing_warnings(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _NotRetracing) for f in logger.filters):
+        logger.addFilter(_NotRetracing())
+
+
 def configure_backend(seed: int, deterministic: bool) -> str:
     """Seed every generator, set determinism and GPU memory sharing; name the device."""
     backend = keras.backend.backend()
@@ -65,9 +80,7 @@ def configure_backend(seed: int, deterministic: bool) -> str:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        # Each run of a sweep builds a new model, so Keras's functions are traced again by
-        # design; TensorFlow's "excessive retracing" warning about it is noise.
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        _drop_retracing_warnings(logging.getLogger("tensorflow"))
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             # Several runs of a sweep share one card only if none grabs all its memory.
@@ -303,6 +316,19 @@ class _Progress:
             )
 
 
+def equal_batches(first: int, last: int, batch_size: int, n: int) -> list[tuple[int, int, int]]:
+    """Batches [first, last) of n images as (start, stop, batches) runs of equal-sized batches.
+
+    At most two: the full batches, then the epoch's last, smaller one. A compiled scan
+    needs batches of one size.
+    """
+    stop = min(last * batch_size, n)
+    full = (stop - first * batch_size) // batch_size
+    tail = first * batch_size + full * batch_size
+    runs = [(first * batch_size, tail, full)] if full else []
+    return runs + ([(tail, stop, 1)] if tail < stop else [])
+
+
 def _chunks(steps: int, size: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, steps)) for first in range(0, steps, size)]
 
@@ -365,12 +391,10 @@ def _jax_chunk_runner(model, optimizer, batch_size: int):
         return carry, stacked.sum(axis=0)
 
     def run_chunk(images: np.ndarray, first: int, last: int) -> np.ndarray:
-        stop = min(last * batch_size, len(images))
-        full = (stop - first * batch_size) // batch_size
-        tail = first * batch_size + full * batch_size
-        groups = [images[first * batch_size : tail].reshape(full, batch_size, -1)] if full else []
-        if tail < stop:  # the epoch's last, smaller batch
-            groups.append(images[tail:stop][None])
+        groups = [
+            images[start:stop].reshape(count, -1, images.shape[1])
+            for start, stop, count in equal_batches(first, last, batch_size, len(images))
+        ]
         # Read the state from the variables each time: Keras's own jitted evaluate() between
         # epochs may donate (free) the buffers an older copy would still point to.
         carry = tuple([v.value for v in variables] for variables in groups_of_variables)

@@ -160,3 +160,13 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     again = train_packed(jobs, context, memory_fraction=0.5)
     assert again[0].skipped and again[1].skipped and again[2] is None
     assert len(lifecycle.children(store, "p1")) == 4
+
+
+def test_batches_are_even_where_they_can_be():
+    assert packed.even_batch(10_000, 500) == 500 and packed.even_batch(5_000, 500) == 500
+    assert packed.even_batch(128, 500) == 128 and packed.even_batch(256, 20) == 16
+    assert packed.even_batch(997, 20) == 20  # a prime: the last batch is smaller
+    rows = np.arange(2 * 10).reshape(2, 10)
+    full, tail = packed._batches(rows, 4)
+    assert full.shape == (2, 2, 4) and tail.shape == (2, 1, 2)
+    np.testing.assert_array_equal(np.concatenate([full.reshape(2, -1), tail[:, 0]], 1), rows)

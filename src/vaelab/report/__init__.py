@@ -19,6 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from vaelab import lifecycle, metrics, plots, ranking, tracking
+from vaelab.config import check_objective
 from vaelab.errors import ReportError
 from vaelab.report import figures, render, tables
 
@@ -208,10 +209,7 @@ def build(store: tracking.Store, selection: Selection, cfg: DictConfig, workdir:
 
 def make_report(cfg: DictConfig) -> dict[str, Path]:
     """The report pipeline's body: select, build, write, attach to the sweep's parent."""
-    try:
-        metrics.check_objective(cfg.metric)
-    except ValueError as error:
-        raise ReportError(f"metric={cfg.metric!r}: {error}") from None
+    check_objective(cfg.metric, "metric")
     store = tracking.open_store(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root
     )

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vaelab import identity, metrics, ranking, tracking
+from vaelab import identity, metrics, ranking
+from vaelab.tags import ERROR_TAG, HEARTBEAT_TAG
 
 # Hyperparameters with an effect plot when they vary; the others still appear in the table.
 EFFECT_PARAMS = ("model.latent_dim", "model.intermediate_dim", "train.epochs")
@@ -36,7 +37,7 @@ def status_with_staleness(frame: pd.DataFrame, stale_after_s: float, now: float)
     A process killed outright (SIGKILL, a lost machine) cannot close its run; its heartbeat
     (a tag renewed every epoch) stops, and that is how it is told from a live one.
     """
-    last = pd.to_numeric(ranking.column(frame, f"tags.{tracking.HEARTBEAT_TAG}"), errors="coerce")
+    last = pd.to_numeric(ranking.column(frame, f"tags.{HEARTBEAT_TAG}"), errors="coerce")
     started = pd.to_datetime(frame["start_time"], utc=True).astype("int64") / 1e9
     silent = now - last.fillna(started)
     stale = frame["status"].eq("RUNNING") & silent.gt(stale_after_s)
@@ -191,7 +192,7 @@ def identical_runs(histories: Mapping[str, Sequence[tuple[int, float]]]) -> list
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
     failed = table[table["status"].isin(["FAILED", "KILLED", "STALE"])]
-    error = ranking.column(failed, f"tags.{tracking.ERROR_TAG}", "").fillna("")
+    error = ranking.column(failed, f"tags.{ERROR_TAG}", "").fillna("")
     return pd.DataFrame(
         {
             "run_id": failed["run_id"],

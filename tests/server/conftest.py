@@ -1,0 +1,82 @@
+"""A throwaway team store for the session: PostgreSQL in a tmp dir on a free port and an
+`mlflow server` on a free port of 127.0.0.1, started and stopped by vaelab.server, the code
+behind `make server` and `make server-stop`. Each test writes to its own experiment."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vaelab import server, tracking
+from vaelab.server import Layout
+
+
+@dataclass(frozen=True)
+class Stack:
+    layout: Layout
+    url: str
+    database_uri: str
+    # How it was started, so that a test can start it again as it was (same ports).
+    options: dict
+
+    def overrides(self, experiment: str) -> list[str]:
+        return ["tracking=server", f"tracking.uri={self.url}", f"experiment_name={experiment}"]
+
+    def store(self, experiment: str) -> tracking.Store:
+        return tracking.open_store(self.url, experiment)
+
+
+def cluster_dir() -> Path:
+    """Under root PostgreSQL runs as `postgres`, which cannot enter pytest's 0700 tmp dirs."""
+    base = Path(tempfile.mkdtemp(prefix="vaelab-pg-"))
+    base.chmod(0o755)
+    return base / "postgres"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Iterator[Layout]:
+    """One PostgreSQL cluster for the session; each server gets its own database in it."""
+    layout = Layout(tmp_path_factory.mktemp("cluster"), cluster_dir())
+    server.start_database(layout, server.free_port())
+    yield layout
+    server.stop_database(layout)
+    shutil.rmtree(layout.cluster_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def serve(cluster, tmp_path_factory) -> Iterator[Callable[..., Stack]]:
+    """Start a server on its own database of the session's cluster; all stopped at the end."""
+    started: list[Layout] = []
+
+    def start(database: str, **options) -> Stack:
+        layout = Layout(tmp_path_factory.mktemp(database), cluster.cluster_dir)
+        started.append(layout)
+        options = {"port": server.free_port(), "database": database, "workers": 1, **options}
+        url, uri = server.start(layout, **options)
+        return Stack(layout, url, uri, options)
+
+    yield start
+    for layout in started:
+        server.stop_server(layout)
+
+
+@pytest.fixture(scope="session")
+def stack(serve) -> Stack:
+    """The plain server most tests share (two workers, as a team's would have several)."""
+    return serve("mlflow", workers=2)
+
+
+@pytest.fixture
+def own_stack(tmp_path) -> Iterator[Stack]:
+    """A whole stack of its own (cluster and server) that a test may stop and start again."""
+    layout = Layout(tmp_path / "server", cluster_dir())
+    options = {"port": server.free_port(), "db_port": server.free_port(), "workers": 1}
+    url, uri = server.start(layout, **options)
+    yield Stack(layout, url, uri, options)
+    server.stop(layout)
+    shutil.rmtree(layout.cluster_dir.parent, ignore_errors=True)

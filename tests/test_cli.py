@@ -1,0 +1,105 @@
+"""The command line: one clear line for a user's mistake, and fast answers that load nothing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, TINY
+from vaelab.cli import RAW_STDERR, is_native_noise
+
+_PROBE = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print("LOADED", sorted(m for m in ("tensorflow", "keras", "jax", "mlflow") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [("train.py", ["--help"]), ("train.py", ["--cfg", "job"]), ("rerun.py", ["--help"])],
+)
+def test_help_and_the_composed_config_load_no_framework(script, args):
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(REPO / "pipelines" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+    assert "model" in result.stdout  # the groups, or the composed config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.latent_dim=0", "Error: model.latent_dim=0 is invalid: expected an integer >= 1"),
+        ("objective=test/total", "Error: objective='test/total': tuning on the test set"),
+        ("paths.mnist_source=/nonexistent", "Error: paths.mnist_source='/nonexistent' does not"),
+    ],
+)
+def test_a_users_mistake_is_one_line_and_exit_1(run_app, override, message, tmp_path):
+    result = run_app("train.py", override)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
+    assert line.startswith(message)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing was recorded
+
+
+# What TensorFlow 2.21 writes at start-up on this machine, whatever TF_CPP_MIN_LOG_LEVEL says.
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796147894.596991   15126 port.cc:153] oneDNN custom operations are on. You "
+    "may see slightly different numerical results due to floating-point round-off errors",
+    "I1201 17:46:30.123456   15126 cpu_feature_guard.cc:227] This TensorFlow binary is "
+    "optimized to use available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild "
+    "TensorFlow with the appropriate compiler flags.",
+]
+KEPT = [
+    "W0000 00:00:1796147894.596991   15126 loader.cc:12] a real warning",
+    "E1201 17:46:30.123456   15126 op.cc:9] a real error",
+    "Traceback (most recent call last):",
+    "[2026-12-01 17:59:32,965][vaelab.run][INFO] - Run 6013e9b7: style=functional on CPU",
+]
+
+
+def test_only_the_native_start_up_chatter_is_filtered():
+    assert all(is_native_noise(line) for line in NOISE)
+    assert not any(is_native_noise(line) for line in KEPT)
+
+
+def pipeline(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != RAW_STDERR}
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**environment, **env},
+    )
+
+
+def test_a_run_prints_vaelabs_own_progress_and_result_only(tmp_path):
+    done = pipeline(*TINY, f"paths.store_dir={tmp_path}", f"paths.output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert lines, "nothing printed"
+    assert all("][vaelab." in line for line in lines), "\n".join(lines)
+    assert "epoch 1/1" in lines[-2] and " FINISHED: val/total " in lines[-1]
+
+
+def test_a_mistake_on_the_command_line_is_one_line_unless_the_full_error_is_asked_for():
+    refused = pipeline("model.latent_dim=0")
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("Error: model.latent_dim=0 is invalid")
+    traced = pipeline("model.latent_dim=0", HYDRA_FULL_ERROR="1")
+    assert traced.returncode == 1 and "Traceback (most recent call last)" in traced.stderr

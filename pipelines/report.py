@@ -7,7 +7,7 @@ python pipelines/report.py sweep_id=<id>
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import help_requested, print_help, quiet_frameworks, user_errors
+from vaelab.cli import quiet_frameworks, run_command, user_errors
 from vaelab.config import register_configs
 
 register_configs()
@@ -24,7 +24,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    if help_requested():
-        print_help("report")
-    else:
-        main()
+    run_command(main, "report")

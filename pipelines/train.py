@@ -9,7 +9,7 @@ python pipelines/train.py --multirun sweep=grid hydra/launcher=packed   # traine
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import help_requested, print_help, quiet_frameworks, user_errors
+from vaelab.cli import quiet_frameworks, run_command, user_errors
 from vaelab.config import register_configs
 
 register_configs()
@@ -26,7 +26,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if help_requested():
-        print_help("config")
-    else:
-        main()
+    run_command(main, "config")

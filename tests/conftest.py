@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from vaelab import cli
 from vaelab.config import register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -104,12 +105,9 @@ class AppResult:
     stderr: str
 
 
-def _exit_code(exit: SystemExit, stderr: io.StringIO) -> int:
-    """What the interpreter would exit with, writing a message as it would."""
-    if exit.code is None or isinstance(exit.code, int):
-        return exit.code or 0
-    stderr.write(f"{exit.code}\n")
-    return 1
+def _leave_by_raising(code: int) -> None:
+    """The pipelines' `cli.leave`, without ending the test process."""
+    raise SystemExit(code)
 
 
 @pytest.fixture
@@ -134,13 +132,14 @@ def run_app(tmp_path: Path) -> Callable[..., AppResult]:
         try:
             with (
                 mock.patch.object(sys, "argv", [path, *args, *quiet, *isolated(tmp_path)]),
+                mock.patch.object(cli, "leave", _leave_by_raising),
                 redirect_stdout(stdout),
                 redirect_stderr(stderr),
             ):
                 try:
                     runpy.run_path(path, run_name="__main__")
                 except SystemExit as exit:
-                    code = _exit_code(exit, stderr)
+                    code = cli.exit_code(exit)
                 except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) ends the command as it would
                     code = 130
         finally:

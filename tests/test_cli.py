@@ -12,17 +12,28 @@ from vaelab.cli import RAW_STDERR, is_native_noise
 _PROBE = """
 import runpy, sys
 sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit:
-    pass
-print("LOADED", sorted(m for m in ("tensorflow", "keras", "jax", "mlflow") if m in sys.modules))
+import atexit
+
+HEAVY = ("tensorflow", "keras", "jax", "mlflow")
+
+
+def report():  # exit handlers run even on the command's fast exit
+    print("LOADED", sorted(m for m in HEAVY if m in sys.modules), flush=True)
+
+
+atexit.register(report)
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 @pytest.mark.parametrize(
     "script, args",
-    [("train.py", ["--help"]), ("train.py", ["--cfg", "job"]), ("rerun.py", ["--help"])],
+    [
+        ("train.py", ["--help"]),
+        ("train.py", ["--cfg", "job"]),
+        ("rerun.py", ["--help"]),
+        ("rerun.py", ["--cfg", "job"]),
+    ],
 )
 def test_help_and_the_composed_config_load_no_framework(script, args):
     result = subprocess.run(

@@ -98,3 +98,68 @@ def test_older_runs_without_an_active_unit_count_are_collapsed_by_their_kl():
     frame = runs({"run_id": "x", "metrics.test/kl": 0.001}, {"run_id": "y", "metrics.test/kl": 3.0})
     frame["metrics.test/active_units"] = math.nan
     assert list(ranking.is_collapsed(frame, 0.01)) == [True, False]
+
+
+def test_continuous_and_binarised_pixels_and_other_splits_are_ranked_apart():
+    # The same loss preset; only the data differ. On intensities the elbo is a training loss,
+    # on binary pixels a bound on -log p(x): ~40 nats apart, never one ranking.
+    data = {"params.data.binarize_seed": "0", "params.data.split_seed": "1"}
+    frame = runs(
+        {"run_id": "none", "params.data.binarize": "none", "metrics.val/total": 100.0, **data},
+        {"run_id": "dyn", "params.data.binarize": "dynamic", "metrics.val/total": 90.0, **data},
+        {"run_id": "dyn2", "params.data.binarize": "dynamic", "metrics.val/total": 95.0, **data},
+        {
+            "run_id": "split2",
+            "params.data.binarize": "dynamic",
+            "metrics.val/total": 80.0,
+            **{**data, "params.data.split_seed": "2"},
+        },
+    )
+    ranked = ranking.rank(frame, "val/total").set_index("run_id")
+    assert ranked["group"].nunique() == 3
+    assert ranked.loc["none", "group"] != ranked.loc["dyn", "group"]
+    assert ranked.loc["dyn", "group"] == ranked.loc["dyn2", "group"]
+    assert "data.binarize=none" in ranked.loc["none", "group"]
+    assert list(ranked.loc[["none", "dyn", "dyn2", "split2"], "rank"]) == [1, 1, 2, 1]
+
+
+def test_a_run_without_a_setting_keeps_a_group_of_its_own():
+    # An older run logged neither the loss preset nor its weights; pandas 3 keeps NaN through
+    # astype(str), and a NaN group would drop the run from every groupby.
+    frame = runs(
+        {"run_id": "new", "metrics.val/total": 120.0},
+        {"run_id": "new2", "metrics.val/total": 121.0},
+        {"run_id": "old", "metrics.val/total": 130.0},
+    )
+    frame.loc[frame["run_id"].eq("old"), ["params.loss.name", "params.loss.beta"]] = None
+    frame = frame.astype({"params.loss.name": "str", "params.loss.beta": "str"})
+    assert frame["params.loss.name"].isna().sum() == 1  # as MLflow's frame has it
+    ranked = ranking.rank(frame, "val/total").set_index("run_id")
+    assert ranked["group"].notna().all()
+    assert ranked.loc["old", "group"] == f"loss {ranking.UNKNOWN}"
+    assert ranked.loc["old", "rank"] == 1  # alone in its group: nothing to compare it with
+    assert list(ranked.loc[["new", "new2"], "rank"]) == [1, 2]
+    assert len(ranked.groupby("group")) == 2
+
+
+def test_current_attempts_are_the_same_for_run_records_and_a_runs_frame():
+    # A configuration killed then redone, one trained again with force=true, one that only
+    # failed: the sweep's summary (records) and the report (a frame) keep the same runs.
+    def record(run_id: str, status: str, config: str, start: int) -> tracking.RunRecord:
+        return tracking.RunRecord(
+            run_id, status, {}, {}, {lifecycle.CONFIG_HASH: config}, start_time=start
+        )
+
+    records = [
+        record("killed", "KILLED", "a", 1),
+        record("redone", "FINISHED", "a", 2),
+        record("first", "FINISHED", "b", 3),
+        record("forced", "FINISHED", "b", 4),
+        record("failed", "FAILED", "c", 5),
+        record("failed_again", "FAILED", "c", 6),
+    ]
+    kept = ["redone", "first", "failed_again"]
+    assert [r.run_id for r in lifecycle.current_attempts(records)] == kept
+    frame = lifecycle.records_frame(records).iloc[::-1]  # a report's frame is newest first
+    frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms", utc=True)
+    assert lifecycle.current_attempt_ids(frame) == kept

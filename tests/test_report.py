@@ -9,14 +9,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, compose_config, isolated
-from vaelab import lifecycle, metrics, tracking
+from tests.conftest import REPO, TINY, compose_config, isolated
+from vaelab import lifecycle, metrics, ranking, tracking
 from vaelab.errors import RunFailed, UserError
-from vaelab.report import make_report
+from vaelab.report import experiment_url, make_report
 from vaelab.run import train_and_evaluate
 
 
@@ -57,9 +59,11 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
     tmp, store, parent, ids = sweep_store
     paths = make_report(report_cfg(tmp))  # the latest sweep: r1
     table = pd.read_csv(paths["csv"]).set_index("run_id")
-    # Two groups: the ELBO runs, and the notebook's MSE loss. The collapsed notebook run has a
-    # tiny val/total (~0.07) but is never ranked, let alone first.
-    assert table["group"].nunique() == 2
+    # Groups: the ELBO runs, the notebook's MSE loss, and the old run whose settings are
+    # unknown. The collapsed notebook run has a tiny val/total (~0.07) but is never ranked,
+    # let alone first.
+    assert table["group"].nunique() == 3
+    assert table.loc[ids["old"], "group"] == "loss ?"
     elbo = table.loc[[ids["elbo"], ids["elbo_z2"]]]
     assert sorted(elbo["rank"]) == [1, 2] and elbo["group"].nunique() == 1
     best = elbo["metrics.val/total"].idxmin()
@@ -74,6 +78,7 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
 
     page = paths["html"].read_text()
     assert "non-finite loss at epoch 1" in page and ids["nan"] in page
+    assert f">{ids['old'][:8]}</a>" in page  # in its group's table, not only in table.csv
     assert page.count('src="data:image/png;base64,') >= 4 and 'src="http' not in page
     assert f"#/experiments/{store.experiment_id}/runs/{ids['elbo']}" in page
     # Headers say what each number is and its unit; continuous pixels are not a likelihood.
@@ -83,9 +88,55 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
     assert "nll" not in text.lower() and "likelihood" in text
     summary = paths["md"].read_text()
     assert "Posterior collapse: 2 of 5 runs have no active latent unit" in summary
-    assert re.search(r"average over 256 test digits; .* uses 5 samples per digit", summary)
+    assert "Test numbers average over 256 test digits." in summary
+    # K for the ELBO group, which has an IW estimate; not for the notebook's MSE.
+    assert re.findall(r"estimate \((.*)\) uses K = 5 samples per digit", summary) == ["loss elbo"]
     attached = {a.path for a in store.client.list_artifacts(parent, "report")}
     assert attached == {"report/report.html", "report/report.md", "report/table.csv"}
+
+
+def _child(store, context, style: str, config: str, status: str, value: float | None) -> str:
+    """A child run of the sweep as training would leave it (bit-identical styles: same numbers)."""
+    tags = {**lifecycle.child_tags(context, config), lifecycle.OVERRIDES: f"style={style}"}
+    params = {"style.name": style, "loss.name": "elbo", "model.latent_dim": 2}
+    run = tracking.create_run(store, style, tags, params, parent_run_id=context.parent_run_id)
+    if value is not None:
+        for epoch in (1, 2):
+            run.log({"val/total": value + 10 / epoch, "train/total": value}, step=epoch)
+        run.log({"val/total": value, "test/total": value - 1, metrics.ACTIVE_UNITS: 2}, step=2)
+    run.end(status)
+    time.sleep(0.01)  # distinct start times: the tie-break is the earlier run
+    return run.run_id
+
+
+def test_a_sweeps_report_ranks_its_current_attempts_and_names_the_summarys_best(tmp_path):
+    cfg = compose_config(*isolated(tmp_path))
+    store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
+    context = lifecycle.start(store, "s1", {}, total=3, objective="val/total")
+    functional = _child(store, context, "functional", "a", "FINISHED", 120.0)
+    subclass = _child(store, context, "subclass", "b", "FINISHED", 120.0)
+    killed = _child(store, context, "custom_loop", "c", "KILLED", None)
+    redone = _child(store, context, "custom_loop", "c", "FINISHED", 125.0)
+    # force=true trains the functional configuration again: bit-identical, and superseded.
+    forced = _child(store, context, "functional", "a", "FINISHED", 120.0)
+    lifecycle.finish(store, context)
+    best = tracking.get_run(store, context.parent_run_id).tags[lifecycle.BEST_RUN]
+
+    paths = make_report(report_cfg(tmp_path, "sweep_id=s1"))
+    summary = paths["md"].read_text()
+    assert best == functional
+    (line,) = [line for line in summary.splitlines() if line.startswith("- Best")]
+    assert line == (
+        f"- Best: {best[:8]} (style=functional) with val/total = 120.0000, tied with {subclass}."
+    )
+    assert f"| tied with {best[:8]} |" in summary  # the subclass run's note, in the table
+    assert set(pd.read_csv(paths["csv"])["run_id"]) == {functional, subclass, redone}
+    assert "Superseded: 2 other attempt(s)" in summary
+    assert killed[:8] in summary and forced[:8] in summary
+
+
+def test_the_report_and_the_sweep_summary_call_the_same_old_runs_collapsed():
+    assert compose_config(name="report").collapse_kl == ranking.COLLAPSE_KL
 
 
 def test_report_of_chosen_runs_and_of_a_filter(sweep_store):
@@ -142,11 +193,12 @@ def test_empty_experiment_exits_1_with_one_clear_line(run_app):
 
 def test_a_report_imports_no_deep_learning_framework(sweep_store):
     tmp = sweep_store[0]
+    # Exit handlers run even on the command's fast exit: the probe reports from one.
     probe = (
-        "import sys, runpy; sys.argv = ['report.py', *sys.argv[1:]];"
-        "\ntry:\n    runpy.run_path('pipelines/report.py', run_name='__main__')"
-        "\nexcept SystemExit:\n    pass"
-        "\nprint(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))"
+        "import atexit, sys, runpy; sys.argv = ['report.py', *sys.argv[1:]]"
+        "\natexit.register(lambda: print(sorted("
+        "m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules), flush=True))"
+        "\nrunpy.run_path('pipelines/report.py', run_name='__main__')"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, *isolated(tmp), f"out_dir={tmp}/reports"],
@@ -173,25 +225,13 @@ def _get(url: str, payload: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.server
-def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
-    tmp, store, _, ids = sweep_store
+@contextmanager
+def _mlflow_server(store_uri: str) -> Iterator[str]:
+    """A real `mlflow server` over the store on a free port; its address, once healthy."""
     port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            store.uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -203,6 +243,16 @@ def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
                 break
             except OSError:
                 time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.server
+def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
+    tmp, store, _, ids = sweep_store
+    with _mlflow_server(store.uri) as base:
         runs = _get(
             f"{base}/api/2.0/mlflow/runs/search",
             {"experiment_ids": [store.experiment_id], "max_results": 100},
@@ -217,9 +267,6 @@ def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
         assert [m["step"] for m in history] == [1, 2]
         files = _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={ids['elbo']}")["files"]
         assert {"config.yaml", "plots", "run.log"} <= {f["path"] for f in files}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 _LAYOUT_PROBE = """<script>
@@ -231,6 +278,10 @@ window.addEventListener("load", () => {
     tablesFit: [...document.querySelectorAll("table")].map(
       t => t.getBoundingClientRect().right <= width),
     imagesLoaded: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+    charts: [...document.querySelectorAll("figure.chart")].map(f => ({
+      legend: JSON.parse(f.dataset.legend),
+      shown: f.querySelector("img").getBoundingClientRect().width > 0,
+    })),
   }));
 });
 </script></body>"""
@@ -262,8 +313,9 @@ def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
-    """At 1400 px: no horizontal scrolling, every image loaded; a screenshot is kept."""
-    tmp = sweep_store[0]
+    """At 1400 px: no horizontal scrolling, every image loaded, every chart with a legend as
+    drawn (its entries, read from the figure, ride on the page); a screenshot is kept."""
+    tmp, _, _, ids = sweep_store
     page = make_report(report_cfg(tmp))["html"]
     probed = page.with_name("probed.html")
     probed.write_text(page.read_text().replace("</body>", _LAYOUT_PROBE))
@@ -272,8 +324,41 @@ def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
     assert probe["width"] == 1400
     assert not probe["pageOverflows"] and all(probe["tablesFit"]), probe
     assert len(probe["imagesLoaded"]) >= 4 and all(probe["imagesLoaded"]), probe
+    charts = probe["charts"]
+    # Learning curves of each group, the KL / reconstruction split, the latent_dim effect.
+    assert len(charts) >= 4 and all(c["legend"] and c["shown"] for c in charts), charts
+    assert any(ids["elbo"][:8] in entry for c in charts for entry in c["legend"]), charts
     artifacts = REPO / "outputs" / "e2e"
     artifacts.mkdir(parents=True, exist_ok=True)
     screenshot = artifacts / "report.png"
     _chromium(f"--screenshot={screenshot}", page.as_uri(), tmp=tmp)
+    assert screenshot.stat().st_size > 20_000
+
+
+def _visible_text(dom: str) -> str:
+    dom = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_path):
+    """The address the report links to shows the training runs, not the GenAI traces view.
+
+    MLflow 3.17 ignores the experiment's `mlflow.experimentKind` tag (its UI decides by a
+    per-browser setting, GenAI by default), so the report's links ask for the runs view.
+    """
+    cfg = smoke_cfg(*TINY[1:])
+    run_id = train_and_evaluate(cfg).run_id
+    store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
+    name = store.client.get_run(run_id).info.run_name
+    with _mlflow_server(store.uri) as base:
+        url = experiment_url(base, store.experiment_id)
+        dom = _chromium("--virtual-time-budget=20000", "--dump-dom", url, tmp=tmp_path).stdout
+        text = _visible_text(dom)
+        assert "Run Name" in text and name in text and "1 matching run" in text, text[:2000]
+        assert "Token Usage" not in text and "Tokens per Trace" not in text, text[:2000]
+        artifacts = REPO / "outputs" / "e2e"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        screenshot = artifacts / "mlflow_ui.png"
+        _chromium("--virtual-time-budget=20000", f"--screenshot={screenshot}", url, tmp=tmp_path)
     assert screenshot.stat().st_size > 20_000

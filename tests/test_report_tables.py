@@ -5,7 +5,7 @@ import math
 import pandas as pd
 
 from vaelab import metrics
-from vaelab.report import tables
+from vaelab.report import render, tables
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -83,3 +83,76 @@ def test_the_table_shows_units_and_few_enough_columns():
     assert "val −ELBO ≥ −log p(x) (nats)" in headers
     assert "test IW bound ≥ −log p(x) (nats)" in headers
     assert "latent_dim" in headers and len(headers) <= 12
+
+
+def _runs(*rows: dict) -> pd.DataFrame:
+    base = {
+        "status": "FINISHED",
+        "start_time": pd.Timestamp(0, unit="s", tz="UTC"),
+        "params.loss.name": "elbo",
+        "params.loss.reconstruction": "bce",
+        "params.loss.pixel_reduction": "sum",
+        "params.loss.kl_reduction": "sum",
+        "params.loss.beta": "1.0",
+        "params.model.latent_dim": "2",
+    }
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def _table(runs: pd.DataFrame) -> pd.DataFrame:
+    return tables.build_table(runs, "val/total", 0.01, 0.5, stale_after_s=1e9, now=0.0)
+
+
+def test_k_is_stated_only_for_groups_that_have_an_importance_weighted_estimate():
+    notebook = {
+        "params.loss.name": "notebook_functional",
+        "params.loss.reconstruction": "mse",
+        "params.loss.pixel_reduction": "mean",
+        "params.loss.kl_reduction": "mean",
+        "params.eval.iw_samples": "5",  # logged, but an MSE decoder has no IW estimate
+    }
+    runs = _runs(
+        {"run_id": "e", "params.eval.iw_samples": "5", "metrics.test/iw_bce": 95.0},
+        {"run_id": "n", "metrics.val/total": 0.07, **notebook},
+    )
+    lines = tables.iw_lines(_table(runs))
+    assert lines == [
+        "The importance-weighted estimate (loss elbo) uses K = 5 samples per digit, on the "
+        "same test digits."
+    ]
+    assert tables.iw_lines(_table(runs.iloc[[1]])) == []
+    summary = " ".join(tables.summary_lines("t", _table(runs.iloc[[1]]), [], "val/total"))
+    assert "samples" not in summary
+
+
+def test_pictures_of_a_run_always_name_its_architecture():
+    row = pd.Series(
+        {
+            "run_id": "0123456789abcdef",
+            "params.style.name": "subclass",
+            "params.model.latent_dim": "16",
+            "params.model.intermediate_dim": "64",
+            "params.seed": "3",
+        }
+    )
+    expected = "01234567 (style=subclass, latent_dim=16, intermediate_dim=64"
+    assert tables.run_description(row, []) == expected + ")"
+    assert tables.run_description(row, ["seed", "model.latent_dim"]) == expected + ", seed=3)"
+    assert tables.run_label(row, []) == "01234567"  # beside others: only what varies
+
+
+def test_a_run_without_params_has_a_group_and_a_row_on_the_page():
+    # Two losses, so the settings differ and groups get labels; the old run has none.
+    mse = {"params.loss.name": "notebook_subclass", "params.loss.reconstruction": "mse"}
+    runs = _runs({"run_id": "new", "metrics.val/total": 120.0}, {"run_id": "new2", **mse})
+    old = pd.DataFrame(
+        {"run_id": ["old"], "status": "FINISHED", "start_time": runs["start_time"][0]}
+    )
+    runs = pd.concat([runs, old], ignore_index=True)  # its params: NaN, as MLflow's frame has it
+    table = _table(runs)
+    grouped = tables.groups(table)
+    assert sorted(run for g in grouped for run in g.table["run_id"]) == ["new", "new2", "old"]
+    views = [render.TableView(g.label, "", g.table[["run_id", "group"]]) for g in grouped]
+    report = render.Report("t", [], views, [], tables.failures(table), table, "sqlite://", "")
+    assert '<td class="text">old</td>' in render.page(report)
+    assert table.set_index("run_id").loc["old", "group"] == "loss ?"

@@ -1,8 +1,10 @@
 """The run store: artifacts follow a moved store; a copy is not silently shared."""
 
 import shutil
+import sqlite3
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from vaelab import tracking
 from vaelab.errors import TrackingError
@@ -40,3 +42,26 @@ def test_a_copied_store_whose_original_still_exists_is_refused_naming_both(tmp_p
         TrackingError, match=rf"keeps the artifacts of its experiment in {original}"
     ):
         store_at(copy)
+
+
+def schema(db):
+    with sqlite3.connect(db) as connection:
+        tables = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    return tables, version
+
+
+def test_a_fresh_store_is_a_copy_of_an_empty_one_mlflow_made_and_works_as_one(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store_at(tmp_path / "a")  # the first fresh store on this machine makes the template
+    (template,) = (tmp_path / "cache" / "vaelab").glob("mlflow-*-empty.db")
+    store = store_at(tmp_path / "b")
+    run_id = logged_run(store)
+    assert tracking.read_text_artifact(store, run_id, "note.txt") == "kept\n"
+    direct = tmp_path / "direct.db"
+    MlflowClient(f"sqlite:///{direct}").search_experiments()  # MLflow building a store itself
+    assert schema(tmp_path / "b" / "mlflow.db") == schema(direct) == schema(template)
+    default = MlflowClient(store.uri).get_experiment("0").artifact_location
+    assert default == str(tmp_path / "b" / "artifacts" / "0")  # beside this store, not the cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 from keras import ops
@@ -74,6 +76,21 @@ def importance_weighted_bound(
     """
     from vaelab.training import batched
 
-    estimator = ImportanceWeighted(model, samples, seed)
-    per_digit = estimator.predict(batched(x, batch_size), verbose=0)
+    per_digit = _estimator(model, samples, seed).predict(batched(x, batch_size), verbose=0)
     return float(np.mean(per_digit))
+
+
+# The estimators built for models still alive, by sample count: a model reused by the next
+# run of a sweep (`run.build_model`) reuses its estimator's compiled `predict` too.
+_ESTIMATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _estimator(model: keras.Model, samples: int, seed: int) -> ImportanceWeighted:
+    """The model's estimator with the noise state a new one with this seed would have."""
+    built = _ESTIMATORS.setdefault(model, {})
+    if samples not in built:
+        built[samples] = ImportanceWeighted(model, samples, seed)
+        return built[samples]
+    state = built[samples].noise.state
+    state.assign(np.array([seed, 0]).astype(state.dtype))
+    return built[samples]

@@ -45,8 +45,6 @@ SWEEP_SIZE = "sweep.size"
 SWEEP_OBJECTIVE = "sweep.objective"
 CONTEXT_FILE = "vaelab_sweep.json"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-# A collapsed run is never best; older runs without an active-unit count fall back to this.
-_COLLAPSE_KL = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,13 @@ def children_filter(sweep_id: str) -> str:
 
 
 PARENTS_FILTER = f"tags.`{SWEEP_ROLE}` = '{PARENT}'"
+
+
+def parent_filter(sweep_id: str) -> str:
+    """The MLflow filter that selects a sweep's parent run."""
+    return f"tags.`{SWEEP_ID}` = '{sweep_id}' and {PARENTS_FILTER}"
+
+
 SWEEP_ID_COLUMN = f"tags.{SWEEP_ID}"
 
 
@@ -187,17 +192,29 @@ def record_early_failure(
 
 
 def current_attempts(runs: list[tracking.RunRecord]) -> list[tracking.RunRecord]:
-    """One run per configuration: its FINISHED attempt if any, else its latest.
+    """One run per configuration (see `current_attempt_ids`), in the order given."""
+    current = set(current_attempt_ids(records_frame(runs)))
+    return [run for run in runs if run.run_id in current]
 
-    A run killed and then redone by a relaunch is superseded: the sweep is judged by what
-    each configuration finally gave, while the store keeps every attempt.
+
+def current_attempt_ids(frame: pd.DataFrame) -> list[str]:
+    """One run per configuration: its first FINISHED attempt if any, else its latest.
+
+    A run killed and then redone by a relaunch, or trained again with force=true, is
+    superseded: the sweep is judged by what each configuration gave, while the store keeps
+    every attempt. Pure pandas over `search_runs` columns, so that the sweep summary (run
+    records) and the report (a runs frame) select the same runs; the ids come oldest first.
     """
-    chosen: dict[str, tracking.RunRecord] = {}
-    for run in runs:  # oldest first
-        key = run.tags.get(CONFIG_HASH) or run.tags.get(OVERRIDES) or run.run_id
-        if chosen.get(key) is None or chosen[key].status != "FINISHED":
-            chosen[key] = run
-    return list(chosen.values())
+    if frame.empty:
+        return []
+    key = frame["run_id"].astype(object)
+    for tag in (OVERRIDES, CONFIG_HASH):  # each wins over the one before: hash, overrides, id
+        value = ranking.column(frame, f"tags.{tag}").astype(object)
+        key = value.where(value.notna() & value.ne(""), key)
+    runs = frame.assign(_key=key).sort_values(["start_time", "run_id"], kind="stable")
+    finished = runs[runs["status"].eq("FINISHED")].drop_duplicates("_key", keep="first")
+    rest = runs[~runs["_key"].isin(finished["_key"])].drop_duplicates("_key", keep="last")
+    return list(runs.loc[runs.index.isin(finished.index.union(rest.index)), "run_id"])
 
 
 def records_frame(runs: list[tracking.RunRecord]) -> pd.DataFrame:
@@ -239,7 +256,7 @@ def summarise(store: tracking.Store, sweep_id: str, objective: str) -> Summary:
     runs = current_attempts(every)
     counts = {status: sum(r.status == status for r in runs) for status in STATUSES}
     counts["SUPERSEDED"] = len(every) - len(runs)
-    ranked = ranking.rank(records_frame(runs), objective, _COLLAPSE_KL)
+    ranked = ranking.rank(records_frame(runs), objective, ranking.COLLAPSE_KL)
     return Summary(sweep_id, objective, ranked, counts)
 
 
@@ -251,11 +268,12 @@ def format_table(summary: Summary) -> str:
     for group, rows in ranked.groupby("group", sort=False):
         if several:
             lines.append(f"-- {group}")
-        lines.append(f"{'status':<9} {objective:>11} {'test/total':>11}  {'run_id':<32}  overrides")
+        test = metrics.TEST_TOTAL
+        lines.append(f"{'status':<9} {objective:>11} {test:>11}  {'run_id':<32}  overrides")
         for _, row in rows.iterrows():
             lines.append(
                 f"{row['status']:<9} {_value(row, objective):>11.4f} "
-                f"{_value(row, 'test/total'):>11.4f}  {row['run_id']}  {_overrides(row)}"
+                f"{_value(row, metrics.TEST_TOTAL):>11.4f}  {row['run_id']}  {_overrides(row)}"
             )
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ def name(split: str, term: str) -> str:
 
 EPOCH_METRICS = tuple(name(split, term) for split in EPOCH_SPLITS for term in TERMS)
 TEST_METRICS = tuple(name(FINAL_SPLIT, term) for term in TERMS)
+TEST_TOTAL, TEST_RECONSTRUCTION, TEST_KL = TEST_METRICS
 EPOCH_SECONDS = "time/epoch_seconds"
 # A packed run shares each epoch with its group: the epoch's wall time over the models in it.
 EPOCH_SECONDS_PER_MODEL = "time/epoch_seconds_per_model"

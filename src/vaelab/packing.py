@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vaelab import sizes
-from vaelab.config import Config, flatten
+from vaelab.config import Binarize, Config, flatten
 
 # Settings every member of a group must share: the input and batch shapes, the data (which
 # digits, which binarisation), and what is evaluated at the end.
@@ -29,8 +29,10 @@ SHARED = (
     "eval.n_latent_points",
     "eval.iw_samples",
 )
-_FLOAT = 4
-# Digits evaluated per compiled step, and test digits per importance-sampling step.
+# Digits per compiled step of evaluation, and test digits per importance-sampling step (each
+# with `eval.iw_samples` decodes). They set memory and speed only, never a run's numbers: a
+# digit's noise comes from its own index (`packed.Program.digit_noise`), so batching them
+# otherwise changes nothing but the rounding of the sums (~1e-7).
 EVAL_BATCH = 500
 IW_BATCH = 20
 
@@ -70,25 +72,35 @@ def member_bytes(config: Config, intermediate_dim: int, latent_dim: int) -> int:
         m.input_dim, intermediate_dim, latent_dim, config.train.batch_size
     )
     evaluation = max(EVAL_BATCH, IW_BATCH * max(e.iw_samples, 1)) * (m.input_dim + intermediate_dim)
-    return _FLOAT * (4 * parameters + 2 * max(train, evaluation))
+    return sizes.training_bytes(parameters, max(train, evaluation))
 
 
-def shared_bytes(config: Config, train_images: int) -> int:
-    """Memory every group holds once: the training images (intensities) and the test set."""
-    return _FLOAT * config.model.input_dim * (train_images + 10_000)
+def shared_bytes(config: Config, train_images: int, test_images: int) -> int:
+    """Memory every group holds once: the images it draws from and its test digits.
+
+    The training images once, twice under dynamic binarisation (the intensities to draw from
+    and the binarised copy the validation digits come from); `data.test_limit` test digits.
+    """
+    d = config.data
+    pools = 2 if d.binarize == Binarize.dynamic else 1
+    tested = test_images if d.test_limit is None else min(d.test_limit, test_images)
+    return sizes.FLOAT_BYTES * config.model.input_dim * (pools * train_images + tested)
 
 
 def plan(
     configs: Sequence[Config],
     budget_bytes: int,
-    train_images: int = 60_000,
+    train_images: int,
+    test_images: int,
     max_group_size: int | None = None,
 ) -> list[Group]:
     """Group the jobs that can train together.
 
     By what they must share, then by size (similar sizes pad little), then split wherever
-    a group would exceed the memory budget or `max_group_size`.
+    a group would exceed the memory budget or `max_group_size`. `train_images` and
+    `test_images` are the dataset's sizes (before any `data.*_limit`).
     """
+    images = (train_images, test_images)
     by_key: dict[tuple, list[int]] = {}
     for index, config in enumerate(configs):
         by_key.setdefault(shared_key(config), []).append(index)
@@ -100,15 +112,15 @@ def plan(
         current: list[int] = []
         for job in jobs:
             candidate = [*current, job]
-            estimate = _estimate(configs, candidate, train_images)
+            estimate = _estimate(configs, candidate, images)
             too_many = max_group_size is not None and len(candidate) > max_group_size
             if current and (estimate > budget_bytes or too_many):
-                groups.append(_group(configs, current, train_images))
+                groups.append(_group(configs, current, images))
                 current = [job]
             else:
                 current = candidate
         if current:
-            groups.append(_group(configs, current, train_images))
+            groups.append(_group(configs, current, images))
     return groups
 
 
@@ -119,14 +131,13 @@ def _padded(configs: Sequence[Config], jobs: Sequence[int]) -> tuple[int, int]:
     )
 
 
-def _estimate(configs: Sequence[Config], jobs: Sequence[int], train_images: int) -> int:
+def _estimate(configs: Sequence[Config], jobs: Sequence[int], images: tuple[int, int]) -> int:
     hidden, latent = _padded(configs, jobs)
-    first = configs[jobs[0]]
-    return shared_bytes(first, train_images) + sum(
+    return shared_bytes(configs[jobs[0]], *images) + sum(
         member_bytes(configs[j], hidden, latent) for j in jobs
     )
 
 
-def _group(configs: Sequence[Config], jobs: list[int], train_images: int) -> Group:
+def _group(configs: Sequence[Config], jobs: list[int], images: tuple[int, int]) -> Group:
     hidden, latent = _padded(configs, jobs)
-    return Group(tuple(jobs), hidden, latent, _estimate(configs, jobs, train_images))
+    return Group(tuple(jobs), hidden, latent, _estimate(configs, jobs, images))

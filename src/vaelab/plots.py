@@ -9,13 +9,16 @@ which costs more than the drawing itself.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
+from vaelab import metrics
 from vaelab.metrics import EPOCH_SPLITS, TERMS
 
 _SIDE = 28
@@ -101,18 +104,47 @@ def latent_map(z_mean: np.ndarray, labels: np.ndarray) -> Figure:
     return fig
 
 
-def loss_curves(history: Mapping[str, list[float]]) -> Figure:
-    """Train and validation curves of each term, so the KL / reconstruction split is visible."""
+def epoch_axis(ax: Axes, epochs: Iterable[int]) -> None:
+    """An x axis of whole epochs, also for a run of one epoch.
+
+    Matplotlib's integer ticks need two whole numbers in view; around a single point it
+    falls back to ticks such as 0.98, 1.00, 1.02.
+    """
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = list(epochs)
+    if epochs and min(epochs) == max(epochs):
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+
+
+def term_label(term: str, kind: str) -> str:
+    """What a loss term is and its unit, for an axis that shows it on every split.
+
+    `metrics.label` names a split's metric ("train −ELBO on intensities (nats)"); the split
+    is said by the legend here, so it is left out.
+    """
+    split = EPOCH_SPLITS[0]
+    return metrics.label(metrics.name(split, term), kind).removeprefix(f"{split} ")
+
+
+def loss_curves(history: Mapping[str, list[float]], kind: str = metrics.OTHER_LOSS) -> Figure:
+    """Train and validation curves of each term, so the KL / reconstruction split is visible.
+
+    `kind` (`metrics.loss_kind` of the run's params) says what the numbers are, so the y
+    axes read nats where they are nats; without it they read loss units (KL: nats).
+    """
     fig = Figure(figsize=(4 * len(TERMS), 3))
     width = 0.9 / len(TERMS)
     for index, term in enumerate(TERMS):
-        ax = fig.add_axes((0.06 + index * width, 0.17, width - 0.07, 0.72))
+        ax = fig.add_axes((0.07 + index * width, 0.17, width - 0.08, 0.72))
+        epochs: list[int] = []
         for split, style in zip(EPOCH_SPLITS, ("-o", "--s"), strict=True):
-            values = history.get(f"{split}/{term}", [])
+            values = history.get(metrics.name(split, term), [])
+            epochs += range(1, len(values) + 1)
             ax.plot(range(1, len(values) + 1), values, style, label=split, markersize=3)
         ax.set_title(term, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        epoch_axis(ax, epochs)
+        ax.set_ylabel(term_label(term, kind), fontsize=8)
         ax.legend(fontsize=8)
     return fig
 

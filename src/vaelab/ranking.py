@@ -17,15 +17,27 @@ import pandas as pd
 
 from vaelab import metrics
 
-# Settings that change what the objective measures, or on which digits it is measured.
+# Settings that change what the objective measures, or on which digits it is measured:
+# the loss and its weights; continuous or binarised pixels (a training loss against a bound
+# on -log p(x)); which digits are held out for validation (split_seed, validation_size) and
+# tested (test_limit); the draw of the binarised validation and test pixels (binarize_seed).
 COMPARABILITY = (
     "loss.reconstruction",
     "loss.pixel_reduction",
     "loss.kl_reduction",
     "loss.beta",
+    "data.binarize",
+    "data.binarize_seed",
+    "data.split_seed",
     "data.validation_size",
     "data.test_limit",
 )
+# What a run that logged no such setting (older code) is grouped under: unknown settings
+# compare with nothing, but the run is still shown.
+UNKNOWN = "?"
+# Runs without an active-unit count (older code) are called collapsed below this test KL in
+# nats. The one value the sweep summary uses; the report's `collapse_kl` defaults to it.
+COLLAPSE_KL = 0.01
 TIE_BREAK = ("start_time", "run_id")
 TIE_BREAK_RULE = "equal values: the earlier run ranks first (then the smaller run id)"
 
@@ -39,10 +51,10 @@ def metric(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(column(frame, f"metrics.{name}"), errors="coerce")
 
 
-def is_collapsed(frame: pd.DataFrame, kl_threshold: float) -> pd.Series:
+def is_collapsed(frame: pd.DataFrame, kl_threshold: float = COLLAPSE_KL) -> pd.Series:
     """Posterior collapse: no active latent unit, or (older runs) a test KL of about zero."""
     units = metric(frame, metrics.ACTIVE_UNITS)
-    kl = metric(frame, metrics.name(metrics.FINAL_SPLIT, "kl"))
+    kl = metric(frame, metrics.TEST_KL)
     return units.eq(0) | (units.isna() & kl.lt(kl_threshold))
 
 
@@ -53,11 +65,11 @@ def comparable_groups(frame: pd.DataFrame) -> pd.Series:
     only where two groups share a preset (e.g. `elbo` on intensities and on binary pixels).
     """
     keys = [f"params.{k}" for k in COMPARABILITY if f"params.{k}" in frame]
-    values = frame[keys].astype(str) if keys else pd.DataFrame(index=frame.index)
+    values = _labels(frame[keys]) if keys else pd.DataFrame(index=frame.index)
     differing = [k for k in keys if values[k].nunique() > 1]
     if not differing:
         return pd.Series("all runs", index=frame.index)
-    loss = "loss " + column(frame, "params.loss.name", "?").astype(str)
+    loss = "loss " + _labels(column(frame, "params.loss.name", UNKNOWN))
     signature = values[differing].apply(tuple, axis=1)
     shared = loss.groupby(loss).transform(lambda names: signature[names.index].nunique() > 1)
     detail = values[differing].apply(
@@ -66,14 +78,22 @@ def comparable_groups(frame: pd.DataFrame) -> pd.Series:
     return loss.where(~shared.astype(bool), loss + " (" + detail + ")")
 
 
-def rank(frame: pd.DataFrame, by: str, kl_threshold: float) -> pd.DataFrame:
-    """The frame sorted for display, with group, rank and tie columns.
+def _labels(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """Settings as text, a missing one as UNKNOWN.
 
-    with `group`, `rank` (within the group, finished and not collapsed runs only),
-    `collapsed` and `tied_with` columns. Groups come largest first (their values are in
-    different units: no order between them means anything); within a group, ranked runs
-    by the metric (lower is better), then the rest (collapsed, failed, running) as they
-    started.
+    Pandas 3 keeps NaN through `astype(str)`, and a NaN group label would drop the run from
+    every groupby (the report's tables and figures) while it stayed in table.csv.
+    """
+    return values.astype(object).where(values.notna(), UNKNOWN).astype(str)
+
+
+def rank(frame: pd.DataFrame, by: str, kl_threshold: float = COLLAPSE_KL) -> pd.DataFrame:
+    """The frame sorted for display, with `group`, `rank`, `collapsed` and `tied_with` columns.
+
+    `rank` counts within the group, finished and not collapsed runs only. Groups come largest
+    first (their values are in different units: no order between them means anything);
+    within a group, ranked runs by the metric (lower is better), then the rest (collapsed,
+    failed, running) as they started.
     """
     ranked = frame.copy()
     ranked["group"] = comparable_groups(frame)

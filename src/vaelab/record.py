@@ -100,8 +100,10 @@ def input_texts(config: Config, overrides: Sequence[str]) -> dict[str, str]:
     }
 
 
-def run_figures(pictures: Pictures, history: Mapping[str, list[float]]) -> dict[str, object]:
-    """The run's figures by artifact path."""
+def run_figures(
+    pictures: Pictures, history: Mapping[str, list[float]], kind: str
+) -> dict[str, object]:
+    """The run's figures by artifact path; `kind` (`metrics.loss_kind`) names the units."""
     return {
         "plots/reconstructions.png": plots.reconstruction_grid(
             pictures.originals, pictures.reconstructions
@@ -110,7 +112,7 @@ def run_figures(pictures: Pictures, history: Mapping[str, list[float]]) -> dict[
             pictures.prior_samples, "Samples from the prior"
         ),
         "plots/latent_map.png": plots.latent_map(pictures.z_mean, pictures.labels),
-        "plots/loss_curves.png": plots.loss_curves(history),
+        "plots/loss_curves.png": plots.loss_curves(history, kind),
     }
 
 

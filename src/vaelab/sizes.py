@@ -7,7 +7,7 @@ is imported.
 from __future__ import annotations
 
 # Bytes per float32 value.
-_FLOAT = 4
+FLOAT_BYTES = 4
 
 
 def parameter_count(input_dim: int, intermediate_dim: int, latent_dim: int) -> int:
@@ -22,14 +22,20 @@ def activation_count(input_dim: int, intermediate_dim: int, latent_dim: int, bat
     return batch * (3 * input_dim + 2 * intermediate_dim + 4 * latent_dim)
 
 
+def training_bytes(parameters: int, activations: int) -> int:
+    """Memory that training a model of `parameters` with `activations` per step needs.
+
+    Four float32 copies of every parameter (weights, gradients, Adam's two moments) plus the
+    activations twice (forward values and their gradients).
+    """
+    return FLOAT_BYTES * (4 * parameters + 2 * activations)
+
+
 def estimated_training_bytes(
     input_dim: int, intermediate_dim: int, latent_dim: int, batch_size: int
 ) -> int:
-    """A lower bound on the memory one model's training needs, to refuse hopeless sizes.
-
-    Four float32 copies of every parameter (weights, gradients, Adam's two moments) plus a
-    batch's activations, twice (forward values and their gradients).
-    """
-    parameters = parameter_count(input_dim, intermediate_dim, latent_dim)
-    activations = activation_count(input_dim, intermediate_dim, latent_dim, batch_size)
-    return _FLOAT * (4 * parameters + 2 * activations)
+    """A lower bound on the memory one model's training needs, to refuse hopeless sizes."""
+    return training_bytes(
+        parameter_count(input_dim, intermediate_dim, latent_dim),
+        activation_count(input_dim, intermediate_dim, latent_dim, batch_size),
+    )

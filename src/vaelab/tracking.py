@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -27,9 +28,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit
+from urllib.parse import urlsplit
 
 from vaelab.errors import RunFailed, TrackingError
+from vaelab.local_store import local_path
 from vaelab.tags import ERROR_TAG, HEARTBEAT_TAG, PARENT_TAG
 
 # Reading one small artifact should not draw a progress bar; set before mlflow reads it.
@@ -226,10 +228,50 @@ def open_store(
     if db is not None and artifact_root is None:
         artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
+        if db is not None and not db.exists():
+            _copy_empty_store(db, Path(artifact_root).resolve())
         store = _open_store(uri, experiment, artifact_root, patient)
         if db is not None:
             _check_artifact_location(store, Path(artifact_root).resolve())
     return store
+
+
+def _empty_store_template() -> Path:
+    """An empty store made by this MLflow version, once per machine and version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaelab"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.exists():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "template.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                made, copy = Path(tmp) / "made.db", Path(tmp) / "copy.db"
+                MlflowClient(f"sqlite:///{made}").search_experiments()  # MLflow builds it
+                shutil.copyfile(made, copy)
+                os.replace(copy, template)
+    return template
+
+
+def _copy_empty_store(db: Path, artifact_root: Path) -> None:
+    """A new sqlite store as a copy of an empty one that MLflow made itself.
+
+    MLflow builds a new store's schema by running every one of its migrations, about 1.5 s
+    here, which every fresh store (each test, each VAELAB_HOME) would pay; the copy is the
+    same file in milliseconds. Its Default experiment is pointed beside this store's
+    artifacts, where MLflow would have put it. Any failure leaves the building to MLflow.
+    """
+    try:
+        shutil.copyfile(_empty_store_template(), db)
+        with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                (str(artifact_root / "0"),),
+            )
+    except (OSError, sqlite3.Error, MlflowException) as error:
+        log.debug("No template store (%s); MLflow creates the schema", error)
+        db.unlink(missing_ok=True)
 
 
 def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: bool) -> Store:
@@ -264,12 +306,6 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: b
     return Store(uri=uri, experiment_id=experiment_id)
 
 
-def _local_path(location: str) -> Path:
-    return (
-        Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
-    )
-
-
 def _check_artifact_location(store: Store, wanted: Path) -> None:
     """Keep a moved store's artifacts where its config says, or say why that cannot be.
 
@@ -279,7 +315,7 @@ def _check_artifact_location(store: Store, wanted: Path) -> None:
     locations are rewritten to `tracking.artifact_root`. When it still exists, two stores
     would share one artifact directory, so this refuses and names both fixes.
     """
-    recorded = _local_path(store.client.get_experiment(store.experiment_id).artifact_location)
+    recorded = local_path(store.client.get_experiment(store.experiment_id).artifact_location)
     if recorded == wanted:
         return
     if recorded.exists():
@@ -418,6 +454,33 @@ def log_files(store: Store, run_id: str, paths: list[Path], directory: str) -> N
     """Attach local files to a run that no process holds open (e.g. a sweep's parent)."""
     for path in paths:
         store.client.log_artifact(run_id, str(path), directory)
+
+
+@dataclass(frozen=True)
+class StoreReader:
+    """What a report reads, through MLflow: the same methods as `local_store.LocalStore`."""
+
+    store: Store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @property
+    def experiment_id(self) -> str:
+        return self.store.experiment_id
+
+    def runs_frame(self, filter_string: str = "", run_ids: list[str] | None = None):
+        return runs_frame(self.store, filter_string, run_ids)
+
+    def metric_history(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        return metric_history(self.store, run_id, name)
+
+    def download_artifact(self, run_id: str, path: str, destination: Path) -> Path | None:
+        return download_artifact(self.store, run_id, path, destination)
+
+    def log_files(self, run_id: str, paths: list[Path], directory: str) -> None:
+        log_files(self.store, run_id, paths, directory)
 
 
 class Run:

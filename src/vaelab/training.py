@@ -204,7 +204,7 @@ class _EpochReporter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and "total" in logs:
-            _raise_if_non_finite(self.epoch, {"train/total": float(logs["total"])})
+            _raise_if_non_finite(self.epoch, {metrics.name("train", "total"): float(logs["total"])})
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_start
@@ -443,7 +443,7 @@ def train_with_custom_loop(
             sums += run_chunk(images, first, last)
             seen = min(last * settings.batch_size, n)
             running = dict(zip(TERMS, sums / seen, strict=True))
-            _raise_if_non_finite(epoch, {f"train/{k}": v for k, v in running.items()})
+            _raise_if_non_finite(epoch, {metrics.name("train", k): v for k, v in running.items()})
             if verbose:
                 progress.update(last, running)
         train = dict(zip(TERMS, sums / n, strict=True))

@@ -1,13 +1,16 @@
 """Packed sweeps: exactness, failure isolation, resume, and runs as complete as solo ones."""
 
+import dataclasses
+import errno
 import itertools
+import os
 
 import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, compose_config
-from vaelab import data, lifecycle, metrics, packed, tracking
+from tests.conftest import TINY, compose_config, isolated
+from vaelab import data, lifecycle, metrics, packed, packed_run, record, rerun, tracking
 from vaelab.config import flatten, to_run_config
 from vaelab.losses import LossSpec
 from vaelab.packed_run import train_packed
@@ -50,32 +53,57 @@ def member(pools, k, hidden, latent):
 def train(members, pools):
     histories = {}
 
-    def on_epoch(i, epoch, values):
-        histories.setdefault(i, []).append(values)
+    def on_epoch(epoch, reported):
+        for i, values in reported.items():
+            histories.setdefault(i, []).append(values)
 
     results = packed.train_group(members, data_for(pools), on_epoch, lambda *a: None)
     return histories, results
 
 
 def numbers(history, result):
+    """Every number a member ends with: each epoch's train/ and val/ terms, test/ terms, the
+    importance-weighted estimate, and the variance of each unit's posterior mean over the
+    test digits (what its active units are counted from)."""
     per_epoch = [v[name] for v in history for name in metrics.EPOCH_METRICS]
-    return np.array(per_epoch + [result.test[t] for t in metrics.TERMS] + [result.iw_bound])
+    test = [result.test[t] for t in metrics.TERMS] + [result.iw_bound]
+    return np.array(per_epoch + test), result.pictures.z_mean.var(axis=0)
+
+
+def active_units(result):
+    threshold = compose_config().eval.active_unit_threshold
+    return int((result.pictures.z_mean.var(axis=0) > threshold).sum())
 
 
 def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(pools):
-    # 21 configurations: 3 hidden sizes x 7 latent sizes, 1 to 3 epochs, two learning rates,
+    # 21 configurations: 3 hidden x 7 latent sizes, 1 to 3 epochs, two learning rates,
     # three losses (a KL *mean* must divide by the member's own latent_dim), both styles;
-    # and a 22nd: the first one again, trained for 5 epochs instead of 1.
+    # and two more at the sizes of the first, the most padded: the first again for 5 epochs
+    # instead of 1, and one with a KL mean, another learning rate, style and seed.
     sizes = list(itertools.product((8, 16, 32), (1, 2, 3, 5, 8, 13, 16)))
     everyone = [member(pools, k, h, z) for k, (h, z) in enumerate(sizes)]
-    everyone.append(packed.Member(**{**everyone[0].__dict__, "epochs": 5}))
+    first, largest = everyone[0], everyone[20]
+    assert (largest.intermediate_dim, largest.latent_dim, largest.epochs) == (32, 16, 3)
+    longer = dataclasses.replace(first, epochs=5)
+    kl_mean = dataclasses.replace(
+        first, architecture="subclass", seed=22, epochs=3, learning_rate=3e-3, loss=NOTEBOOK
+    )
+    assert NOTEBOOK.kl_reduction == "mean" and kl_mean.learning_rate != first.learning_rate
+    everyone += [longer, kl_mean]
     together, together_results = train(everyone, pools)
     assert [len(together[k]) for k in range(len(everyone))] == [m.epochs for m in everyone]
-    # The smallest configuration, the most padded in the group, alone: nothing is padded.
-    alone, alone_results = train([everyone[0]], pools)
-    np.testing.assert_allclose(
-        numbers(alone[0], alone_results[0]), numbers(together[0], together_results[0]), rtol=1e-5
-    )
+    # Each of these alone, at its own sizes (nothing padded): every epoch's numbers and the
+    # final ones agree. The three small ones share one compiled program.
+    for k in (0, 21, 22, 20):
+        alone, alone_results = train([everyone[k]], pools)
+        assert len(alone[0]) == everyone[k].epochs
+        for mine, packed_value in zip(
+            numbers(alone[0], alone_results[0]),
+            numbers(together[k], together_results[k]),
+            strict=True,
+        ):
+            np.testing.assert_allclose(mine, packed_value, rtol=1e-5, err_msg=f"member {k}")
+        assert active_units(alone_results[0]) == active_units(together_results[k])
     # 1 epoch is exactly the start of 5: the same weights, noise and batches so far.
     first_epoch = {k: together[21][0][k] for k in metrics.EPOCH_METRICS}
     assert first_epoch == {k: together[0][0][k] for k in metrics.EPOCH_METRICS}
@@ -83,7 +111,7 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
 
 def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
     small, large = member(pools, 1, 8, 2), member(pools, 2, 32, 16)
-    program = packed.Program(784, 32, 16, data_for(pools), small)
+    program = packed.program(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as data_for
     state = packed._Members(program, [small, large])
     rows = state.rows_for(1)[:, None, :64]  # one batch each
     params, opt_state, _ = program.train_epoch(
@@ -160,6 +188,87 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     again = train_packed(jobs, context, memory_fraction=0.5)
     assert again[0].skipped and again[1].skipped and again[2] is None
     assert len(lifecycle.children(store, "p1")) == 4
+
+
+def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_still_train(
+    packed_jobs, store_uri, monkeypatch
+):
+    store = tracking.open_store(store_uri, "vaelab")
+    real, victims = record.write_artifacts, []
+
+    def write_artifacts(run, texts=None, figures=None):  # the disk fills up for seed 2's run
+        if figures and tracking.get_run(store, run.run_id).tags["mlflow.runName"][-6:] == "seed=2":
+            victims.append(run.run_id)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(run, texts=texts, figures=figures)
+
+    monkeypatch.setattr(record, "write_artifacts", write_artifacts)
+    jobs = packed_jobs(*([f"seed={s}"] for s in (1, 2, 3, 4)))
+    context = lifecycle.start(store, "p2", {}, total=4, objective="val/total")
+    results = train_packed(jobs, context, memory_fraction=0.5, max_group_size=3)
+    runs = {r.run_id: r for r in lifecycle.children(store, "p2")}
+    assert len(runs) == 4 and len({r.tags["pack.group"] for r in runs.values()}) == 2
+    (victim,) = victims
+    assert runs[victim].status == "FAILED"
+    assert runs[victim].tags["error"] == "OSError: [Errno 28] No space left on device"
+    assert sum(r is None for r in results) == 1  # FAILED, recorded
+    finished = [r for r in results if r is not None]
+    assert victim not in {r.run_id for r in finished}
+    # The others, in its group and in the next one, have everything.
+    for result in finished:
+        assert runs[result.run_id].status == "FINISHED"
+        plots = {a.path for a in store.client.list_artifacts(result.run_id, "plots")}
+        assert len(plots) == 4
+    # The failed run keeps what it wrote before (its inputs) and says why it ended.
+    paths = {a.path for a in store.client.list_artifacts(victim)}
+    assert {"config.yaml", "error.txt", "run.log"} <= paths and "plots" not in paths
+
+
+@pytest.mark.parametrize("where", ["_group_data", "train_group"])
+def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
+    where, packed_jobs, store_uri, monkeypatch
+):
+    # Before its runs exist (its data) or after (its training): either way each job of the
+    # group has a FAILED run that says why, and the sweep goes on.
+    owner = packed_run if where == "_group_data" else packed
+    real, calls = getattr(owner, where), []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, where, fails_once)
+    jobs = packed_jobs(["seed=1"], ["seed=2"])
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p6", {}, total=2, objective="val/total")
+    first, second = train_packed(jobs, context, memory_fraction=0.5, max_group_size=1)
+    assert first is None and second is not None
+    runs = {r.tags["mlflow.runName"][-6:]: r for r in lifecycle.children(store, "p6")}
+    assert runs["seed=1"].status == "FAILED" and runs["seed=2"].status == "FINISHED"
+    assert runs["seed=1"].tags["error"] == "RuntimeError: RESOURCE_EXHAUSTED: out of memory"
+
+
+def test_rerun_retrains_a_packed_run_solo_from_what_it_recorded(packed_jobs, store_uri, tmp_path):
+    (job,) = packed_jobs(["style=custom_loop", "train.epochs=2"])
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p3", {}, total=1, objective="val/total")
+    (packed_result,) = train_packed([job], context, memory_fraction=0.5)
+    original, config = rerun.prepare(
+        store, compose_config(*isolated(tmp_path), name="rerun"), packed_result.run_id
+    )
+    assert original.overrides == ["style=custom_loop", "train.epochs=2"]
+    result, comparison = rerun.rerun_run(store, original, config)
+    solo = tracking.get_run(store, result.run_id)
+    assert solo.tags["engine"] == "solo" and solo.tags["rerun_of"] == packed_result.run_id
+    # Every number of the packed run has its counterpart: test/, quality, both epochs.
+    compared = {name: (a, b) for name, a, b in comparison.rows}
+    assert not comparison.missing, comparison.table()
+    assert {metrics.ACTIVE_UNITS, "test/total", "val/total @ epoch 2"} <= set(compared)
+    # The same model and batches; only the sampling noise comes from other random streams.
+    a, b = compared["val/total @ epoch 2"]
+    assert b == pytest.approx(a, rel=0.03)
 
 
 def test_batches_are_even_where_they_can_be():

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import TINY
-from vaelab import lifecycle, tracking
+from vaelab import lifecycle, record, tracking
 from vaelab.config import to_run_config
 from vaelab.packed_run import train_packed
 from vaelab.packing import Job
@@ -27,11 +27,12 @@ def test_a_bad_configuration_refuses_the_whole_sweep_before_anything_trains(run_
 
 
 def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store_uri, monkeypatch):
-    real = tracking.Run.log
+    real, sent = tracking.Run.log, []
 
-    def log(self, metrics=None, step=0, **kwargs):  # a real SIGTERM after epoch 2
+    def log(self, metrics=None, step=0, **kwargs):  # one real SIGTERM, as epoch 2 is logged
         real(self, metrics, step, **kwargs)
-        if metrics and "train/total" in metrics and step == 2:
+        if metrics and "train/total" in metrics and step == 2 and not sent:
+            sent.append(self.run_id)
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
 
@@ -51,3 +52,54 @@ def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store
             [1],
             [1, 2],
         )
+
+
+def three_jobs(smoke_cfg):
+    return [Job(to_run_config(smoke_cfg(*TINY, f"seed={s}")), []) for s in (1, 2, 3)]
+
+
+def test_sigterm_while_runs_are_created_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
+    real, made = tracking.create_run, []
+
+    def create_run(*args, **kwargs):  # a real SIGTERM as the store makes the second run
+        run = real(*args, **kwargs)
+        made.append(run.run_id)
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return run
+
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p4", {}, total=3, objective="val/total")
+    monkeypatch.setattr(tracking, "create_run", create_run)
+    with pytest.raises(KeyboardInterrupt):
+        train_packed(three_jobs(smoke_cfg), context, memory_fraction=0.5)
+    runs = lifecycle.children(store, "p4")
+    assert sorted(r.run_id for r in runs) == sorted(made)  # the third was never made
+    assert {r.status for r in runs} == {"KILLED"}
+
+
+def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
+    real, drawn = record.run_figures, []
+
+    def run_figures(*args, **kwargs):  # a real SIGTERM as the second run's figures are drawn
+        drawn.append(1)
+        if len(drawn) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(record, "run_figures", run_figures)
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "p5", {}, total=3, objective="val/total")
+    with pytest.raises(KeyboardInterrupt):
+        train_packed(three_jobs(smoke_cfg), context, memory_fraction=0.5)
+    runs = lifecycle.children(store, "p5")
+    statuses = sorted(r.status for r in runs)
+    # The second and third were not done: KILLED. The first had all it needed queued: it
+    # ended FINISHED with everything, or KILLED if the signal came before its writes began.
+    assert len(runs) == 3 and statuses.count("KILLED") >= 2 and "RUNNING" not in statuses
+    for run in runs:
+        plots = store.client.list_artifacts(run.run_id, "plots")
+        if run.status == "FINISHED":
+            assert len(plots) == 4
+        else:
+            assert "received signal SIGTERM" in run.tags["error"]

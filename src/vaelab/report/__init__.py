@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure as MplFigure
 from omegaconf import DictConfig
 
-from vaelab import lifecycle, metrics, plots, ranking, tracking
+from vaelab import lifecycle, local_store, metrics, plots, ranking, tracking
 from vaelab.config import check_objective
 from vaelab.errors import ReportError
+from vaelab.local_store import LocalStore
 from vaelab.report import figures, render, tables
 
 log = logging.getLogger(__name__)
@@ -28,18 +30,47 @@ log = logging.getLogger(__name__)
 DEFAULT_UI = "http://127.0.0.1:5000"
 # `make ui` writes the address it serves here, so run links follow its HOST and PORT.
 UI_URL_FILE = "ui_url.txt"
+# MLflow 3.17's UI ignores the experiment's `mlflow.experimentKind` tag: it opens every
+# experiment and run on its GenAI (traces) view unless the address asks for the training
+# view, or the user once picked "Model training" in its sidebar (the browser remembers).
+ML_VIEW = "workflowType=machine_learning"
+# Figures are drawn for the largest comparable groups only; every group has its table.
+FIGURE_GROUPS = 3
+
+
+# Where a report reads its runs: a local store directly, anything else through MLflow.
+RunSource = LocalStore | tracking.StoreReader
+
+
+def open_source(settings: DictConfig, filter_string: str | None) -> RunSource:
+    """The local store read directly where it can answer everything the report asks.
+
+    MLflow's client costs a report more than its work (about 1.5 s to set up its SQLAlchemy
+    store here); a server, a store MLflow must first create or repair, and a filter beyond
+    plain equalities go through MLflow.
+    """
+    if local_store.understands(filter_string or ""):
+        local = LocalStore.open(settings.uri, settings.experiment)
+        if local is not None:
+            return local
+    return tracking.StoreReader(
+        tracking.open_store(settings.uri, settings.experiment, settings.artifact_root)
+    )
 
 
 @dataclass
 class Selection:
+    """The runs a report compares; for a sweep, the attempts its summary judges."""
+
     title: str
     runs: pd.DataFrame
     sweep_id: str | None = None
     parent_run_id: str | None = None
+    superseded: list[str] = field(default_factory=list)  # run ids not compared, why: lifecycle
 
 
 def select(
-    store: tracking.Store,
+    source: RunSource,
     sweep_id: str | None,
     runs: list[str] | None,
     filter_string: str | None,
@@ -47,42 +78,50 @@ def select(
 ) -> Selection:
     """The runs to compare: given ids, a filter, a sweep, the latest sweep, or the latest runs."""
     if runs:
-        frame = tracking.runs_frame(store, run_ids=list(runs))
+        frame = source.runs_frame(run_ids=list(runs))
         missing = sorted(set(runs) - set(frame["run_id"])) if len(frame) else sorted(runs)
         if missing:
-            raise ReportError(f"runs not in the store at {store.uri}: {', '.join(missing)}")
+            raise ReportError(f"runs not in the store at {source.uri}: {', '.join(missing)}")
         return Selection(f"{len(frame)} selected runs", frame)
     if filter_string:
-        frame = tracking.runs_frame(store, filter_string)
+        frame = source.runs_frame(filter_string)
         if frame.empty:
-            raise ReportError(f"no run matches filter={filter_string!r} in {store.uri}")
+            raise ReportError(f"no run matches filter={filter_string!r} in {source.uri}")
         return Selection(f"runs matching {filter_string}", frame)
     if sweep_id is None:
-        parents = tracking.runs_frame(store, lifecycle.PARENTS_FILTER)
+        parents = source.runs_frame(lifecycle.PARENTS_FILTER)
         if parents.empty:
-            return _latest_runs(store, latest)
+            return _latest_runs(source, latest)
         sweep_id = parents.iloc[0][lifecycle.SWEEP_ID_COLUMN]
-    frame = tracking.runs_frame(store, lifecycle.children_filter(sweep_id))
-    if frame.empty:
-        raise ReportError(f"sweep_id={sweep_id} has no runs in {store.uri}")
-    parent = lifecycle.parent(store, sweep_id)
+    return _sweep(source, sweep_id)
+
+
+def _sweep(source: RunSource, sweep_id: str) -> Selection:
+    """A sweep's current attempts, the very runs its summary ranked (and named best)."""
+    every = source.runs_frame(lifecycle.children_filter(sweep_id))
+    if every.empty:
+        raise ReportError(f"sweep_id={sweep_id} has no runs in {source.uri}")
+    current = set(lifecycle.current_attempt_ids(every))
+    frame = every[every["run_id"].isin(current)].reset_index(drop=True)
+    parents = source.runs_frame(lifecycle.parent_filter(sweep_id))
     return Selection(
         tables.sweep_title(sweep_id, len(frame)),
         frame,
         sweep_id,
-        parent.run_id if parent else None,
+        parents["run_id"].iloc[-1] if len(parents) else None,
+        [run_id for run_id in every["run_id"] if run_id not in current],
     )
 
 
-def _latest_runs(store: tracking.Store, latest: int) -> Selection:
-    frame = tracking.runs_frame(store)
+def _latest_runs(source: RunSource, latest: int) -> Selection:
+    frame = source.runs_frame()
     role = f"tags.{lifecycle.SWEEP_ROLE}"
     if role in frame:
         frame = frame[frame[role].ne(lifecycle.PARENT)]
     frame = frame.head(latest).reset_index(drop=True)
     if frame.empty:
         raise ReportError(
-            f"no runs in experiment {store.experiment_id} of {store.uri}: train one "
+            f"no runs in experiment {source.experiment_id} of {source.uri}: train one "
             "(python pipelines/train.py, or --multirun sweep=demo) first"
         )
     return Selection(tables.sweep_title(None, len(frame)), frame)
@@ -96,62 +135,101 @@ def ui_address(configured: str | None, store_dir: str) -> str:
     return recorded.read_text().strip() if recorded.is_file() else DEFAULT_UI
 
 
-def _histories(store: tracking.Store, run_ids: list[str], name: str) -> dict[str, list]:
-    return {run_id: tracking.metric_history(store, run_id, name) for run_id in run_ids}
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI (its training view, see ML_VIEW)."""
+    return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+
+
+def _histories(source: RunSource, run_ids: list[str], name: str) -> dict[str, list]:
+    return {run_id: source.metric_history(run_id, name) for run_id in run_ids}
+
+
+def _chart(name: str, caption: str, figure: MplFigure) -> render.Figure:
+    return render.Figure(name, caption, plots.png_bytes(figure), figures.legend_texts(figure))
 
 
 def _figures(
-    store: tracking.Store, table: pd.DataFrame, varying: list[str], by: str, top_k: int, workdir
+    source: RunSource, table: pd.DataFrame, by: str, top_k: int, workdir: Path
 ) -> list[render.Figure]:
+    """The largest groups' effect plots and learning curves, the split, reconstructions."""
+    groups = tables.groups(table)[:FIGURE_GROUPS]
+    several = table["group"].nunique() > 1
     drawn: list[render.Figure] = []
-    for number, group in enumerate(tables.groups(table)[:3], start=1):
-        among = f" ({group.label})" if table["group"].nunique() > 1 else ""
-        within = tables.varying_params(group.table)
-        labels = {row["run_id"]: tables.run_label(row, within) for _, row in group.table.iterrows()}
-        ranked = group.table[group.table["rank"].notna()]
+    for number, group in enumerate(groups, start=1):
+        drawn += _group_figures(source, group, number, by, several)
+    split = [group for group in groups if len(tables.with_split(group.table))]
+    if split:
+        drawn.append(
+            _chart(
+                "kl_vs_reconstruction",
+                "Each run's test KL against its test reconstruction term, one panel per group "
+                "of comparable runs in its own units; runs with no active latent unit "
+                "(collapsed) or too few (partial) are marked, runs without test numbers left "
+                "out.",
+                figures.split_scatter(split),
+            )
+        )
+    return drawn + _reconstructions(source, table, by, top_k, workdir)
+
+
+def _group_figures(
+    source: RunSource, group: tables.Group, number: int, by: str, several: bool
+) -> list[render.Figure]:
+    """One group's effect plots (for each size that varies in it) and learning curves."""
+    among = f" ({group.label})" if several else ""
+    within = tables.varying_params(group.table)
+    drawn = []
+    if group.table["rank"].notna().any():
         for param in tables.EFFECT_PARAMS:
-            if param in varying and len(ranked):
-                effect = tables.effects(group.table, param, by)
+            if param in within:
                 drawn.append(
-                    render.Figure(
+                    _chart(
                         f"effect_{param}_{number}",
                         f"Mean {by} over the finished runs at each {param}, one line per style"
                         f" (the other settings averaged){among}.",
-                        plots.png_bytes(figures.effect_plot(effect, param, by, group.kind)),
+                        figures.effect_plot(
+                            tables.effects(group.table, param, by), param, by, group.kind
+                        ),
                     )
                 )
-        order = list(group.table["run_id"])
-        histories = _histories(store, order, by)
-        drawn.append(
-            render.Figure(
-                f"learning_curves_{number}",
-                f"{by} after each epoch, one line per run{among}; runs with identical "
-                "numbers share a line, named together.",
-                plots.png_bytes(figures.learning_curves(histories, labels, order, by, group.kind)),
-            )
+    labels = {row["run_id"]: tables.run_label(row, within) for _, row in group.table.iterrows()}
+    order = list(group.table["run_id"])
+    curves = figures.learning_curves(_histories(source, order, by), labels, order, by, group.kind)
+    drawn.append(
+        _chart(
+            f"learning_curves_{number}",
+            f"{by} after each epoch, one line per run{among}; runs with identical numbers "
+            "share a line, named together.",
+            curves,
         )
-    if ranking.metric(table, "test/kl").notna().any():
-        kind = tables.groups(table)[0].kind
-        drawn.append(
-            render.Figure(
-                "kl_vs_reconstruction",
-                "Each run's test KL against its test reconstruction term; runs with no active "
-                "latent unit (collapsed) or too few (partial) are marked.",
-                plots.png_bytes(figures.split_scatter(table, kind)),
-            )
-        )
+    )
+    return drawn
+
+
+def _reconstructions(
+    source: RunSource, table: pd.DataFrame, by: str, top_k: int, workdir: Path
+) -> list[render.Figure]:
+    """The pictures of the first group's best distinct configurations, each run described."""
     best = tables.distinct_best(table, by, top_k)
-    within = tables.varying_params(table[table["group"].eq(table["group"].iloc[0])])
+    first = table[table["group"].eq(table["group"].iloc[0])]
+    within = tables.varying_params(first)
+    among = f" ({first['group'].iloc[0]})" if table["group"].nunique() > 1 else ""
+    drawn = []
     for _, row in best.iterrows():
-        grid = tracking.download_artifact(
-            store, row["run_id"], "plots/reconstructions.png", workdir / row["run_id"]
+        grid = source.download_artifact(
+            row["run_id"], "plots/reconstructions.png", workdir / row["run_id"]
         )
         if grid is not None:
             drawn.append(
                 render.Figure(
                     f"reconstructions_{row['run_id'][:8]}",
                     f"Test digits (top) and their reconstructions (bottom) by run "
-                    f"{tables.run_label(row, within)}, rank {row['rank']} in its group.",
+                    f"{tables.run_description(row, within)}, rank {row['rank']} in its "
+                    f"group{among}.",
                     grid.read_bytes(),
                 )
             )
@@ -164,44 +242,45 @@ def _table_view(
     rows = group.table.assign(run=group.table["run_id"].str[:8], note=tables.notes(group.table))
     shown = tables.display_columns(group, by, varying)
     view = pd.DataFrame({header: rows[column] for column, header in shown if column in rows})
-    links = {
-        run_id[:8]: f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
-        for run_id in group.table["run_id"]
-    }
+    links = {run_id[:8]: run_url(ui_url, experiment_id, run_id) for run_id in group.table["run_id"]}
     heading = f"Runs ranked by {by}" + (f": {group.label}" if group.label != "all runs" else "")
     return render.TableView(heading, metrics.describe(group.kind), view, links)
 
 
-def build(store: tracking.Store, selection: Selection, cfg: DictConfig, workdir: Path):
+def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Path):
     """Everything the report shows, computed from the store."""
     started = time.perf_counter()
     frame, by = selection.runs, cfg.metric
     seconds = {
         run_id: tables.mean_epoch_seconds(history)
         for run_id, history in _histories(
-            store, list(frame["run_id"]), metrics.EPOCH_SECONDS
+            source, list(frame["run_id"]), metrics.EPOCH_SECONDS
         ).items()
     }
     table = tables.build_table(
         frame, by, cfg.collapse_kl, cfg.partial_collapse, cfg.stale_after_s, time.time(), seconds
     )
     varying = tables.varying_params(frame)
-    samples = ranking.column(table, "params.eval.iw_samples", "").dropna().unique()
     ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir)
+    summary = tables.summary_lines(selection.title, table, varying, by, selection.superseded)
+    if cfg.collapse_kl != ranking.COLLAPSE_KL:
+        summary.append(
+            f"Runs without an active-unit count (older code) are called collapsed below a test "
+            f"KL of {cfg.collapse_kl} nats here, {ranking.COLLAPSE_KL} in the sweep's summary."
+        )
     report = render.Report(
         title=selection.title,
-        summary=tables.summary_lines(
-            selection.title, table, varying, by, ", ".join(map(str, samples)) or "no"
-        ),
+        summary=summary,
         tables=[
-            _table_view(group, by, varying, ui_url, store.experiment_id)
+            _table_view(group, by, varying, ui_url, source.experiment_id)
             for group in tables.groups(table)
         ],
-        figures=_figures(store, table, varying, by, cfg.top_k, workdir),
+        figures=_figures(source, table, by, cfg.top_k, workdir),
         failures=tables.failures(table),
         full_table=table,
-        store=store.uri,
+        store=source.uri,
         ui_url=ui_url,
+        experiment_url=experiment_url(ui_url, source.experiment_id),
     )
     report.seconds = time.perf_counter() - started
     return report
@@ -210,15 +289,13 @@ def build(store: tracking.Store, selection: Selection, cfg: DictConfig, workdir:
 def make_report(cfg: DictConfig) -> dict[str, Path]:
     """The report pipeline's body: select, build, write, attach to the sweep's parent."""
     check_objective(cfg.metric, "metric")
-    store = tracking.open_store(
-        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root
-    )
-    selection = select(store, cfg.sweep_id, cfg.runs, cfg.filter, cfg.latest_runs)
+    source = open_source(cfg.tracking, cfg.filter)
+    selection = select(source, cfg.sweep_id, cfg.runs, cfg.filter, cfg.latest_runs)
     name = selection.sweep_id or time.strftime("runs-%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
-        report = build(store, selection, cfg, Path(tmp))
+        report = build(source, selection, cfg, Path(tmp))
         paths = render.write(report, Path(cfg.out_dir) / name)
     if selection.parent_run_id:
-        tracking.log_files(store, selection.parent_run_id, list(paths.values()), "report")
+        source.log_files(selection.parent_run_id, list(paths.values()), "report")
     log.info("Report of %s written in %.1f s", selection.title, report.seconds)
     return paths

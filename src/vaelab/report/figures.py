@@ -13,7 +13,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vaelab import metrics, ranking
+from vaelab import metrics, plots, ranking
+from vaelab.report.tables import (
+    EFFECT_PARAMS,
+    Group,
+    identical_runs,
+    short_name,
+    with_split,
+)
 
 _LINES = ("-o", "--s", ":^", "-.D", "-v", "--P", ":X", "-.*")
 # Learning curves name at most this many lines in their legend; the rest are drawn faint.
@@ -38,33 +45,54 @@ def effect_plot(effects: pd.DataFrame, param: str, by: str, kind: str) -> Figure
     for index, style in enumerate(effects.columns):
         series = effects[style].dropna()
         ax.plot(series.index, series.values, _LINES[index % len(_LINES)], label=str(style))
-    ax.set_xlabel(param)
+    ax.set_xlabel(f"{short_name(param)} ({EFFECT_PARAMS.get(param, 'value')})")
     ax.set_ylabel(metrics.label(by, kind))
     ax.set_title(f"{by} against {param}", fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish(fig, ax)
 
 
-def split_scatter(table: pd.DataFrame, kind: str) -> Figure:
-    """Each run's test KL against its test reconstruction term; collapsed runs marked."""
-    fig = Figure(figsize=(5, 3.6))
-    ax = fig.subplots()
-    styles = {"": ("tab:blue", "o", "active"), "partial": ("tab:orange", "s", "partial collapse")}
-    styles["collapsed"] = ("tab:red", "x", "collapsed")
-    for flag, (colour, marker, name) in styles.items():
-        rows = table[table["flag"].eq(flag)]
-        if len(rows):
-            ax.scatter(
-                ranking.metric(rows, "test/reconstruction"),
-                ranking.metric(rows, "test/kl"),
-                c=colour,
-                marker=marker,
-                label=f"{name} ({len(rows)})",
-            )
-    ax.set_xlabel(metrics.label("test/reconstruction", kind))
-    ax.set_ylabel(metrics.label("test/kl", kind))
-    ax.set_title("KL / reconstruction split of each run", fontsize=9)
-    return _finish(fig, ax)
+# How each collapse flag is drawn in the split scatter: colour, marker, legend name.
+_FLAG_STYLES = {
+    "": ("tab:blue", "o", "active"),
+    "partial": ("tab:orange", "s", "partial collapse"),
+    "collapsed": ("tab:red", "x", "collapsed"),
+}
+
+
+def split_scatter(groups: Sequence[Group]) -> Figure:
+    """Each run's test KL against its test reconstruction term, one panel per group.
+
+    Groups measure in different units (nats, the notebook's loss units), so each has its own
+    axes labelled with its own; the legend counts the runs drawn (a failed run has no point).
+    """
+    fig = Figure(figsize=(4.6 * len(groups), 3.6))
+    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
+        drawn = with_split(group.table)
+        for flag, (colour, marker, name) in _FLAG_STYLES.items():
+            rows = drawn[drawn["flag"].eq(flag)]
+            if len(rows):
+                ax.scatter(
+                    ranking.metric(rows, metrics.TEST_RECONSTRUCTION),
+                    ranking.metric(rows, metrics.TEST_KL),
+                    c=colour,
+                    marker=marker,
+                    label=f"{name} ({len(rows)})",
+                )
+        ax.set_xlabel(metrics.label(metrics.TEST_RECONSTRUCTION, group.kind))
+        ax.set_ylabel(metrics.label(metrics.TEST_KL, group.kind))
+        ax.set_title(group.label, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # long tick labels: few of them
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def legend_texts(fig: Figure) -> tuple[str, ...]:
+    """Every legend entry of a drawn figure, for the page to carry (the browser test reads it)."""
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return tuple(text.get_text() for legend in legends for text in legend.get_texts())
 
 
 def learning_curves(
@@ -78,11 +106,10 @@ def learning_curves(
 
     `order` is the ranking: the first MAX_LABELLED distinct curves are named in the legend.
     """
-    from vaelab.report.tables import identical_runs
-
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     same = {tuple(group): group for group in identical_runs(histories)}
+    epochs = [step for history in histories.values() for step, _ in history]
     drawn = 0
     for group in sorted(same.values(), key=lambda g: min(order.index(r) for r in g)):
         steps, values = zip(*histories[group[0]], strict=True) if histories[group[0]] else ((), ())
@@ -98,8 +125,7 @@ def learning_curves(
         drawn += 1
     if drawn > MAX_LABELLED:
         ax.plot([], [], "-", color="0.75", label=f"{drawn - MAX_LABELLED} more runs")
-    ax.set_xlabel("epoch")
+    plots.epoch_axis(ax, epochs)
     ax.set_ylabel(metrics.label(by, kind))
     ax.set_title(f"{by} per epoch", fontsize=9)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish(fig, ax, outside=True)

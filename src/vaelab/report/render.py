@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,17 @@ _TEMPLATE = Path(__file__).with_name("template.html")
 
 @dataclass(frozen=True)
 class Figure:
-    """A drawn figure: its file name, what it shows (the caption) and its PNG bytes."""
+    """A drawn figure: its file name, what it shows (the caption) and its PNG bytes.
+
+    `legend` holds a chart's legend entries as drawn (empty: a chart without a legend); None
+    marks a picture that has none by nature (a digit grid). The page carries them in the
+    image's alt text and a data attribute, which the browser test checks.
+    """
 
     name: str
     caption: str
     png: bytes
+    legend: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Report:
     full_table: pd.DataFrame
     store: str
     ui_url: str
+    experiment_url: str = ""  # the runs table of the experiment in the MLflow UI
     seconds: float = 0.0
 
 
@@ -92,13 +100,21 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(f"| {row} |" for row in rows)
 
 
-def page(report: Report) -> str:
-    figures = "".join(
-        f'<figure><img alt="{html.escape(f.caption)}" '
-        f'src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
-        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
-        for f in report.figures
+def figure_html(figure: Figure) -> str:
+    """A figure with its caption; a chart also says its legend (alt text, data-legend)."""
+    alt, attributes = figure.caption, ""
+    if figure.legend is not None:
+        alt += f" Legend: {'; '.join(figure.legend) or 'none'}."
+        attributes = f' class="chart" data-legend="{html.escape(json.dumps(figure.legend))}"'
+    return (
+        f'<figure{attributes}><img alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{base64.b64encode(figure.png).decode()}">'
+        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
     )
+
+
+def page(report: Report) -> str:
+    figures = "".join(figure_html(f) for f in report.figures)
     failures = ""
     if len(report.failures):
         view = TableView(
@@ -114,6 +130,7 @@ def page(report: Report) -> str:
         store=html.escape(report.store),
         seconds=f"{report.seconds:.1f}",
         ui_url=html.escape(report.ui_url),
+        experiment_url=html.escape(report.experiment_url or report.ui_url),
     )
 
 

@@ -15,8 +15,18 @@ import pandas as pd
 from vaelab import identity, metrics, ranking
 from vaelab.tags import ERROR_TAG, HEARTBEAT_TAG
 
-# Hyperparameters with an effect plot when they vary; the others still appear in the table.
-EFFECT_PARAMS = ("model.latent_dim", "model.intermediate_dim", "train.epochs")
+# Hyperparameters with an effect plot when they vary (and what their values count, for the
+# axis label); the others still appear in the table.
+EFFECT_PARAMS = {
+    "model.latent_dim": "latent units",
+    "model.intermediate_dim": "hidden units",
+    "train.epochs": "epochs",
+}
+# What a figure of one run's pictures always names, varying or not: a reader looking at
+# reconstructions wants the architecture without decoding the table.
+DESCRIBED_PARAMS = ("style.name", "model.latent_dim", "model.intermediate_dim")
+# The importance-weighted estimate, under its name on binary and on continuous pixels.
+IW_METRICS = (metrics.NLL_BOUND_IW, metrics.IW_BCE)
 # Shown in the table by their last part (`latent_dim`); the full names are in table.csv.
 _SHORT = ("model.", "train.", "style.", "loss.", "data.")
 
@@ -129,10 +139,10 @@ def display_columns(group: Group, by: str, varying: Sequence[str]) -> list[tuple
     kind = group.kind
     shown = [("rank", "rank"), ("run", "run"), ("status", "status")]
     shown += [(f"params.{p}", short_name(p)) for p in varying if p not in ranking.COMPARABILITY]
-    for name in (by, "test/total", "test/kl"):
+    for name in (by, metrics.TEST_TOTAL, metrics.TEST_KL):
         if (f"metrics.{name}", metrics.label(name, kind)) not in shown:
             shown.append((f"metrics.{name}", metrics.label(name, kind)))
-    for name in (metrics.NLL_BOUND_IW, metrics.IW_BCE):
+    for name in IW_METRICS:
         if f"metrics.{name}" in group.table and group.table[f"metrics.{name}"].notna().any():
             shown.append((f"metrics.{name}", metrics.label(name, kind)))
     shown += [
@@ -176,9 +186,8 @@ def distinct_best(table: pd.DataFrame, by: str, k: int) -> pd.DataFrame:
     pictures.
     """
     first = table[table["group"].eq(table["group"].iloc[0]) & table["rank"].notna()]
-    key = ranking.metric(first, by).round(6).astype(str) + ranking.metric(
-        first, "test/total"
-    ).round(6).astype(str)
+    values = [ranking.metric(first, name).round(6).astype(str) for name in (by, metrics.TEST_TOTAL)]
+    key = values[0] + " " + values[1]
     return first.loc[~key.duplicated()].head(k)
 
 
@@ -188,6 +197,12 @@ def identical_runs(histories: Mapping[str, Sequence[tuple[int, float]]]) -> list
     for run_id, history in histories.items():
         by_curve.setdefault(tuple(history), []).append(run_id)
     return list(by_curve.values())
+
+
+def with_split(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs that measured both test terms (a failed or older run may have neither)."""
+    reconstruction = ranking.metric(table, metrics.TEST_RECONSTRUCTION)
+    return table[reconstruction.notna() & ranking.metric(table, metrics.TEST_KL).notna()]
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
@@ -207,15 +222,55 @@ def run_label(row: pd.Series, varying: Sequence[str]) -> str:
 
     The settings of its comparable group (the loss) are said by the group, not repeated.
     """
-    shown = [p for p in varying if p != "seed" and p not in ranking.COMPARABILITY]
-    shown = [p for p in shown if p != "loss.name"]
-    settings = ", ".join(f"{short_name(p)}={row.get(f'params.{p}')}" for p in shown)
-    seed = f", seed={row.get('params.seed')}" if "seed" in varying else ""
-    return f"{row['run_id'][:8]} ({settings}{seed})" if settings or seed else row["run_id"][:8]
+    return _named(row, _shown(varying))
+
+
+def run_description(row: pd.Series, varying: Sequence[str]) -> str:
+    """A run named by its architecture (DESCRIBED_PARAMS) and whatever else varies."""
+    others = [p for p in _shown(varying) if p not in DESCRIBED_PARAMS]
+    return _named(row, [*DESCRIBED_PARAMS, *others])
+
+
+def _shown(varying: Sequence[str]) -> list[str]:
+    """The varying params that name a run, seed last; not its group's settings."""
+    shown = [p for p in varying if p not in ("seed", "loss.name", *ranking.COMPARABILITY)]
+    return [*shown, "seed"] if "seed" in varying else shown
+
+
+def _named(row: pd.Series, params: Sequence[str]) -> str:
+    settings = ", ".join(f"{short_name(p)}={row.get(f'params.{p}')}" for p in params)
+    return f"{row['run_id'][:8]} ({settings})" if settings else row["run_id"][:8]
+
+
+def iw_lines(table: pd.DataFrame) -> list[str]:
+    """K (importance samples per digit) for each group that has an IW estimate, and only those.
+
+    A group without one (the notebook's MSE, or older runs) is not said to have K samples.
+    """
+    lines = []
+    several = table["group"].nunique() > 1
+    for group in groups(table):
+        estimated = pd.concat(
+            [ranking.metric(group.table, name).notna() for name in IW_METRICS], axis=1
+        ).any(axis=1)
+        if not estimated.any():
+            continue
+        samples = ranking.column(group.table[estimated], "params.eval.iw_samples")
+        k = ", ".join(sorted(set(samples.fillna(ranking.UNKNOWN).astype(str))))
+        among = f" ({group.label})" if several else ""
+        lines.append(
+            f"The importance-weighted estimate{among} uses K = {k} samples per digit, on the "
+            "same test digits."
+        )
+    return lines
 
 
 def summary_lines(
-    title: str, table: pd.DataFrame, varying: Sequence[str], by: str, iw_samples: str
+    title: str,
+    table: pd.DataFrame,
+    varying: Sequence[str],
+    by: str,
+    superseded: Sequence[str] = (),
 ) -> list[str]:
     """What was compared, how it was ranked, what is best and what collapsed, in words."""
     start = pd.to_datetime(table["start_time"], utc=True).min()
@@ -233,12 +288,12 @@ def summary_lines(
         f"Ranked by {by} (lower is better) within groups of comparable runs (same loss, same "
         f"data and digits); a collapsed run is never ranked; {ranking.TIE_BREAK_RULE}.",
     ]
+    if superseded:
+        lines.append(superseded_line(superseded))
     if len(digits):
         counts_text = ", ".join(str(int(d)) for d in sorted(set(digits)))
-        lines.append(
-            f"Test numbers average over {counts_text} test digits; the importance-weighted "
-            f"estimate uses {iw_samples} samples per digit on the same digits."
-        )
+        lines.append(f"Test numbers average over {counts_text} test digits.")
+    lines += iw_lines(table)
     for _, row in ranking.best(table).iterrows():
         among = f" among {row['group']}" if table["group"].nunique() > 1 else ""
         ties = f", tied with {row['tied_with']}" if row["tied_with"] else ""
@@ -250,6 +305,16 @@ def summary_lines(
         f"active latent unit; {int(flags.eq('partial').sum())} are partially collapsed."
     )
     return lines
+
+
+def superseded_line(superseded: Sequence[str]) -> str:
+    """Why some runs of a sweep are left out: the sweep's summary judges the same attempts."""
+    return (
+        f"Superseded: {len(superseded)} other attempt(s) of configurations of this sweep are "
+        "neither ranked nor shown, as in the sweep's summary (a configuration counts by its "
+        "first FINISHED run, else its latest: a killed run a relaunch redid, or a second run "
+        f"trained with force=true): {', '.join(r[:8] for r in superseded)}."
+    )
 
 
 def sweep_title(sweep_id: str | None, count: int) -> str:

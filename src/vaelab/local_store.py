@@ -1,0 +1,190 @@
+"""A local run store read without MLflow: what a report needs, from the sqlite file itself.
+
+A report only reads, and on a local store MLflow's own client costs more than the report:
+importing it and its SQLAlchemy store takes about 2.5 s here, the report's work under 1 s. So
+for a sqlite store this reads MLflow's tables directly (runs, params, tags, latest metrics,
+metric history) and copies artifacts as MLflow's local artifact repository does. It answers
+only what it understands exactly: a filter beyond equalities joined by `and` is left to
+MLflow (`Unsupported`). tests/test_local_store.py checks it against `mlflow.search_runs` on
+the same store, column for column, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+# One clause of the filters this reader answers: tags.`sweep.id` = 'abc', attributes.status = 'X'.
+_CLAUSE = re.compile(
+    r"^\s*(?P<kind>tags|params|attributes)\.(?:`(?P<quoted>[^`]+)`|(?P<plain>[\w.]+))"
+    r"\s*=\s*'(?P<value>[^']*)'\s*$"
+)
+_ATTRIBUTES = {"status": "status", "run_id": "run_uuid", "run_name": "name"}
+
+
+class Unsupported(Exception):
+    """This reader does not answer that query exactly; ask MLflow."""
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database of a sqlite store URI, None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _where(filter_string: str) -> tuple[str, list[str]]:
+    """SQL conditions on `runs r` for a conjunction of equalities, or Unsupported."""
+    conditions, values = [], []
+    clauses = re.split(r"\s+and\s+", filter_string.strip(), flags=re.IGNORECASE)
+    for clause in clauses if filter_string.strip() else []:
+        found = _CLAUSE.match(clause)
+        if found is None:
+            raise Unsupported(filter_string)
+        kind, key = found["kind"], found["quoted"] or found["plain"]
+        if kind == "attributes":
+            if key not in _ATTRIBUTES:
+                raise Unsupported(filter_string)
+            conditions.append(f"r.{_ATTRIBUTES[key]} = ?")
+        else:
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM {kind} x WHERE x.run_uuid = r.run_uuid "
+                "AND x.key = ? AND x.value = ?)"
+            )
+            values.append(key)
+        values.append(found["value"])
+    return " AND ".join(conditions) or "1", values
+
+
+def understands(filter_string: str) -> bool:
+    try:
+        _where(filter_string)
+    except Unsupported:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    """One experiment of a sqlite store, read directly."""
+
+    uri: str
+    db: Path
+    experiment_id: str
+
+    @classmethod
+    def open(cls, uri: str, experiment: str) -> LocalStore | None:
+        """The experiment of a local store as it stands; None where MLflow must open it.
+
+        None for a server, a store not made yet, an unknown experiment, and a store moved
+        since its artifact locations were recorded (`tracking.open_store` rewrites them).
+        """
+        db = sqlite_file(uri)
+        if db is None or not db.is_file():
+            return None
+        with _connection(db) as connection:
+            found = connection.execute(
+                "SELECT experiment_id, artifact_location FROM experiments WHERE name = ? "
+                "AND lifecycle_stage = 'active'",
+                (experiment,),
+            ).fetchone()
+        if found is None or not local_path(found[1]).is_dir():
+            return None
+        return cls(uri, db, str(found[0]))
+
+    def runs_frame(self, filter_string: str = "", run_ids: list[str] | None = None):
+        """What `mlflow.search_runs` gives for these runs (live ones only), newest first."""
+        where, values = _where(filter_string)
+        with _connection(self.db) as connection:
+            runs = pd.read_sql_query(
+                "SELECT r.run_uuid AS run_id, r.experiment_id, r.status, r.artifact_uri, "
+                "r.start_time, r.end_time FROM runs r WHERE r.experiment_id = ? AND "
+                f"r.lifecycle_stage = 'active' AND {where} ORDER BY r.start_time DESC",
+                connection,
+                params=[self.experiment_id, *values],
+            )
+            if run_ids is not None:
+                runs = runs[runs["run_id"].isin(run_ids)]
+            wide = [self._wide(connection, table, prefix, runs) for table, prefix in _COLUMNS]
+        runs = runs.astype({"run_id": str, "experiment_id": str, "status": str})
+        for column in ("start_time", "end_time"):
+            runs[column] = pd.to_datetime(runs[column], unit="ms", utc=True).astype(
+                "datetime64[us, UTC]"
+            )
+        frame = runs.set_index("run_id").join(wide, how="left")
+        return frame.reset_index()
+
+    @staticmethod
+    def _wide(
+        connection: sqlite3.Connection, table: str, prefix: str, runs: pd.DataFrame
+    ) -> pd.DataFrame:
+        """One column per key of `table` (params, tags or latest metrics), one row per run."""
+        ids = list(runs["run_id"])
+        if not ids:
+            return pd.DataFrame(index=pd.Index([], name="run_id"))
+        marks = ",".join("?" * len(ids))
+        long = pd.read_sql_query(
+            f"SELECT run_uuid AS run_id, key, value FROM {table} WHERE run_uuid IN ({marks})",
+            connection,
+            params=ids,
+        )
+        wide = long.pivot(index="run_id", columns="key", values="value")
+        wide = wide.reindex(sorted(wide.columns), axis=1)
+        wide.columns = [f"{prefix}{key}" for key in wide.columns]
+        return wide.astype(float) if prefix == "metrics." else wide
+
+    def metric_history(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        with _connection(self.db) as connection:
+            rows = connection.execute(
+                "SELECT step, value FROM metrics WHERE run_uuid = ? AND key = ?", (run_id, name)
+            ).fetchall()
+        return sorted((int(step), float(value)) for step, value in rows)
+
+    def artifact_dir(self, run_id: str) -> Path:
+        with _connection(self.db) as connection:
+            (uri,) = connection.execute(
+                "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+            ).fetchone()
+        return local_path(uri)
+
+    def download_artifact(self, run_id: str, path: str, destination: Path) -> Path | None:
+        """A run's artifact as a local file (a copy under `destination`), None when missing."""
+        source = self.artifact_dir(run_id) / path
+        if not source.is_file():
+            return None
+        target = destination / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return target
+
+    def log_files(self, run_id: str, paths: list[Path], directory: str) -> None:
+        """Attach files to a run: copied into its artifacts, as MLflow's local repository does."""
+        target = self.artifact_dir(run_id) / directory
+        target.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copyfile(path, target / path.name)
+
+
+_COLUMNS = (("latest_metrics", "metrics."), ("params", "params."), ("tags", "tags."))
+
+
+def local_path(location: str) -> Path:
+    return (
+        Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
+    )
+
+
+@contextlib.contextmanager
+def _connection(db: Path) -> Iterator[sqlite3.Connection]:
+    """A read connection that never creates the file (mode=ro) and waits for writers."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        yield connection
+    finally:
+        connection.close()

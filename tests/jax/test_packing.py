@@ -1,0 +1,70 @@
+"""How a packed sweep is split into groups: by what must be shared, then by memory and size."""
+
+from tests.conftest import compose_config
+from vaelab import packing
+from vaelab.config import to_run_config
+from vaelab.sizes import FLOAT_BYTES
+
+MNIST = (60_000, 10_000)  # training and test images
+
+
+def config(*overrides):
+    return to_run_config(compose_config("experiment=smoke", *overrides))
+
+
+def test_jobs_that_differ_only_in_what_may_differ_share_one_group():
+    configs = [
+        config("seed=1"),
+        config("seed=2", "train.learning_rate=0.003", "loss=notebook_functional"),
+        config("model.latent_dim=2", "model.intermediate_dim=16", "train.epochs=3"),
+        config("style=subclass"),
+    ]
+    (group,) = packing.plan(configs, 2**40, *MNIST)
+    assert sorted(group.jobs) == [0, 1, 2, 3]
+    assert (group.intermediate_dim, group.latent_dim) == (64, 32)  # the largest sizes
+
+
+def test_another_batch_size_or_data_limit_trains_in_a_group_of_its_own():
+    configs = [
+        config("seed=1"),
+        config("seed=2", "train.batch_size=32"),
+        config("seed=3", "data.train_limit=256"),
+        config("seed=4"),
+        config("seed=5", "train.batch_size=32"),
+    ]
+    groups = packing.plan(configs, 2**40, *MNIST)
+    assert sorted(sorted(g.jobs) for g in groups) == [[0, 3], [1, 4], [2]]
+
+
+def test_a_group_is_split_at_max_group_size_and_smaller_sizes_go_together():
+    latents = (16, 2, 8, 4, 32)
+    configs = [config(f"model.latent_dim={z}") for z in latents]
+    groups = packing.plan(configs, 2**40, *MNIST, max_group_size=2)
+    assert [len(g.jobs) for g in groups] == [2, 2, 1]
+    # Sorted by size first, so that a group pads as little as it can.
+    assert [[latents[j] for j in g.jobs] for g in groups] == [[2, 4], [8, 16], [32]]
+    assert [g.latent_dim for g in groups] == [4, 16, 32]
+
+
+def test_a_group_is_split_where_it_would_not_fit_in_the_memory_budget():
+    configs = [config(f"seed={s}") for s in range(1, 6)]
+    one = packing.member_bytes(configs[0], 64, 32)
+    shared = packing.shared_bytes(configs[0], *MNIST)
+    budget = shared + 2 * one  # room for two members, not three
+    groups = packing.plan(configs, budget, *MNIST)
+    assert [len(g.jobs) for g in groups] == [2, 2, 1]
+    assert all(g.estimated_bytes <= budget for g in groups)
+    assert groups[0].estimated_bytes == budget
+    # A budget below a single member still trains it, alone.
+    assert [len(g.jobs) for g in packing.plan(configs, 1, *MNIST)] == [1] * 5
+
+
+def test_shared_memory_counts_the_images_a_group_really_holds():
+    pixels = 784 * FLOAT_BYTES
+    whole = config("data.test_limit=null")
+    assert packing.shared_bytes(whole, *MNIST) == pixels * (60_000 + 10_000)
+    assert packing.shared_bytes(config("data.test_limit=128"), *MNIST) == pixels * (60_000 + 128)
+    # Dynamic binarisation keeps the intensities and a binarised copy of the training images.
+    dynamic = config("data.test_limit=128", "data.binarize=dynamic")
+    assert packing.shared_bytes(dynamic, *MNIST) == pixels * (2 * 60_000 + 128)
+    assert packing.shared_bytes(whole, 1_000, 500) == pixels * 1_500

@@ -1,0 +1,102 @@
+"""The report's direct reader of a local store gives exactly what MLflow gives."""
+
+import mlflow
+import pandas as pd
+import pytest
+
+from vaelab import lifecycle, tracking
+from vaelab.local_store import LocalStore, Unsupported
+
+
+@pytest.fixture
+def store(store_uri):
+    """A sweep's parent and children, a stray run, a deleted one, another experiment."""
+    store = tracking.open_store(store_uri, "vaelab")
+    context = lifecycle.start(store, "s1", {}, total=3, objective="val/total")
+    for number in range(3):
+        tags = lifecycle.child_tags(context, f"hash{number}")
+        run = tracking.create_run(
+            store, f"child {number}", tags, {"seed": number, "model.latent_dim": 2**number}
+        )
+        for epoch in (1, 2, 3):
+            run.log({"val/total": 100.0 / (epoch + number), "train/kl": 1.5 * epoch}, step=epoch)
+        run.end("FAILED" if number == 2 else "FINISHED", "boom" if number == 2 else None)
+    lifecycle.finish(store, context)
+    tracking.create_run(store, "stray", {"note": "it's quoted"}).end("KILLED")
+    deleted = tracking.create_run(store, "deleted", {}).run_id
+    store.client.delete_run(deleted)
+    other = tracking.open_store(store_uri, "elsewhere")
+    tracking.create_run(other, "not ours", {}).end("FINISHED")
+    return tracking.open_store(store_uri, "vaelab")
+
+
+def mlflow_frame(store, filter_string="", run_ids=None):
+    return tracking.runs_frame(store, filter_string, run_ids)
+
+
+def local_frame(store, filter_string="", run_ids=None):
+    return LocalStore.open(store.uri, "vaelab").runs_frame(filter_string, run_ids)
+
+
+FILTERS = [
+    "",
+    lifecycle.children_filter("s1"),
+    lifecycle.PARENTS_FILTER,
+    "attributes.status = 'FINISHED'",
+    f"tags.`{lifecycle.SWEEP_ID}` = 's1' and attributes.status = 'FAILED'",
+    "params.seed = '1'",
+]
+
+
+@pytest.mark.parametrize("filter_string", FILTERS)
+def test_runs_read_directly_are_what_mlflow_reads_column_for_column(store, filter_string):
+    expected = mlflow_frame(store, filter_string)
+    found = local_frame(store, filter_string)
+    assert len(found) == len(expected) > 0
+    assert sorted(found.columns) == sorted(expected.columns)
+    pd.testing.assert_frame_equal(found, expected[found.columns])
+
+
+def test_a_selection_by_id_and_the_metric_histories_agree(store):
+    ids = list(mlflow_frame(store, lifecycle.children_filter("s1"))["run_id"])[:2]
+    pd.testing.assert_frame_equal(
+        local_frame(store, run_ids=ids),
+        mlflow_frame(store, run_ids=ids)[local_frame(store, run_ids=ids).columns],
+    )
+    local = LocalStore.open(store.uri, "vaelab")
+    for run_id in ids:
+        for name in ("val/total", "train/kl", "missing"):
+            assert local.metric_history(run_id, name) == tracking.metric_history(
+                store, run_id, name
+            )
+    assert len(local.metric_history(ids[0], "val/total")) == 3
+
+
+@pytest.mark.parametrize(
+    "filter_string",
+    ["metrics.`val/total` < 50", "params.seed != '1'", "tags.note = 'it''s quoted'", "x = 1"],
+)
+def test_what_it_cannot_answer_exactly_is_left_to_mlflow(store, filter_string):
+    with pytest.raises(Unsupported):
+        local_frame(store, filter_string)
+
+
+def test_artifacts_are_read_and_attached_where_mlflow_keeps_them(store, tmp_path):
+    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
+    local = LocalStore.open(store.uri, "vaelab")
+    copy = local.download_artifact(parent.run_id, "summary.txt", tmp_path / "down")
+    assert copy.read_text() == tracking.read_text_artifact(store, parent.run_id, "summary.txt")
+    assert local.download_artifact(parent.run_id, "nope.txt", tmp_path / "down") is None
+    attached = tmp_path / "report.html"
+    attached.write_text("<html>report</html>")
+    local.log_files(parent.run_id, [attached], "report")
+    assert mlflow.artifacts.load_text(f"runs:/{parent.run_id}/report/report.html") == (
+        "<html>report</html>"
+    )
+
+
+def test_no_local_store_or_no_experiment_is_none(tmp_path, store):
+    assert LocalStore.open("http://127.0.0.1:5000", "vaelab") is None
+    assert LocalStore.open(f"sqlite:///{tmp_path}/none.db", "vaelab") is None
+    assert not (tmp_path / "none.db").exists()  # reading never creates a store
+    assert LocalStore.open(store.uri, "no such experiment") is None

@@ -88,11 +88,11 @@ def test_non_finite_loss_fails_the_run_with_the_epoch(smoke_cfg, client):
 def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs(smoke_cfg, client, monkeypatch):
     calls = []
 
-    def interrupt_second_epoch(model, x, batch_size):
+    def interrupt_second_epoch(model, x):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_evaluate(model, x, batch_size)
+        return real_evaluate(model, x)
 
     real_evaluate = training.evaluate
     monkeypatch.setattr(training, "evaluate", interrupt_second_epoch)

@@ -45,8 +45,14 @@ def test_a_copied_store_whose_original_still_exists_is_refused_naming_both(tmp_p
 
 
 def schema(db):
+    """Every table's columns and the migration version (MLflow's own DDL text varies from one
+    creation to the next: it lists CHECK constraints in set order)."""
     with sqlite3.connect(db) as connection:
-        tables = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master")]
+        tables = {
+            name: [column[1:] for column in connection.execute(f'PRAGMA table_info("{name}")')]
+            for name in sorted(names)
+        }
         version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     return tables, version
 

@@ -65,8 +65,13 @@ class ImportanceWeighted(keras.Model):
         return negative_log_mean_exp(log_importance_weights(x, x_hat, z, z_mean, z_log_var))
 
 
+# Digits per batch, and batches per compiled call: measured fastest here (0.12 s for k = 5
+# on 10,000 digits, against 0.15 s for 40 calls of 250), with a first trace no slower.
+_IW_BATCH, _IW_BATCHES_PER_CALL = 1250, 2
+
+
 def importance_weighted_bound(
-    model: keras.Model, x: np.ndarray, samples: int, seed: int, batch_size: int = 250
+    model: keras.Model, x: np.ndarray, samples: int, seed: int, batch_size: int = _IW_BATCH
 ) -> float:
     """-log p(x) estimated with `samples` importance samples per digit, mean over `x`, in nats.
 
@@ -90,6 +95,7 @@ def _estimator(model: keras.Model, samples: int, seed: int) -> ImportanceWeighte
     built = _ESTIMATORS.setdefault(model, {})
     if samples not in built:
         built[samples] = ImportanceWeighted(model, samples, seed)
+        built[samples].compile(steps_per_execution=_IW_BATCHES_PER_CALL)
         return built[samples]
     state = built[samples].noise.state
     state.assign(np.array([seed, 0]).astype(state.dtype))

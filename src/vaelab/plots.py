@@ -154,7 +154,8 @@ def png_bytes(figure: Figure | bytes, dpi: int = _DPI) -> bytes:
     if isinstance(figure, bytes):
         return figure
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    # zlib's fastest level: a quarter of the encoding time for files ~10% larger.
+    figure.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

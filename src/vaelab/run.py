@@ -8,6 +8,7 @@ the run's status says how it ended.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections import defaultdict
@@ -134,6 +135,7 @@ def train_and_evaluate(
         **(extra_tags or {}),
     }
     parent = sweep.parent_run_id if sweep else None
+    freeze_long_lived_objects()
     with tracking.tracked_run(store, record.run_name(config), flatten(config), tags, parent) as run:
         record.write_artifacts(run, texts=record.input_texts(config, overrides))
         sizes = (len(splits.x_train), len(splits.x_val), len(splits.x_test))
@@ -192,7 +194,7 @@ def _evaluate_and_log(
     history: Mapping[str, list[float]],
 ) -> dict[str, float]:
     """Test metrics, quality metrics, figures and the model: everything after training."""
-    test = training.evaluate(model, splits.x_test, config.train.batch_size)
+    test = training.evaluate(model, splits.x_test)
     e = config.eval
     pictures = evaluation.pictures(
         model,
@@ -233,6 +235,19 @@ def _quality(
             model, splits.x_test, config.eval.iw_samples, config.seed
         )
     return record.quality_metrics(config, pictures.z_mean, len(splits.x_test), test["total"], iw)
+
+
+def freeze_long_lived_objects() -> None:
+    """Keep what start-up made (modules, TensorFlow's runtime) out of later garbage collections.
+
+    A full collection walks every live object: about 0.4 s here once TensorFlow, Keras and
+    MLflow are loaded, and one fell inside nearly every run. Collected once, then frozen
+    (`gc.freeze`), those objects are never walked again; they live as long as the process
+    anyway, and each run's own garbage is collected as before.
+    """
+    if not gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()
 
 
 def available_memory() -> int:

@@ -241,8 +241,14 @@ def _load_verified(source: Path, stamp: tuple, expected: tuple[tuple[str, str], 
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1], as the notebook feeds the model."""
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1], as the notebook feeds the model.
+
+    Divided in place: the same values as `/ 255.0`, without a second 188 MB array, whose
+    fresh pages cost a new process about 0.4 s here.
+    """
+    pixels = images.reshape(len(images), -1).astype(np.float32)
+    pixels /= 255.0
+    return pixels
 
 
 # data.binarize: continuous intensities, Bernoulli pixels resampled each epoch, or one draw.

@@ -81,15 +81,16 @@ ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 
 
 # docs/team.md: DATABASE_URI (an existing PostgreSQL), ARTIFACTS (a directory or s3://...),
 # ALLOWED_HOSTS (the names workers use, when HOST=0.0.0.0), AUTH=1 (MLflow's basic-auth app).
-SERVER_OPTS = --state-dir $(ROOT)/mlruns --host $(HOST) --port $(PORT) $(if $(AUTH),--auth) \
-	$(if $(DATABASE_URI),--database-uri $(DATABASE_URI)) $(if $(ARTIFACTS),--artifacts $(ARTIFACTS)) \
-	$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
+# DATABASE_URI reaches the server through the environment (make exports command-line
+# variables), never its argument list or make's echo, so a password in it stays private.
+SERVER_OPTS = --state-dir '$(ROOT)/mlruns' --host '$(HOST)' --port '$(PORT)' $(if $(AUTH),--auth) \
+	$(if $(ARTIFACTS),--artifacts '$(ARTIFACTS)') $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 server: $(STAMP) ## The team store: PostgreSQL (mlruns/postgres/) + mlflow server on HOST:PORT; AUTH=1 for logins
 	$(PY) -m vaelab.server start $(SERVER_OPTS)
 
 server-stop: $(STAMP) ## Stop what `make server` started
-	$(PY) -m vaelab.server stop --state-dir $(ROOT)/mlruns
+	$(PY) -m vaelab.server stop --state-dir '$(ROOT)/mlruns'
 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)
 	rm -rf $(VENV) outputs .pytest_cache

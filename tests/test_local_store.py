@@ -1,5 +1,7 @@
 """The report's direct reader of a local store gives exactly what MLflow gives."""
 
+import math
+
 import mlflow
 import pandas as pd
 import pytest
@@ -23,6 +25,10 @@ def store(store_uri):
         run.end("FAILED" if number == 2 else "FINISHED", "boom" if number == 2 else None)
     lifecycle.finish(store, context)
     tracking.create_run(store, "stray", {"note": "it's quoted"}).end("KILLED")
+    diverged = tracking.create_run(store, "diverged", {})
+    diverged.log({"val/total": 3.0}, step=1)
+    diverged.log({"val/total": float("nan"), "test/total": float("inf")}, step=2)
+    diverged.end("FAILED", "non-finite loss at epoch 2")
     deleted = tracking.create_run(store, "deleted", {}).run_id
     store.client.delete_run(deleted)
     other = tracking.open_store(store_uri, "elsewhere")
@@ -100,3 +106,21 @@ def test_no_local_store_or_no_experiment_is_none(tmp_path, store):
     assert LocalStore.open(f"sqlite:///{tmp_path}/none.db", "vaelab") is None
     assert not (tmp_path / "none.db").exists()  # reading never creates a store
     assert LocalStore.open(store.uri, "no such experiment") is None
+
+
+def test_non_finite_values_read_back_as_mlflow_reads_them(store):
+    runs = tracking.find_runs(store, {}, status="FAILED")
+    (diverged,) = [r for r in runs if lifecycle.SWEEP_ID not in r.tags]
+    local = LocalStore.open(store.uri, "vaelab")
+    found = local.runs_frame(run_ids=[diverged.run_id]).iloc[0]
+    expected = mlflow_frame(store, run_ids=[diverged.run_id]).iloc[0]
+    assert math.isnan(found["metrics.val/total"]) and math.isnan(expected["metrics.val/total"])
+    # MLflow keeps inf as the largest float; so does the direct reader, by reading it.
+    assert found["metrics.test/total"] == expected["metrics.test/total"] > 1e300
+    history = local.metric_history(diverged.run_id, "val/total")
+    assert history[0] == (1, 3.0) and history[1][0] == 2 and math.isnan(history[1][1])
+    assert math.isnan(tracking.metric_history(store, diverged.run_id, "val/total")[1][1])
+
+
+def test_a_store_whose_artifacts_are_recorded_elsewhere_is_left_to_mlflow(store, tmp_path):
+    assert LocalStore.open(store.uri, "vaelab", str(tmp_path / "elsewhere")) is None

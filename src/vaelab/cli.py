@@ -67,10 +67,13 @@ def _filter_native_stderr() -> None:
     os.close(write_end)
 
     def forward() -> None:
-        with open(read_end, "rb", buffering=0) as lines, open(console, "wb", buffering=0) as out:
+        # Drains the pipe to the end whatever happens to the console (closed, a broken
+        # pipe): a writer must never block on a pipe nobody reads.
+        with open(read_end, "rb") as lines, open(console, "wb", buffering=0) as out:
             for line in iter(lines.readline, b""):
                 if not is_native_noise(line.decode(errors="replace")):
-                    out.write(line)
+                    with contextlib.suppress(OSError):
+                        out.write(line)
 
     thread = threading.Thread(target=forward, name="vaelab-stderr", daemon=True)
     thread.start()
@@ -78,7 +81,7 @@ def _filter_native_stderr() -> None:
     def restore() -> None:  # at exit: close our end so the thread drains and stops
         sys.stderr.flush()
         os.dup2(console_copy, 2)
-        thread.join(timeout=2)
+        thread.join(timeout=0.5)  # longer only if a worker still holds the pipe
 
     console_copy = os.dup(console)
     atexit.register(restore)

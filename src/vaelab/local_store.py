@@ -79,22 +79,24 @@ class LocalStore:
     experiment_id: str
 
     @classmethod
-    def open(cls, uri: str, experiment: str) -> LocalStore | None:
+    def open(cls, uri: str, experiment: str, artifact_root: str | None = None) -> LocalStore | None:
         """The experiment of a local store as it stands; None where MLflow must open it.
 
-        None for a server, a store not made yet, an unknown experiment, and a store moved
-        since its artifact locations were recorded (`tracking.open_store` rewrites them).
+        None for a server, a store not made yet, an unknown experiment, and a store whose
+        recorded artifact location is not `artifact_root` (by default `artifacts/` beside
+        the database): moved or copied, which `tracking.open_store` repairs or refuses.
         """
         db = sqlite_file(uri)
         if db is None or not db.is_file():
             return None
+        wanted = Path(artifact_root or db.parent / "artifacts").resolve()
         with _connection(db) as connection:
             found = connection.execute(
                 "SELECT experiment_id, artifact_location FROM experiments WHERE name = ? "
                 "AND lifecycle_stage = 'active'",
                 (experiment,),
             ).fetchone()
-        if found is None or not local_path(found[1]).is_dir():
+        if found is None or local_path(found[1]).resolve() != wanted or not wanted.is_dir():
             return None
         return cls(uri, db, str(found[0]))
 
@@ -129,8 +131,11 @@ class LocalStore:
         if not ids:
             return pd.DataFrame(index=pd.Index([], name="run_id"))
         marks = ",".join("?" * len(ids))
+        # MLflow stores a NaN metric as 0 with is_nan set, and reads it back as NaN.
+        value = "CASE WHEN is_nan THEN NULL ELSE value END" if prefix == "metrics." else "value"
         long = pd.read_sql_query(
-            f"SELECT run_uuid AS run_id, key, value FROM {table} WHERE run_uuid IN ({marks})",
+            f"SELECT run_uuid AS run_id, key, {value} AS value FROM {table} "
+            f"WHERE run_uuid IN ({marks})",
             connection,
             params=ids,
         )
@@ -142,7 +147,9 @@ class LocalStore:
     def metric_history(self, run_id: str, name: str) -> list[tuple[int, float]]:
         with _connection(self.db) as connection:
             rows = connection.execute(
-                "SELECT step, value FROM metrics WHERE run_uuid = ? AND key = ?", (run_id, name)
+                "SELECT step, CASE WHEN is_nan THEN 'nan' ELSE value END FROM metrics "
+                "WHERE run_uuid = ? AND key = ?",
+                (run_id, name),
             ).fetchall()
         return sorted((int(step), float(value)) for step, value in rows)
 

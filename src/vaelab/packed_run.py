@@ -242,10 +242,10 @@ class _Recorder:
         So logging overlaps the next epoch's training, and lags it by one epoch at most.
         """
         wait(self._epoch)
-        self._epoch = [
-            self.write(i, partial(self.open[i].log, v, step=epoch, heartbeat=True))
+        self._epoch = [  # a writer thread may end a failed run meanwhile: look it up once
+            self.write(i, partial(run.log, v, step=epoch, heartbeat=True))
             for i, v in values.items()
-            if i in self.open
+            if (run := self.open.get(i)) is not None
         ]
 
     def on_failure(self, i: int, epoch: int, message: str) -> None:

@@ -322,7 +322,10 @@ def _pid(layout: Layout) -> int | None:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         command = b"mlflow" if _alive(pid) else b""
-    return pid if b"mlflow" in command and _alive(pid) else None
+    if b"mlflow" in command and _alive(pid):
+        return pid
+    # The CLI that led the group has gone, but its workers may still serve the port.
+    return pid if _group_alive(pid) else None
 
 
 def _alive(pid: int) -> bool:
@@ -367,6 +370,7 @@ def start_server(
     by default the layout's own directory.
     """
     url = f"http://{_reachable(host)}:{port}"
+    layout.server_dir.mkdir(parents=True, exist_ok=True)
     if _pid(layout) is not None:
         return layout.file("url").read_text().strip()
     if _listening(host, port):
@@ -480,7 +484,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0: every interface")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--db-port", type=int, default=5433, help="the local cluster's port")
-    parser.add_argument("--database-uri", help="an existing PostgreSQL instead of the cluster")
+    parser.add_argument(
+        "--database-uri",
+        default=os.environ.get("DATABASE_URI") or None,
+        help="an existing PostgreSQL instead of the cluster (default: $DATABASE_URI, which "
+        "keeps a password in it out of the process list)",
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--auth", action="store_true", help="MLflow's basic-auth app")
     parser.add_argument("--default-permission", default="READ", help="with --auth")

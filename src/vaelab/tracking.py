@@ -262,16 +262,19 @@ def _copy_empty_store(db: Path, artifact_root: Path) -> None:
     same file in milliseconds. Its Default experiment is pointed beside this store's
     artifacts, where MLflow would have put it. Any failure leaves the building to MLflow.
     """
+    partial = db.with_name(f"{db.name}.new")  # renamed into place whole, or not at all
     try:
-        shutil.copyfile(_empty_store_template(), db)
-        with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        shutil.copyfile(_empty_store_template(), partial)
+        with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
             connection.execute(
                 "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                 (str(artifact_root / "0"),),
             )
+        os.replace(partial, db)
     except (OSError, sqlite3.Error, MlflowException) as error:
         log.debug("No template store (%s); MLflow creates the schema", error)
-        db.unlink(missing_ok=True)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: bool) -> Store:

@@ -50,7 +50,7 @@ def open_source(settings: DictConfig, filter_string: str | None) -> RunSource:
     plain equalities go through MLflow.
     """
     if local_store.understands(filter_string or ""):
-        local = LocalStore.open(settings.uri, settings.experiment)
+        local = LocalStore.open(settings.uri, settings.experiment, settings.artifact_root)
         if local is not None:
             return local
     return tracking.StoreReader(

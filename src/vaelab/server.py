@@ -407,7 +407,7 @@ def start_server(
     layout.file("mlflow.pid").write_text(str(process.pid))
     _wait_until_up(process, url, log, layout)
     layout.file("url").write_text(url)
-    layout.file("artifacts").write_text(artifacts)
+    layout.file("artifacts_destination").write_text(artifacts)
     return url
 
 
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"MLflow server at {url} (log {layout.file('mlflow.log')})\n"
         f"  runs:      {database}\n"
-        f"  artifacts: {layout.file('artifacts').read_text()} (proxied by the server)\n"
+        f"  artifacts: {layout.file('artifacts_destination').read_text()} (proxied by the server)\n"
         f"  auth:      {admin}\n"
         "Train into it:\n"
         "  python pipelines/train.py tracking=server "

@@ -145,7 +145,11 @@ def quality_metrics(
     test_total: float,
     iw_estimate: float | None,
 ) -> dict[str, float]:
-    """Quality beyond the loss, on the same test digits as test/*, named for what it is."""
+    """Quality beyond the loss, named for what it is.
+
+    The importance-weighted estimate is over every test digit, as test/* are; active units
+    over the digits of the latent map (`z_mean`: the first `eval.n_latent_points`).
+    """
     params = config_schema.flatten(config)
     threshold = config.eval.active_unit_threshold
     quality = {

@@ -541,7 +541,16 @@ class Run:
             profile=json.dumps(dict(profile)),
         )
         tags = [InputTag("mlflow.data.context", context)]
-        self._client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+        inputs = [DatasetInput(dataset, tags)]
+        try:
+            self._client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as error:
+            # MLflow creates a dataset on its first use without a lock: two runs (workers of
+            # a parallel sweep) logging it at once both insert it, and one is refused. By
+            # then it exists, and logging it again only links it to this run.
+            if "unique" not in str(error).lower():
+                raise
+            self._client.log_inputs(self.run_id, datasets=inputs)
 
     def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
         """A loadable model (MLflow 3: a LoggedModel of this run) with an inferred signature."""

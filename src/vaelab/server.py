@@ -405,9 +405,13 @@ def start_server(
             start_new_session=True,  # outlives `make server`; stopped as one process group
         )
     layout.file("mlflow.pid").write_text(str(process.pid))
-    _wait_until_up(process, url, log, layout)
-    layout.file("url").write_text(url)
-    layout.file("artifacts_destination").write_text(artifacts)
+    try:
+        _wait_until_up(process, url, log, layout)
+        layout.file("url").write_text(url)
+        layout.file("artifacts_destination").write_text(artifacts)
+    except BaseException:  # a server nobody would know to stop: stop it now
+        stop_server(layout)
+        raise
     return url
 
 

@@ -35,7 +35,7 @@ class Unsupported(Exception):
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The database of a sqlite store URI, None for any other store."""
+    """The database file of a sqlite URI (as SQLAlchemy reads it), None for other stores."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -323,14 +324,13 @@ def even_batch(n: int, limit: int) -> int:
 def _batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
     """Rows (members x n) as at most two arrays (members x steps x batch).
 
-    The full batches, then the last, smaller one.
+    The full batches, then the last, smaller one (`training.equal_batches`).
     """
     n = rows.shape[1]
-    full = n // batch
-    parts = [rows[:, : full * batch].reshape(rows.shape[0], full, batch)] if full else []
-    if n % batch:
-        parts.append(rows[:, full * batch :][:, None, :])
-    return parts
+    return [
+        rows[:, start:stop].reshape(rows.shape[0], count, -1)
+        for start, stop, count in training.equal_batches(0, math.ceil(n / batch), batch, n)
+    ]
 
 
 class _Members:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vaelab.errors import RunFailed, TrackingError
-from vaelab.local_store import local_path
+from vaelab.local_store import local_path, sqlite_file
 from vaelab.tags import ERROR_TAG, HEARTBEAT_TAG, PARENT_TAG
 
 # Reading one small artifact should not draw a progress bar; set before mlflow reads it.
@@ -79,11 +79,6 @@ def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:")
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite URI (as SQLAlchemy reads it), None for other stores."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
 def loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """Tags as MLflow stores them (bounded strings), without anything that looks like a secret."""
     return {k: str(v)[:_MAX_TAG] for k, v in tags.items() if not _SECRET.search(k)}
@@ -95,7 +90,7 @@ def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _prepare_sqlite_dir(uri: str) -> None:
-    db = _sqlite_path(uri)
+    db = sqlite_file(uri)
     if db is None:
         return
     try:
@@ -119,7 +114,7 @@ def _exclusive(uri: str) -> Iterator[None]:
     MLflow creates the schema on first use; several processes doing that at once on a fresh
     file race and can leave it broken for good. A lock file beside the database serialises it.
     """
-    db = _sqlite_path(uri)
+    db = sqlite_file(uri)
     if db is None:
         yield
         return
@@ -224,7 +219,7 @@ def open_store(
     """
     _check_uri(uri)
     _prepare_sqlite_dir(uri)
-    db = _sqlite_path(uri)
+    db = sqlite_file(uri)
     if db is not None and artifact_root is None:
         artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
@@ -329,7 +324,7 @@ def _check_artifact_location(store: Store, wanted: Path) -> None:
             f"with tracking.artifact_root={recorded}, or move that directory to {wanted} "
             "and relaunch; vaelab then rewrites the store's recorded locations."
         )
-    moved = _rewrite_artifact_locations(_sqlite_path(store.uri), recorded.as_uri(), wanted.as_uri())
+    moved = _rewrite_artifact_locations(sqlite_file(store.uri), recorded.as_uri(), wanted.as_uri())
     log.warning(
         "The run store was moved: %d recorded artifact locations rewritten from %s to %s",
         moved,
@@ -362,7 +357,7 @@ def _use_write_ahead_log(uri: str) -> None:
 
     The mode is stored in the database file, so setting it once per open is cheap.
     """
-    db = _sqlite_path(uri)
+    db = sqlite_file(uri)
     if db is not None:
         with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")

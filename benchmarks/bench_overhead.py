@@ -174,12 +174,12 @@ def phases_of_a_warm_run() -> str:
         setattr(owner, name, wrapper)
 
     for owner, names in (
-        (run_module, ("load_splits", "open_store", "build_model", "_train", "_quality")),
+        (run_module, ("load_splits", "build_model", "_train", "_quality")),
         (training, ("evaluate", "configure_backend")),
         (evaluation, ("pictures",)),
         (record, ("environment_tags", "input_texts", "log_dataset", "run_figures")),
         (record, ("write_artifacts",)),
-        (tracking, ("create_run",)),
+        (tracking, ("open_configured", "create_run")),
         (tracking.Run, ("log", "log_keras_model", "end")),
     ):
         for name in names:

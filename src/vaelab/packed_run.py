@@ -53,8 +53,7 @@ def train_packed(
 ) -> list[RunResult | None]:
     """Train the jobs packed; None for a job whose run FAILED (the failure is recorded)."""
     first = jobs[0].config
-    t = first.tracking
-    store = tracking.open_store(t.uri, t.experiment, t.artifact_root, patient=True)
+    store = tracking.open_configured(first.tracking, patient=True)
     mnist = _load_mnist(first)  # verifies the data before any run exists
     for job in jobs:  # and every job's split: a bad one refuses the batch
         d = job.config.data

@@ -203,9 +203,7 @@ def rerun(cfg: DictConfig) -> list[Comparison]:
     """The rerun pipeline's body: exactly one of run_id and sweep_id."""
     if (cfg.run_id is None) == (cfg.sweep_id is None):
         raise RerunError("give exactly one of run_id=<id> or sweep_id=<id>")
-    store = tracking.open_store(
-        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root
-    )
+    store = tracking.open_configured(cfg.tracking)
     if cfg.run_id is not None:
         return [rerun_run(store, *prepare(store, cfg, cfg.run_id))[1]]
     return rerun_sweep(store, cfg, cfg.sweep_id)

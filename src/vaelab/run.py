@@ -73,11 +73,6 @@ def load_splits(config: Config) -> tuple[mnist_data.Splits, str]:
     return splits, mnist.sha256
 
 
-def open_store(config: Config, patient: bool = False) -> tracking.Store:
-    t = config.tracking
-    return tracking.open_store(t.uri, t.experiment, t.artifact_root, patient)
-
-
 def loss_spec(config: Config) -> LossSpec:
     lo = config.loss
     return LossSpec(
@@ -124,7 +119,7 @@ def train_and_evaluate(
     check_fits_in_memory(config, available_memory())
     training.check_backend(config.style.name.value)
     splits, data_sha256 = load_splits(config)
-    store = open_store(config, patient=sweep is not None)
+    store = tracking.open_configured(config.tracking, patient=sweep is not None)
     environment = record.environment_tags(data_sha256, keras.backend.backend())
     key = identity.config_hash(as_dict(config), environment["git.commit"])
     if not config.force and (done := lifecycle.finished_attempt(store, sweep, key)):

@@ -55,8 +55,7 @@ def open_store(config: DictConfig, patient: bool = False):
     """The sweep's store; `patient` once the sweep has started (it rides out a restart)."""
     from vaelab import tracking
 
-    t = config.tracking
-    return tracking.open_store(t.uri, t.experiment, t.artifact_root, patient)
+    return tracking.open_configured(config.tracking, patient)
 
 
 def start_sweep(config: DictConfig):

@@ -231,6 +231,11 @@ def open_store(
     return store
 
 
+def open_configured(settings: Any, patient: bool = False) -> Store:
+    """The store a config's `tracking` section names, typed or as composed (the same keys)."""
+    return open_store(settings.uri, settings.experiment, settings.artifact_root, patient)
+
+
 def _empty_store_template() -> Path:
     """An empty store made by this MLflow version, once per machine and version."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaelab"

@@ -102,8 +102,7 @@ class PackedLauncher(Launcher):
             message = "the packed launcher refused the sweep; nothing trained:\n" + "\n".join(
                 problems
             )
-            t = configs[0].tracking
-            store = tracking.open_store(t.uri, t.experiment, t.artifact_root)
+            store = tracking.open_configured(configs[0].tracking)
             tracking.close_run(store, context.parent_run_id, "FAILED", error=message)
             print(f"Error: {message}", file=sys.stderr)
             raise SystemExit(1)

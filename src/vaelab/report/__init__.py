@@ -53,9 +53,7 @@ def open_source(settings: DictConfig, filter_string: str | None) -> RunSource:
         local = LocalStore.open(settings.uri, settings.experiment, settings.artifact_root)
         if local is not None:
             return local
-    return tracking.StoreReader(
-        tracking.open_store(settings.uri, settings.experiment, settings.artifact_root)
-    )
+    return tracking.StoreReader(tracking.open_configured(settings))
 
 
 @dataclass

@@ -444,8 +444,7 @@ def _results(
         outcome.iw_bound if record.wants_iw_estimate(config) else None,
     )
     final = record.final_metrics(outcome.history, outcome.test, quality)
-    kind = metrics.loss_kind(flatten(config))
-    figures = record.run_figures(outcome.pictures, outcome.history, kind)
+    figures = record.run_figures(config, outcome.pictures, outcome.history)
     return final, {path: plots.png_bytes(figure) for path, figure in figures.items()}
 
 

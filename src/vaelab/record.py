@@ -101,9 +101,10 @@ def input_texts(config: Config, overrides: Sequence[str]) -> dict[str, str]:
 
 
 def run_figures(
-    pictures: Pictures, history: Mapping[str, list[float]], kind: str
+    config: Config, pictures: Pictures, history: Mapping[str, list[float]]
 ) -> dict[str, object]:
-    """The run's figures by artifact path; `kind` (`metrics.loss_kind`) names the units."""
+    """The run's figures by artifact path, their units those of the run's loss."""
+    kind = metrics.loss_kind(config_schema.flatten(config))
     return {
         "plots/reconstructions.png": plots.reconstruction_grid(
             pictures.originals, pictures.reconstructions

@@ -206,8 +206,7 @@ def _evaluate_and_log(
         {k: v for k, v in final.items() if k.startswith(f"{metrics.FINAL_SPLIT}/")},
         step=config.train.epochs,
     )
-    kind = metrics.loss_kind(flatten(config))
-    record.write_artifacts(run, figures=record.run_figures(pictures, history, kind))
+    record.write_artifacts(run, figures=record.run_figures(config, pictures, history))
     if config.tracking.log_model:
         run.log_keras_model(model, splits.x_test[:8], record.model_requirements())
     return final

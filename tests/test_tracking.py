@@ -2,6 +2,7 @@
 
 import shutil
 import sqlite3
+import threading
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -71,3 +72,28 @@ def test_a_fresh_store_is_a_copy_of_an_empty_one_mlflow_made_and_works_as_one(
     assert schema(tmp_path / "b" / "mlflow.db") == schema(direct) == schema(template)
     default = MlflowClient(store.uri).get_experiment("0").artifact_location
     assert default == str(tmp_path / "b" / "artifacts" / "0")  # beside this store, not the cache
+
+
+def test_runs_logging_one_new_dataset_at_once_all_get_it(tmp_path):
+    """MLflow creates a dataset on first use without a lock; eight writers race to create it."""
+    store = store_at(tmp_path / "mlruns")
+    runs = [tracking.create_run(store, f"r{i}", {}) for i in range(8)]
+    start = threading.Barrier(len(runs))
+    errors = []
+
+    def log(run):
+        start.wait()
+        try:
+            run.log_dataset("mnist", "abc", "http://registry/mnist.tgz", {"train": 1}, "training")
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for run in runs:
+        (logged,) = store.client.get_run(run.run_id).inputs.dataset_inputs
+        assert logged.dataset.digest == "abc"

@@ -93,10 +93,15 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not is_users_to_fix(error) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if not _one_line(error):
             raise
         print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _one_line(error: BaseException) -> bool:
+    """A user's mistake is shown as its message alone, unless the full error is asked for."""
+    return is_users_to_fix(error) and os.environ.get("HYDRA_FULL_ERROR") != "1"
 
 
 def exit_for(error: Exception, context: str) -> SystemExit:
@@ -106,7 +111,7 @@ def exit_for(error: Exception, context: str) -> SystemExit:
     be tracked must stop, so the callback raises this instead. A user's mistake is one line;
     anything else (or HYDRA_FULL_ERROR=1) shows its traceback.
     """
-    if is_users_to_fix(error) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+    if _one_line(error):
         print(f"Error: {context}: {error}", file=sys.stderr)
     else:
         traceback.print_exception(error)

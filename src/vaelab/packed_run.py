@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -40,9 +37,6 @@ log = logging.getLogger(__name__)
 # only contend: measured on 2 cores, 12 runs log in ~4.1 s with 1 or 2, 4.8 s with 4, 6.5 s
 # with 8. What they overlap is the store's I/O, compression in C and XLA's compilations.
 _WRITERS = 2
-# MLflow's store creates a dataset the first time a run logs it, without a lock of its own:
-# two runs logging the same dataset at once both try to create it, and one fails.
-_ONE_DATASET_AT_A_TIME = threading.Lock()
 
 
 def train_packed(
@@ -156,30 +150,6 @@ def _group_data(jobs: Sequence[Job]) -> tuple[packed.Data, list[packed.Member]]:
     )
     members = [_member(job.config, (pools.train_rows, pools.val_rows)) for job in jobs]
     return data, members
-
-
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have.
-
-    Around the store call that creates a run and the line that makes it known (cut between
-    the two, a run would exist that nothing ends), and around ending the runs of a group
-    that was stopped (a second signal must not leave the rest RUNNING). Outside the main
-    thread, where signals cannot be handled, the block just runs.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    wanted = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-    if received:
-        signal.raise_signal(received[0])
 
 
 class _Recorder:
@@ -314,11 +284,11 @@ def _train_group(
             recorder.wait()
         except Exception as error:  # the group's runs are FAILED; later groups go on
             log.error("[sweep %s] packed group %s failed: %s", context.sweep_id, name, error)
-            with _interrupts_held():
+            with tracking.interrupts_held():
                 recorder.abort(error)
             _record_missing_runs(store, context, recorder, jobs, error)
         except BaseException as error:  # Ctrl-C, SIGTERM: every unfinished run is KILLED
-            with _interrupts_held():  # a second signal waits until they are
+            with tracking.interrupts_held():  # a second signal waits until they are
                 recorder.abort(error)
             raise
     seconds = time.perf_counter() - started
@@ -355,7 +325,7 @@ def _create_runs(
             "pack.size": len(jobs),
             "device": device,
         }
-        with _interrupts_held():
+        with tracking.interrupts_held():
             run = tracking.create_run(
                 store, record.run_name(job.config), tags=tags, params=flatten(job.config),
                 parent_run_id=context.parent_run_id,
@@ -374,8 +344,7 @@ def _write_inputs(
 ) -> None:
     """What a rerun needs (config.yaml, overrides.yaml, requirements.txt), and the data."""
     record.write_artifacts(run, texts=texts)
-    with _ONE_DATASET_AT_A_TIME:
-        record.log_dataset(run, config, sizes, environment["data.sha256"])
+    record.log_dataset(run, config, sizes, environment["data.sha256"])  # safe from any thread
 
 
 def _model_logging_warm_up(jobs: Sequence[Job], example: np.ndarray) -> Callable[[], None]:

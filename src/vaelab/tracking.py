@@ -21,6 +21,7 @@ import shutil
 import signal
 import sqlite3
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -644,6 +645,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have.
+
+    Around the store call that creates a run and the line that makes it known (cut between
+    the two, a run would exist that nothing ends), and around ending the runs of a group
+    that was stopped (a second signal must not leave the rest RUNNING). Outside the main
+    thread, where signals cannot be handled, the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    if received:
+        signal.raise_signal(received[0])
 
 
 @contextmanager

@@ -4,7 +4,6 @@ import html
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from vaelab import lifecycle, metrics, ranking, tracking
 from vaelab.errors import RunFailed, UserError
 from vaelab.report import experiment_url, make_report
 from vaelab.run import train_and_evaluate
+from vaelab.server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +212,6 @@ def test_a_report_imports_no_deep_learning_framework(sweep_store):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, payload: dict | None = None) -> dict:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -228,7 +222,7 @@ def _get(url: str, payload: dict | None = None) -> dict:
 @contextmanager
 def _mlflow_server(store_uri: str) -> Iterator[str]:
     """A real `mlflow server` over the store on a free port; its address, once healthy."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri]
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],

@@ -11,7 +11,7 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-overhead
+.PHONY: help install install-gpu lock data run train smoke test test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead
 
 help: ## Show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,9 +75,11 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src pipelines tests benchmarks
 	$(VENV)/bin/ruff format src pipelines tests benchmarks
 
-ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (HOST=0.0.0.0 to share, PORT=...)
-	@mkdir -p $(ROOT)/mlruns && echo "http://$(HOST):$(PORT)" > $(ROOT)/mlruns/ui_url.txt
-	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+# The local store has no logins: python -m vaelab.ui refuses a HOST other than loopback unless
+# OPEN=1 says so, then becomes `mlflow ui` with these arguments.
+ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (PORT=...; HOST=0.0.0.0 OPEN=1: shared, no logins)
+	$(PY) -m vaelab.ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT) \
+		--url-file '$(ROOT)/mlruns/ui_url.txt' $(if $(filter 1,$(OPEN)),--open)
 
 # docs/team.md: DATABASE_URI (an existing PostgreSQL), ARTIFACTS (a directory or s3://...),
 # ALLOWED_HOSTS (the names workers use, when HOST=0.0.0.0), AUTH=1 (MLflow's basic-auth app).
@@ -100,6 +102,9 @@ bench: data ## Epoch time: the notebook's fit vs each style, and a results check
 
 bench-sweep: data ## sweep=grid sequential vs packed, and a 96-configuration packed sweep
 	$(PY) benchmarks/bench_sweep.py $(ARGS)
+
+bench-iw: data ## The importance-weighted estimate at K = 5 and K = 5000 on all test digits
+	$(PY) benchmarks/bench_iw.py $(ARGS)
 
 bench-overhead: data ## Start-up, report and per-run costs beyond training (ARGS=--baseline <commit>)
 	$(PY) benchmarks/bench_overhead.py $(ARGS)

@@ -114,3 +114,29 @@ def test_a_mistake_on_the_command_line_is_one_line_unless_the_full_error_is_aske
     assert line.startswith("Error: model.latent_dim=0 is invalid")
     traced = pipeline("model.latent_dim=0", HYDRA_FULL_ERROR="1")
     assert traced.returncode == 1 and "Traceback (most recent call last)" in traced.stderr
+
+
+LAST_WORDS = "F1204 12:00:00.000000   15126 kernel.cc:7] Check failed: the last words"
+_CRASH = f"""
+import os
+from vaelab import cli
+
+cli.quiet_frameworks()  # fd 2 through the filter, as every pipeline has it
+for i in range(3000):  # a burst of native lines, noise and not, then an abort in native code
+    os.write(2, b"I0000 00:00:1796147894.596991   15126 port.cc:153] start-up noise\\n")
+    os.write(2, f"native line {{i}}\\n".encode())
+os.write(2, b"{LAST_WORDS}\\n")
+os.abort()
+"""
+
+
+def test_the_last_lines_of_a_native_crash_reach_the_terminal_and_the_noise_does_not():
+    environment = {k: v for k, v in os.environ.items() if k != RAW_STDERR}
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASH], capture_output=True, text=True, timeout=60, env=environment
+    )
+    assert crashed.returncode == -6  # SIGABRT
+    lines = crashed.stderr.splitlines()
+    assert lines[-2:] == ["native line 2999", LAST_WORDS]
+    assert len([line for line in lines if line.startswith("native line")]) == 3000
+    assert not any("start-up noise" in line for line in lines)

@@ -16,7 +16,7 @@ def runs(*rows: dict) -> pd.DataFrame:
         "params.loss.pixel_reduction": "sum",
         "params.loss.kl_reduction": "sum",
         "params.loss.beta": "1.0",
-        "metrics.test/active_units": 4.0,
+        "metrics.val/active_units": 4.0,
     }
     return pd.DataFrame([{**base, **row} for row in rows])
 
@@ -28,7 +28,7 @@ def test_runs_of_different_losses_are_ranked_apart_and_a_collapsed_run_is_never_
         {
             "run_id": "c",
             "metrics.val/total": 0.07,
-            "metrics.test/active_units": 0.0,
+            "metrics.val/active_units": 0.0,
             "params.loss.name": "notebook_functional",
             "params.loss.reconstruction": "mse",
             "params.loss.pixel_reduction": "mean",
@@ -43,7 +43,7 @@ def test_runs_of_different_losses_are_ranked_apart_and_a_collapsed_run_is_never_
             "params.loss.kl_reduction": "mean",
         },
     )
-    ranked = ranking.rank(frame, "val/total", kl_threshold=0.01).set_index("run_id")
+    ranked = ranking.rank(frame, "val/total").set_index("run_id")
     assert ranked.loc["b", "rank"] == 1 and ranked.loc["a", "rank"] == 2
     assert ranked.loc["d", "rank"] == 1  # best of its own group only
     assert pd.isna(ranked.loc["c", "rank"]) and ranked.loc["c", "collapsed"]
@@ -57,7 +57,7 @@ def test_equal_values_go_to_the_earlier_run_and_name_each_other():
         {"run_id": "early", "start_time": 10, "metrics.val/total": 120.0},
         {"run_id": "worse", "start_time": 5, "metrics.val/total": 121.0},
     )
-    ranked = ranking.rank(frame, "val/total", 0.01)
+    ranked = ranking.rank(frame, "val/total")
     assert list(ranked["run_id"]) == ["early", "late", "worse"]
     assert list(ranked["tied_with"]) == ["late", "early", ""]
 
@@ -69,7 +69,7 @@ def test_a_sweep_summary_and_a_report_name_the_same_best_run():
     ] + [
         tracking.RunRecord("early", "FINISHED", {"loss.name": "elbo"}, {"val/total": 120.0}, {}, 10)
     ]
-    summary_best = ranking.best(ranking.rank(lifecycle.records_frame(records), "val/total", 0.01))
+    summary_best = ranking.best(ranking.rank(lifecycle.records_frame(records), "val/total"))
     report_frame = pd.DataFrame(
         {
             "run_id": ["late", "early"],
@@ -79,7 +79,7 @@ def test_a_sweep_summary_and_a_report_name_the_same_best_run():
             "metrics.val/total": 120.0,
         }
     )
-    report_best = ranking.best(ranking.rank(report_frame, "val/total", 0.01))
+    report_best = ranking.best(ranking.rank(report_frame, "val/total"))
     assert list(summary_best["run_id"]) == list(report_best["run_id"]) == ["early"]
 
 
@@ -89,15 +89,43 @@ def test_unfinished_runs_and_runs_without_the_metric_come_last_unranked():
         {"run_id": "old", "metrics.val/total": math.nan},
         {"run_id": "ok", "metrics.val/total": 130.0},
     )
-    ranked = ranking.rank(frame, "val/total", 0.01)
+    ranked = ranking.rank(frame, "val/total")
     assert ranked.iloc[0]["run_id"] == "ok" and ranked.iloc[0]["rank"] == 1
     assert ranked["rank"].isna().sum() == 2
 
 
-def test_older_runs_without_an_active_unit_count_are_collapsed_by_their_kl():
-    frame = runs({"run_id": "x", "metrics.test/kl": 0.001}, {"run_id": "y", "metrics.test/kl": 3.0})
-    frame["metrics.test/active_units"] = math.nan
-    assert list(ranking.is_collapsed(frame, 0.01)) == [True, False]
+def test_older_runs_without_an_active_unit_count_are_collapsed_by_their_validation_kl():
+    frame = runs({"run_id": "x", "metrics.val/kl": 0.001}, {"run_id": "y", "metrics.val/kl": 3.0})
+    frame["metrics.val/active_units"] = math.nan
+    assert list(ranking.is_collapsed(frame)) == [True, False]
+
+
+def test_collapse_is_judged_on_validation_digits_never_on_test_digits():
+    # Test numbers that say "collapsed" (or not) change nothing: only validation decides.
+    frame = runs(
+        {"run_id": "val_collapsed", "metrics.val/active_units": 0.0},
+        {"run_id": "test_collapsed", "metrics.test/active_units": 0.0, "metrics.test/kl": 0.0},
+        {"run_id": "old", "metrics.val/active_units": math.nan, "metrics.test/kl": 0.0},
+    )
+    frame["metrics.val/total"] = [100.0, 110.0, 120.0]
+    frame.loc[2, "metrics.val/kl"] = 5.0
+    assert list(ranking.is_collapsed(frame)) == [True, False, False]
+    ranked = ranking.rank(frame, "val/total").set_index("run_id")
+    assert list(ranked.loc[["test_collapsed", "old"], "rank"]) == [1, 2]
+    assert pd.isna(ranked.loc["val_collapsed", "rank"])
+
+
+def test_the_sweeper_gets_the_value_ranking_uses():
+    # A collapsed run has the lowest val/total: the sweeper must never see it as the minimum.
+    collapsed = {"val/total": 50.0, "val/active_units": 0.0, "val/kl": 0.0}
+    assert ranking.sweeper_value(collapsed, "val/total") == math.inf
+    assert (
+        ranking.sweeper_value({"val/total": 120.0, "val/active_units": 3.0}, "val/total") == 120.0
+    )
+    assert ranking.sweeper_value({"val/total": math.nan, "val/active_units": 3.0}, "val/total") == (
+        math.inf
+    )
+    assert ranking.sweeper_value({}, "val/total") == math.inf  # failed before any number
 
 
 def test_continuous_and_binarised_pixels_and_other_splits_are_ranked_apart():

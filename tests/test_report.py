@@ -10,12 +10,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import REPO, TINY, compose_config, isolated
-from vaelab import lifecycle, metrics, ranking, tracking
+from vaelab import lifecycle, metrics, tracking
 from vaelab.errors import RunFailed, UserError
 from vaelab.report import experiment_url, make_report
 from vaelab.run import train_and_evaluate
@@ -45,7 +46,7 @@ def sweep_store(tmp_path_factory):
     old = tracking.create_run(
         store, "old", {lifecycle.SWEEP_ID: "r1", lifecycle.SWEEP_ROLE: lifecycle.CHILD}
     ).run_id
-    tracking.update_run(store, old, metrics={"val/total": 999.0, "test/kl": 0.0})
+    tracking.update_run(store, old, metrics={"val/total": 999.0, "val/kl": 0.0, "test/kl": 0.0})
     tracking.close_run(store, old, "FINISHED")
     ids["old"] = old
     return tmp, store, context.parent_run_id, ids
@@ -73,7 +74,7 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
     assert table.loc[ids["nan"], "status"] == "FAILED"
     assert (
         table.loc[ids["elbo"], "active"]
-        == f"{int(elbo.loc[ids['elbo'], 'metrics.' + metrics.ACTIVE_UNITS])} / 32"
+        == f"{int(elbo.loc[ids['elbo'], 'metrics.' + metrics.VAL_ACTIVE_UNITS])} / 32"
     )
 
     page = paths["html"].read_text()
@@ -87,7 +88,7 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
     text = re.sub(r'src="data:[^"]*"', "", page)  # the words, not the embedded images
     assert "nll" not in text.lower() and "likelihood" in text
     summary = paths["md"].read_text()
-    assert "Posterior collapse: 2 of 5 runs have no active latent unit" in summary
+    assert "Posterior collapse: 2 of 5 runs have no active latent unit on the validation" in summary
     assert "Test numbers average over 256 test digits." in summary
     # K for the ELBO group, which has an IW estimate; not for the notebook's MSE.
     assert re.findall(r"estimate \((.*)\) uses K = 5 samples per digit", summary) == ["loss elbo"]
@@ -103,7 +104,8 @@ def _child(store, context, style: str, config: str, status: str, value: float | 
     if value is not None:
         for epoch in (1, 2):
             run.log({"val/total": value + 10 / epoch, "train/total": value}, step=epoch)
-        run.log({"val/total": value, "test/total": value - 1, metrics.ACTIVE_UNITS: 2}, step=2)
+        final = {metrics.VAL_ACTIVE_UNITS: 2, metrics.ACTIVE_UNITS: 2}
+        run.log({"val/total": value, "test/total": value - 1, **final}, step=2)
     run.end(status)
     time.sleep(0.01)  # distinct start times: the tie-break is the earlier run
     return run.run_id
@@ -135,8 +137,23 @@ def test_a_sweeps_report_ranks_its_current_attempts_and_names_the_summarys_best(
     assert killed[:8] in summary and forced[:8] in summary
 
 
-def test_the_report_and_the_sweep_summary_call_the_same_old_runs_collapsed():
-    assert compose_config(name="report").collapse_kl == ranking.COLLAPSE_KL
+@pytest.mark.parametrize("hostile", ["../escaped", "/tmp/vaelab-escaped", "a/../../b"])
+def test_a_sweep_id_from_the_store_never_writes_outside_the_reports_directory(tmp_path, hostile):
+    # Anyone who can write to a shared store can tag a run; a reader's report must not follow.
+    cfg = compose_config(*isolated(tmp_path))
+    store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
+    tags = {lifecycle.SWEEP_ID: hostile, lifecycle.SWEEP_ROLE: lifecycle.PARENT}
+    tracking.create_run(store, "hostile parent", tags).end("FINISHED")
+    child = {lifecycle.SWEEP_ID: hostile, lifecycle.SWEEP_ROLE: lifecycle.CHILD}
+    run = tracking.create_run(store, "child", child, params={"loss.name": "elbo"})
+    run.log({"val/total": 1.0})
+    run.end("FINISHED")
+    before = {p for p in tmp_path.parent.rglob("*")} | set(Path("/tmp").glob("vaelab-escaped*"))
+    with pytest.raises(UserError, match="not a plain file name"):
+        make_report(report_cfg(tmp_path))  # the latest sweep: its id comes from the tag
+    after = {p for p in tmp_path.parent.rglob("*")} | set(Path("/tmp").glob("vaelab-escaped*"))
+    assert not [p for p in after - before if not p.is_relative_to(tmp_path)]
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.html"))
 
 
 def test_report_of_chosen_runs_and_of_a_filter(sweep_store):

@@ -28,13 +28,14 @@ def test_a_running_run_with_an_old_heartbeat_is_stale():
 def test_active_units_read_as_a_fraction_and_partial_collapse_is_flagged():
     runs = frame(
         **{
-            "metrics.test/active_units": [16.0, 3.0, 0.0, math.nan],
+            "metrics.val/active_units": [16.0, 3.0, 0.0, math.nan],
+            "metrics.test/active_units": [0.0, 16.0, 16.0, 0.0],  # reported, never judged by
             "params.model.latent_dim": ["16", "16", "16", "8"],
-            "metrics.test/kl": [20.0, 5.0, 0.0, 30.0],
+            "metrics.val/kl": [20.0, 5.0, 0.0, 30.0],
         }
     )
     assert list(tables.active_units_text(runs)) == ["16 / 16", "3 / 16", "0 / 16", "–"]
-    assert list(tables.collapse_flags(runs, 0.01, partial_fraction=0.5)) == [
+    assert list(tables.collapse_flags(runs, partial_fraction=0.5)) == [
         "",
         "partial",
         "collapsed",
@@ -85,6 +86,30 @@ def test_the_table_shows_units_and_few_enough_columns():
     assert "latent_dim" in headers and len(headers) <= 12
 
 
+def test_a_packed_runs_share_of_its_groups_epoch_is_never_shown_as_an_epoch_time():
+    solo, packed = (
+        "epoch time, mean after the 1st (s)",
+        tables.EPOCH_TIMES[metrics.EPOCH_SECONDS_PER_MODEL][1],
+    )
+    times = {
+        metrics.EPOCH_SECONDS: {"solo": 2.0},
+        metrics.EPOCH_SECONDS_PER_MODEL: {"packed": 0.5},
+    }
+    table = tables.build_table(
+        _runs({"run_id": "solo"}, {"run_id": "packed"}), "val/total", 0.5, 1e9, 0.0, times
+    ).set_index("run_id")
+    assert table.loc["solo", "epoch_seconds"] == 2.0 and math.isnan(
+        table.loc["packed", "epoch_seconds"]
+    )
+    assert table.loc["packed", "epoch_seconds_per_model"] == 0.5
+    group = tables.Group("all runs", metrics.CONTINUOUS_ELBO, table.reset_index())
+    headers = [h for _, h in tables.display_columns(group, "val/total", [])]
+    assert solo in headers and packed in headers and packed.startswith("packed")
+    only_packed = tables.Group("all runs", metrics.CONTINUOUS_ELBO, table.loc[["packed"]])
+    headers = [h for _, h in tables.display_columns(only_packed, "val/total", [])]
+    assert solo not in headers and packed in headers
+
+
 def _runs(*rows: dict) -> pd.DataFrame:
     base = {
         "status": "FINISHED",
@@ -100,7 +125,7 @@ def _runs(*rows: dict) -> pd.DataFrame:
 
 
 def _table(runs: pd.DataFrame) -> pd.DataFrame:
-    return tables.build_table(runs, "val/total", 0.01, 0.5, stale_after_s=1e9, now=0.0)
+    return tables.build_table(runs, "val/total", 0.5, stale_after_s=1e9, now=0.0)
 
 
 def test_k_is_stated_only_for_groups_that_have_an_importance_weighted_estimate():

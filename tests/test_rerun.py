@@ -34,10 +34,11 @@ def test_a_rerun_repeats_every_epoch_bit_for_bit(style, smoke_cfg, rerun_cfg, st
         overrides=[f"style={style}", "train.epochs=2", *SMALLER],
     )
     result, comparison = rerun_run(store, *prepare(store, rerun_cfg(), original.run_id))
-    # test/* and the quality metrics once (active units, the IW estimate; the digit count),
+    # test/* and the quality metrics once (active units on validation and test digits, the IW
+    # estimate; the digit count is not compared),
     # then train/* and val/* at each of the 2 epochs: every number, none missing.
     compared = [name for name, _, _ in comparison.rows]
-    assert len(compared) == 3 + 2 + 6 * 2 and not comparison.missing, comparison.table()
+    assert len(compared) == 3 + 3 + 6 * 2 and not comparison.missing, comparison.table()
     assert {metrics.ACTIVE_UNITS, metrics.IW_BCE, "val/kl @ epoch 2"} <= set(compared)
     assert comparison.max_abs_difference == 0.0, comparison.table()
     rerun_record = tracking.get_run(store, result.run_id)
@@ -96,8 +97,8 @@ def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg,
     train_and_evaluate(smoke_cfg(*SMALLER, "tracking.log_model=false"), sweep=context)
     lifecycle.finish(store, context)
     comparisons = rerun(rerun_cfg("sweep_id=orig"))
-    (comparison,) = comparisons  # 1 epoch: 3 test + 2 quality numbers + 6 losses, none missing
-    assert len(comparison.rows) == 3 + 2 + 6 and not comparison.missing, comparison.table()
+    (comparison,) = comparisons  # 1 epoch: 3 test + 3 quality numbers + 6 losses, none missing
+    assert len(comparison.rows) == 3 + 3 + 6 and not comparison.missing, comparison.table()
     assert comparison.max_abs_difference == 0.0, comparison.table()
     (new_parent,) = tracking.find_runs(
         store, {lifecycle.RERUN_OF: "orig", lifecycle.SWEEP_ROLE: lifecycle.PARENT}

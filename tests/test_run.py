@@ -1,5 +1,6 @@
 """Each style trains on a few hundred real digits and leaves a complete run in a tmp store."""
 
+import getpass
 import re
 
 import mlflow
@@ -58,6 +59,13 @@ def test_each_style_logs_a_complete_run(style, smoke_cfg, client):
     assert run.data.metrics[metrics.IW_BCE] <= run.data.metrics["test/total"] + 0.5
     assert metrics.NLL_BOUND_IW not in run.data.metrics  # continuous pixels: not a likelihood
     assert 0 < run.data.metrics[metrics.ACTIVE_UNITS] <= 32
+    # Collapse is judged on validation digits: their own count, logged once at the end.
+    assert 0 < run.data.metrics[metrics.VAL_ACTIVE_UNITS] <= 32
+    assert result.metrics[metrics.VAL_ACTIVE_UNITS] == run.data.metrics[metrics.VAL_ACTIVE_UNITS]
+    # Who made it and with which code, edits included (not only the commit).
+    assert run.data.tags["mlflow.user"] == getpass.getuser()
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
+    assert re.fullmatch(r"[0-9a-f]{64}", run.data.tags["code.sha256"])
     assert artifact_paths(client, result.run_id) >= ARTIFACTS
     (dataset,) = run.inputs.dataset_inputs  # the runs table's Dataset column
     assert dataset.dataset.name == "mnist" and run.data.tags["data.sha256"].startswith(

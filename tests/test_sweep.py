@@ -1,12 +1,21 @@
 """Real Hydra multiruns of the real pipeline, shrunk: grouping, failures, resume, parallel."""
 
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from shutil import ignore_patterns
+
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, TINY
-from vaelab import lifecycle, tracking
+from tests.conftest import CONF_DIR, REPO, TINY
+from vaelab import lifecycle, provenance, tracking
 
 
 def output(result):
@@ -32,24 +41,30 @@ def test_grid_records_each_run_once_under_one_parent(run_app, store_uri):
     assert parent.tags["sweep.best_run_id"] == best.run_id
     assert "Sweep " in result.stdout and best.run_id in result.stdout
 
-    # A process that died mid-run left an attempt RUNNING (no one could close it).
-    store = tracking.open_store(store_uri, "vaelab")
-    ghost = tracking.create_run(
-        store,
-        "ghost",
-        {**{k: best.tags[k] for k in ("sweep.id", "config_hash")}, "sweep.role": "child"},
-    ).run_id
-    # Launching the same sweep again trains nothing (every configuration FINISHED) and marks
-    # the dead attempt KILLED; it is superseded by the finished one, so the sweep succeeds.
+    # A process that died mid-run left an attempt RUNNING (no one could close it): its
+    # heartbeat stopped long ago. Another process is training a configuration right now: its
+    # heartbeat is fresh. (Made with MLflow's client: this process must not beat for them.)
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("vaelab").experiment_id
+    child = {**{k: best.tags[k] for k in ("sweep.id", "config_hash")}, "sweep.role": "child"}
+    dead = client.create_run(experiment, tags={**child, "heartbeat_at": str(time.time() - 900)})
+    live = client.create_run(
+        experiment, tags={**child, "config_hash": "another", "heartbeat_at": str(time.time())}
+    )
+    # Launching the same sweep again trains nothing (every configuration FINISHED), marks the
+    # dead attempt KILLED (superseded by the finished one, so the sweep succeeds) and leaves
+    # the live one alone: the sweep's parent stays open for the process that runs it.
     again = run_app(*grid)
     assert again.returncode == 0, again.stderr[-3000:]
     assert output(again).count("Skipping: this configuration already FINISHED") == 2
     assert "1 stale RUNNING runs marked KILLED" in output(again)
-    (stale,) = [r for r in sweep_runs(store_uri) if r.run_id == ghost]
-    assert stale.status == "KILLED" and stale.tags["stale"] == "true"
-    assert len(sweep_runs(store_uri, "parent")) == 1
+    assert "1 run(s) still training in another process" in output(again)
+    runs = {r.run_id: r for r in sweep_runs(store_uri)}
+    assert runs[dead.info.run_id].status == "KILLED" and runs[dead.info.run_id].tags["stale"]
+    assert "no heartbeat for 9" in runs[dead.info.run_id].tags["error"]
+    assert runs[live.info.run_id].status == "RUNNING" and "stale" not in runs[live.info.run_id].tags
     (parent,) = sweep_runs(store_uri, "parent")
-    assert parent.tags["sweep.count.superseded"] == "1" and parent.status == "FINISHED"
+    assert parent.tags["sweep.count.superseded"] == "1" and parent.status == "RUNNING"
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run_app, store_uri):
@@ -106,18 +121,32 @@ def test_optuna_preset_runs_the_requested_trials(run_app, store_uri, tmp_path):
     children = sweep_runs(store_uri)
     assert len(children) == 1 and all(r.status == "FINISHED" for r in children)
     assert "Best trial" in output(result)
-    # The study is persistent: asking for 2 trials runs exactly one more.
+    # Two more trials were asked meanwhile: one by a live process (its heartbeat fresh), one
+    # by a process that died (its heartbeat an hour old).
+    url = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=90)
+    (summary,) = optuna.get_all_study_summaries(url)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    live, dead = study.ask(), study.ask()
+    for trial in (live, dead):
+        storage.record_heartbeat(trial._trial_id)
+    with sqlite3.connect(tmp_path / "mlruns" / "optuna.db") as db:
+        db.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour') "
+            "WHERE trial_id = ?",
+            (dead._trial_id,),
+        )
+    # The study is persistent: asking for 2 trials runs exactly one more. The dead trial is
+    # failed; the live one is left to its process.
     more = run_app("train.py", "--multirun", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "1 of 2 trials done" in output(more)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[live.number] == optuna.trial.TrialState.RUNNING
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
     # Two completed trials in the study; TPE may propose a configuration twice, which the
     # sweep then reuses instead of training again: one run per distinct configuration.
-    import optuna
-
-    (study,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/mlruns/optuna.db")
-    trials = optuna.load_study(
-        study_name=study.study_name, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
-    ).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(trials) == 2
     param = {"style": "style.name"}  # a config group's choice is logged as its name
     configurations = {
@@ -172,3 +201,40 @@ def test_a_sweep_tuned_on_the_test_set_or_the_kl_is_refused_before_any_run(
     assert line.startswith(f"Error: cannot start the sweep: objective='{objective}': ")
     assert "use one of val/total, val/reconstruction" in line
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # no parent, no child
+
+
+def test_a_relaunch_after_an_edit_to_the_code_trains_again(run_app, store_uri, monkeypatch):
+    # The same commit, other code on disk (an uncommitted edit): a finished configuration is
+    # not this code's result, so the relaunch trains it again and records which code did.
+    sweep = ["train.py", "--multirun", *TINY, "seed=1"]
+    assert run_app(*sweep).returncode == 0
+    monkeypatch.setattr(provenance, "source_hash", lambda: "e" * 64)
+    again = run_app(*sweep)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Skipping" not in output(again)
+    runs = sweep_runs(store_uri)
+    assert len(runs) == 2 and {r.status for r in runs} == {"FINISHED"}
+    assert len({r.tags["config_hash"] for r in runs}) == 2
+    assert "e" * 64 in {r.tags["code.sha256"] for r in runs}
+
+
+def test_the_code_hash_covers_an_uncommitted_edit_to_any_source_file(tmp_path):
+    src = tmp_path / "src"
+    for package in ("vaelab", "hydra_plugins"):
+        shutil.copytree(
+            REPO / "src" / package, src / package, ignore=ignore_patterns("__pycache__")
+        )
+    probe = (
+        f"import sys; sys.path.insert(0, {str(src)!r}); "
+        "from vaelab import provenance; print(provenance.source_hash())"
+    )
+
+    def code_hash() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    before = code_hash()
+    plugin = src / "hydra_plugins" / "vaelab_packed_launcher" / "packed_launcher.py"
+    plugin.write_text(plugin.read_text() + "\n# an uncommitted edit\n")
+    assert re.fullmatch(r"[0-9a-f]{64}", before) and code_hash() != before

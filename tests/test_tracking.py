@@ -1,7 +1,10 @@
 """The run store: artifacts follow a moved store; a copy is not silently shared."""
 
+import getpass
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 
 import pytest
@@ -97,3 +100,26 @@ def test_runs_logging_one_new_dataset_at_once_all_get_it(tmp_path):
     for run in runs:
         (logged,) = store.client.get_run(run.run_id).inputs.dataset_inputs
         assert logged.dataset.digest == "abc"
+
+
+def test_a_new_local_store_is_its_owners_only_under_umask_022(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        store = store_at(tmp_path / "mlruns")
+        logged_run(store)
+    finally:
+        os.umask(previous)
+    root = tmp_path / "mlruns"
+    assert stat.S_IMODE((root / "mlflow.db").stat().st_mode) == 0o600
+    for journal in root.glob("mlflow.db-*"):  # sqlite's WAL and shared memory
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600, journal
+    for directory in (root, root / "artifacts"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_every_run_says_who_made_it_and_from_what(tmp_path):
+    store = store_at(tmp_path / "mlruns")
+    record = tracking.get_run(store, logged_run(store))
+    assert record.tags["mlflow.user"] == getpass.getuser()  # the UI's User column
+    assert record.tags["mlflow.source.type"] == "LOCAL"
+    assert record.tags["mlflow.source.name"]  # the script (here, pytest's)

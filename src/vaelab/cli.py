@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import re
+import subprocess
 import sys
 import threading
 import traceback
@@ -50,40 +51,54 @@ def is_native_noise(line: str) -> bool:
     return bool(_NATIVE_NOISE.match(line))
 
 
+# The filter: a process of its own that copies stdin to stdout line by line, dropping the
+# lines that match the pattern in argv[1]. Not a thread: a thread dies with a crashing process
+# (an abort in native code), and with it the last lines the crash wrote, which sit in the pipe.
+# A process reads the pipe to its end, whenever and however every writer goes.
+_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1])
+out = sys.stdout.buffer
+for line in iter(sys.stdin.buffer.readline, b""):
+    if not noise.match(line.decode(errors="replace")):
+        try:
+            out.write(line)
+            out.flush()
+        except OSError:  # the console went away: keep draining, so no writer ever blocks
+            pass
+"""
+
+
 def _filter_native_stderr() -> None:
-    """Pass fd 2 through a filter that drops `_NATIVE_NOISE`, line by line, in a thread.
+    """Pass fd 2 through a filter process that drops `_NATIVE_NOISE`, line by line.
 
     The C++ runtime writes below Python (no logger or env var reaches those lines), so the
     file descriptor itself goes through a pipe; everything else, warnings, errors and
-    tracebacks, is forwarded as it comes. Worker processes inherit the filtered descriptor.
+    tracebacks, is forwarded as it comes, and the last lines before a crash are forwarded
+    after it (the filter outlives the process). Worker processes inherit the filtered fd.
     """
     if getattr(_filter_native_stderr, "started", False):
         return
     _filter_native_stderr.started = True
     sys.stderr.flush()
-    console = os.dup(2)
     read_end, write_end = os.pipe()
+    filter_process = subprocess.Popen(
+        [sys.executable, "-S", "-c", _FILTER, _NATIVE_NOISE.pattern],
+        stdin=read_end,
+        stdout=2,  # the console, still
+        start_new_session=True,  # Ctrl-C stops the command, not the copy of its last lines
+    )
+    os.close(read_end)
+    console = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
 
-    def forward() -> None:
-        # Drains the pipe to the end whatever happens to the console (closed, a broken
-        # pipe): a writer must never block on a pipe nobody reads.
-        with open(read_end, "rb") as lines, open(console, "wb", buffering=0) as out:
-            for line in iter(lines.readline, b""):
-                if not is_native_noise(line.decode(errors="replace")):
-                    with contextlib.suppress(OSError):
-                        out.write(line)
-
-    thread = threading.Thread(target=forward, name="vaelab-stderr", daemon=True)
-    thread.start()
-
-    def restore() -> None:  # at exit: close our end so the thread drains and stops
+    def restore() -> None:  # at exit: our end closed, the filter drains the pipe and ends
         sys.stderr.flush()
-        os.dup2(console_copy, 2)
-        thread.join(timeout=0.5)  # longer only if a worker still holds the pipe
+        os.dup2(console, 2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            filter_process.wait(timeout=0.5)  # longer only if a worker still holds the pipe
 
-    console_copy = os.dup(console)
     atexit.register(restore)
 
 

@@ -104,6 +104,8 @@ class TrackingConfig:
     experiment: str = MISSING
     run_name: str | None = None
     log_model: bool = MISSING
+    heartbeat_s: float = MISSING
+    stale_after_s: float = MISSING
 
 
 @dataclass
@@ -154,9 +156,7 @@ class ReportConfig:
     filter: str | None = None
     metric: str = MISSING
     top_k: int = MISSING
-    collapse_kl: float = MISSING
     partial_collapse: float = MISSING
-    stale_after_s: float = MISSING
     latest_runs: int = MISSING
     out_dir: str = MISSING
     ui_url: str | None = None
@@ -204,9 +204,10 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "eval.n_latent_points": (2, "an integer >= 2 (a variance needs two points)"),
     "eval.active_unit_threshold": (0, "a number >= 0"),
     "eval.iw_samples": (0, "an integer >= 0"),
+    "tracking.heartbeat_s": (0, "a number of seconds > 0"),
 }
 # Zero is not allowed for these, although it is their lower bound.
-_STRICTLY_POSITIVE = {"train.learning_rate"}
+_STRICTLY_POSITIVE = {"train.learning_rate", "tracking.heartbeat_s"}
 
 
 def validate(config: Config) -> None:
@@ -218,7 +219,19 @@ def validate(config: Config) -> None:
             continue
         ok = value > minimum if key in _STRICTLY_POSITIVE else value >= minimum
         _check(ok, key, value, expected)
+    check_liveness(config.tracking)
     check_objective(config.objective)
+
+
+def check_liveness(tracking: TrackingConfig) -> None:
+    """A live run must never look dead: it renews its heartbeat well within the timeout."""
+    _check(
+        tracking.stale_after_s >= 2 * tracking.heartbeat_s,
+        "tracking.stale_after_s",
+        tracking.stale_after_s,
+        f"at least twice tracking.heartbeat_s={tracking.heartbeat_s} (a live run that misses "
+        "one beat must not be taken for dead)",
+    )
 
 
 def check_objective(metric: str, key: str = "objective") -> None:

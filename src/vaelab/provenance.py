@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 import sys
@@ -10,6 +11,11 @@ from importlib import metadata
 from pathlib import Path
 
 KEY_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "mlflow", "hydra-core", "numpy")
+# The source a run's numbers depend on: vaelab itself and its Hydra plugins (the launcher
+# trains packed sweeps). Hashed file by file, so an uncommitted edit changes the hash.
+_SOURCE_ROOTS = ("vaelab", "hydra_plugins")
+_SOURCE_SUFFIXES = (".py", ".html")
+CODE_HASH_TAG = "code.sha256"
 
 
 def _git(root: str | Path, *args: str) -> str | None:
@@ -27,16 +33,34 @@ def _git(root: str | Path, *args: str) -> str | None:
 
 
 def code_version() -> dict[str, str]:
-    """Commit and dirty flag of the checkout this code runs from ("unknown" outside git).
+    """Commit, dirty flag and source hash of the code this runs ("unknown" outside git).
 
     Asked of the package's own directory, not the run's output root, which may be anywhere.
     """
     root = Path(__file__).resolve().parent
+    source = {CODE_HASH_TAG: source_hash()}
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
-        return {"git.commit": "unknown", "git.dirty": "unknown"}
+        return {"git.commit": "unknown", "git.dirty": "unknown", **source}
     status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit, "git.dirty": str(bool(status)).lower()}
+    return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), **source}
+
+
+@functools.cache
+def source_hash() -> str:
+    """SHA-256 of the package's own source as it is on disk now, commit or not.
+
+    The git commit alone misses uncommitted edits: a relaunch after an edit would skip
+    configurations the edited code never trained. Cached: a process runs one version.
+    """
+    src = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for root in _SOURCE_ROOTS:
+        for path in sorted((src / root).rglob("*")):
+            if path.suffix in _SOURCE_SUFFIXES and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(src)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:

@@ -12,6 +12,7 @@ The frames here have MLflow's `search_runs` columns: run_id, status, start_time,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -35,8 +36,9 @@ COMPARABILITY = (
 # What a run that logged no such setting (older code) is grouped under: unknown settings
 # compare with nothing, but the run is still shown.
 UNKNOWN = "?"
-# Runs without an active-unit count (older code) are called collapsed below this test KL in
-# nats. The one value the sweep summary uses; the report's `collapse_kl` defaults to it.
+# Runs without a validation active-unit count (older code) are called collapsed below this
+# validation KL in nats. A rule of ranking, not a hyperparameter of a run: the sweep's
+# summary, the sweeper's value and the report all judge with it.
 COLLAPSE_KL = 0.01
 TIE_BREAK = ("start_time", "run_id")
 TIE_BREAK_RULE = "equal values: the earlier run ranks first (then the smaller run id)"
@@ -51,11 +53,28 @@ def metric(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(column(frame, f"metrics.{name}"), errors="coerce")
 
 
-def is_collapsed(frame: pd.DataFrame, kl_threshold: float = COLLAPSE_KL) -> pd.Series:
-    """Posterior collapse: no active latent unit, or (older runs) a test KL of about zero."""
-    units = metric(frame, metrics.ACTIVE_UNITS)
-    kl = metric(frame, metrics.TEST_KL)
-    return units.eq(0) | (units.isna() & kl.lt(kl_threshold))
+def is_collapsed(frame: pd.DataFrame) -> pd.Series:
+    """Posterior collapse, judged on validation digits only (test numbers never choose).
+
+    No active latent unit on the validation digits, or (runs of older code, which did not
+    count them) a last validation KL of about zero.
+    """
+    units = metric(frame, metrics.VAL_ACTIVE_UNITS)
+    kl = metric(frame, metrics.name("val", "kl"))
+    return units.eq(0) | (units.isna() & kl.lt(COLLAPSE_KL))
+
+
+def sweeper_value(values: Mapping[str, float], objective: str) -> float:
+    """What a sweeper minimises: the objective, or inf for a run that ranking would never pick.
+
+    A collapsed posterior, a missing or non-finite objective: so the sweeper's best is always
+    a run the sweep's summary could name best.
+    """
+    frame = pd.DataFrame([{f"metrics.{name}": value for name, value in values.items()}])
+    value = values.get(objective, math.nan)
+    if is_collapsed(frame).iloc[0] or not math.isfinite(value):
+        return math.inf
+    return float(value)
 
 
 def comparable_groups(frame: pd.DataFrame) -> pd.Series:
@@ -87,7 +106,7 @@ def _labels(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
     return values.astype(object).where(values.notna(), UNKNOWN).astype(str)
 
 
-def rank(frame: pd.DataFrame, by: str, kl_threshold: float = COLLAPSE_KL) -> pd.DataFrame:
+def rank(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """The frame sorted for display, with `group`, `rank`, `collapsed` and `tied_with` columns.
 
     `rank` counts within the group, finished and not collapsed runs only. Groups come largest
@@ -97,7 +116,7 @@ def rank(frame: pd.DataFrame, by: str, kl_threshold: float = COLLAPSE_KL) -> pd.
     """
     ranked = frame.copy()
     ranked["group"] = comparable_groups(frame)
-    ranked["collapsed"] = is_collapsed(frame, kl_threshold)
+    ranked["collapsed"] = is_collapsed(frame)
     value = metric(frame, by)
     rankable = ranked["status"].eq("FINISHED") & ~ranked["collapsed"] & value.notna()
     ranked = ranked.assign(_value=value.where(rankable), _unranked=~rankable)

@@ -142,6 +142,7 @@ def model_requirements() -> list[str]:
 def quality_metrics(
     config: Config,
     z_mean: np.ndarray,
+    val_z_mean: np.ndarray,
     test_digits: int,
     test_total: float,
     iw_estimate: float | None,
@@ -149,12 +150,14 @@ def quality_metrics(
     """Quality beyond the loss, named for what it is.
 
     The importance-weighted estimate is over every test digit, as test/* are; active units
-    over the digits of the latent map (`z_mean`: the first `eval.n_latent_points`).
+    over the digits of the latent map (`z_mean`: the first `eval.n_latent_points` test
+    digits) and as many validation digits (`val_z_mean`), which alone may decide collapse.
     """
     params = config_schema.flatten(config)
     threshold = config.eval.active_unit_threshold
     quality = {
-        metrics.ACTIVE_UNITS: float((z_mean.var(axis=0) > threshold).sum()),
+        metrics.VAL_ACTIVE_UNITS: active_units(val_z_mean, threshold),
+        metrics.ACTIVE_UNITS: active_units(z_mean, threshold),
         metrics.TEST_DIGITS: float(test_digits),
     }
     if metrics.loss_kind(params) == metrics.LIKELIHOOD:
@@ -163,6 +166,11 @@ def quality_metrics(
     if iw_name and iw_estimate is not None:
         quality[iw_name] = iw_estimate
     return quality
+
+
+def active_units(z_mean: np.ndarray, threshold: float) -> float:
+    """Latent units whose posterior mean varies over the digits more than `threshold`."""
+    return float((z_mean.var(axis=0) > threshold).sum())
 
 
 def wants_iw_estimate(config: Config) -> bool:
@@ -179,6 +187,15 @@ def final_metrics(
     final.update({name: values[-1] for name, values in history.items()})
     final.update(quality)
     return final
+
+
+def logged_at_end(final: Mapping[str, float]) -> dict[str, float]:
+    """The numbers a run logs once, after training: test metrics and quality metrics."""
+    return {
+        name: value
+        for name, value in final.items()
+        if name.startswith(f"{metrics.FINAL_SPLIT}/") or name in metrics.QUALITY_METRICS
+    }
 
 
 def describe_result(run_id: str, final: Mapping[str, float], latent_dim: int) -> str:

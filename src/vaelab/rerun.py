@@ -25,7 +25,7 @@ from vaelab.run import RunResult, train_and_evaluate
 log = logging.getLogger(__name__)
 
 # Tags whose difference means the rerun may not reproduce the original.
-_DRIFT_TAGS = ("git.commit", "git.dirty", "data.sha256", "backend", "platform")
+_DRIFT_TAGS = ("git.commit", "git.dirty", "code.sha256", "data.sha256", "backend", "platform")
 # Every number a run ends with, compared once; then every epoch's losses.
 COMPARED_FINAL = (*metrics.TEST_METRICS, *metrics.QUALITY_METRICS)
 COMPARED_PER_EPOCH = metrics.EPOCH_METRICS

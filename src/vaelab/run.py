@@ -19,7 +19,7 @@ import keras
 from omegaconf import DictConfig
 
 from vaelab import data as mnist_data
-from vaelab import evaluation, identity, lifecycle, metrics, record, tracking, training
+from vaelab import evaluation, identity, lifecycle, provenance, record, tracking, training
 from vaelab.config import (
     Binarize,
     Config,
@@ -121,9 +121,9 @@ def train_and_evaluate(
     splits, data_sha256 = load_splits(config)
     store = tracking.open_configured(config.tracking, patient=sweep is not None)
     environment = record.environment_tags(data_sha256, keras.backend.backend())
-    key = identity.config_hash(as_dict(config), environment["git.commit"])
-    if not config.force and (done := lifecycle.finished_attempt(store, sweep, key)):
-        return RunResult(done.run_id, done.metrics, skipped=True)
+    key = identity.config_hash(as_dict(config), environment[provenance.CODE_HASH_TAG])
+    if held := lifecycle.holder(store, sweep, key, config.force):
+        return _skipped(store, sweep, held)
     tags = {
         **record.run_tags(config, environment, overrides, engine="solo"),
         **lifecycle.child_tags(sweep, key),
@@ -131,7 +131,11 @@ def train_and_evaluate(
     }
     parent = sweep.parent_run_id if sweep else None
     freeze_long_lived_objects()
-    with tracking.tracked_run(store, record.run_name(config), flatten(config), tags, parent) as run:
+    run = tracking.create_run(store, record.run_name(config), tags, flatten(config), parent)
+    if held := lifecycle.holder(store, sweep, key, config.force, mine=run.run_id):
+        tracking.delete_run(store, run.run_id)  # another process claimed it first
+        return _skipped(store, sweep, held)
+    with tracking.tracked_run(run):
         record.write_artifacts(run, texts=record.input_texts(config, overrides))
         sizes = (len(splits.x_train), len(splits.x_val), len(splits.x_test))
         record.log_dataset(run, config, sizes, data_sha256)
@@ -149,6 +153,13 @@ def train_and_evaluate(
         final = _evaluate_and_log(run, model, config, splits, history)
     log.info(record.describe_result(run.run_id, final, config.model.latent_dim))
     return RunResult(run.run_id, final)
+
+
+def _skipped(
+    store: tracking.Store, sweep: lifecycle.SweepContext, held: tracking.RunRecord
+) -> RunResult:
+    log.info(lifecycle.skipping(store, sweep, held))
+    return RunResult(held.run_id, held.metrics, skipped=True)
 
 
 def _train(
@@ -203,7 +214,7 @@ def _evaluate_and_log(
     quality = _quality(model, config, splits, pictures, test)
     final = record.final_metrics(history, test, quality)
     run.log(
-        {k: v for k, v in final.items() if k.startswith(f"{metrics.FINAL_SPLIT}/")},
+        record.logged_at_end(final),
         step=config.train.epochs,
     )
     record.write_artifacts(run, figures=record.run_figures(config, pictures, history))
@@ -228,7 +239,10 @@ def _quality(
         iw = evaluation.importance_weighted_bound(
             model, splits.x_test, config.eval.iw_samples, config.seed
         )
-    return record.quality_metrics(config, pictures.z_mean, len(splits.x_test), test["total"], iw)
+    val_z_mean = evaluation.encode_means(model, splits.x_val[: config.eval.n_latent_points])
+    return record.quality_metrics(
+        config, pictures.z_mean, val_z_mean, len(splits.x_test), test["total"], iw
+    )
 
 
 def freeze_long_lived_objects() -> None:

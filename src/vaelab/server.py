@@ -8,17 +8,23 @@ Workers reach the store only through the server (`tracking=server tracking.uri=h
 the server alone holds the database's password, and it proxies artifacts (`--serve-artifacts`)
 into one directory, so a worker needs neither a database driver nor a shared disk for the store.
 Everything lives under one directory (`mlruns/` of the checkout): `postgres/` the cluster,
-created on first use and listening on 127.0.0.1 only; `server/` the server's pid, log,
-artifacts and the secrets generated for it (mode 0600). The tests in tests/server/ start their
-throwaway stacks with these same functions. docs/team.md: the same on a shared host.
+created on first use and listening on 127.0.0.1 only (under root, when the account `postgres`
+cannot enter the checkout, a link to the cluster in that account's home); `server/` the
+server's pid, log, artifacts, users and the secrets generated for it. All of it is its owner's
+only (directories 0700, files 0600) whatever the umask: users' password hashes, artifacts and
+secrets are no one else's to read. The tests in tests/server/ start their throwaway stacks
+with these same functions. docs/team.md: the same on a shared host.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import ipaddress
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -28,7 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +48,9 @@ ADMIN = "admin"
 # PostgreSQL refuses to run as root: a root caller runs the cluster as this account, which
 # Debian's postgresql package creates.
 PG_ACCOUNT = "postgres"
+# A root caller's cluster that `postgres` could not reach where the state dir is (a checkout
+# under /root or a 0700 temporary folder) lives under that account's home, in this folder.
+RELOCATED_CLUSTERS = "vaelab"
 # Where Debian puts PostgreSQL's programs when they are not on PATH.
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 # A cold `mlflow server` imports MLflow once per process (CLI and workers), and a fresh database
@@ -52,6 +61,8 @@ STOP_TIMEOUT_S = 30
 DRIVER = "postgresql+psycopg2"
 # GenAI job runners (several processes) that a store of training runs never uses.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# What the server creates (its users' sqlite, artifacts) is its owner's only: 0700 and 0600.
+PRIVATE_UMASK = 0o077
 
 
 @dataclass(frozen=True)
@@ -100,12 +111,42 @@ def _reachable(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server bound to `host` (localhost, 127.x, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """A file descriptor for writing a file only its owner can read, whatever the umask.
+
+    The explicit chmod also tightens a file that an older version left readable to all.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def _write_private(path: Path, text: str) -> None:
+    with os.fdopen(_open_private(path, os.O_TRUNC), "w") as out:
+        out.write(text)
+
+
+def _private_dir(path: Path) -> None:
+    """A directory only its owner can list or enter, created if missing."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
 def secret(path: Path) -> str:
     """A generated secret kept in a file only its owner can read, created on first use."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
+        with os.fdopen(_open_private(path, os.O_EXCL), "w") as out:
             out.write(secrets.token_urlsafe(24))
     return path.read_text().strip()
 
@@ -139,23 +180,89 @@ def _cluster_owner() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _pg(layout: Layout, program: str, *args: str) -> subprocess.CompletedProcess:
-    owner = _cluster_owner()
+def _run_as(
+    owner: pwd.struct_passwd | None, command: list[str], cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command as `owner` (None: the caller), with none of the caller's other groups."""
     return subprocess.run(
-        [_pg_program(program), *args],
+        command,
         capture_output=True,
         text=True,
         check=False,
-        cwd=layout.cluster_dir,
+        cwd=cwd,
         user=owner.pw_uid if owner else None,
         group=owner.pw_gid if owner else None,
         extra_groups=[] if owner else None,
     )
 
 
+def _pg(layout: Layout, program: str, *args: str) -> subprocess.CompletedProcess:
+    return _run_as(_cluster_owner(), [_pg_program(program), *args], layout.cluster_dir)
+
+
 def _own(path: Path) -> None:
     if owner := _cluster_owner():
         os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def _can_enter(owner: pwd.struct_passwd, directory: Path) -> bool:
+    """Whether `owner`, run as `_pg` runs it, can reach `directory`.
+
+    The kernel answers (`test -x` as that account), so every parent's mode and ACL counts.
+    """
+    return _run_as(owner, ["test", "-x", str(directory)]).returncode == 0
+
+
+def _resolved(layout: Layout) -> Layout:
+    """The layout with a relocated cluster's real directory: `postgres` cannot follow the link."""
+    if layout.cluster_dir.is_symlink():
+        return replace(layout, cluster_dir=layout.cluster_dir.resolve())
+    return layout
+
+
+def _placed(layout: Layout) -> Layout:
+    """The layout with its cluster where the account that runs PostgreSQL can reach it.
+
+    A root caller runs the cluster as `postgres`, which cannot pass a private parent (a
+    checkout under /root, a 0700 temporary folder): initdb fails with "could not change
+    directory". Such a cluster lives in a 0700 folder of that account's home, named after the
+    state dir, and the state dir's `postgres` becomes a link to it, so that a restart and
+    `make server-stop` find the same cluster. An existing cluster is never moved.
+    """
+    owner = _cluster_owner()
+    link = layout.cluster_dir
+    if owner is None or link.is_symlink() or (layout.pgdata / "PG_VERSION").exists():
+        return _resolved(layout)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if _can_enter(owner, link.parent):
+        return layout
+    home = Path(owner.pw_dir) / RELOCATED_CLUSTERS
+    place = home / _relocated_name(link)
+    for directory in (home, place):
+        _private_dir(directory)
+        _own(directory)
+    if link.is_dir():
+        _adopt(link, place)
+    link.symlink_to(place, target_is_directory=True)
+    return replace(layout, cluster_dir=place)
+
+
+def _relocated_name(link: Path) -> str:
+    """A name that is the same on every start from one state dir, and differs between two."""
+    path = link.resolve()
+    readable = re.sub(r"[^\w.-]", "_", "-".join(path.parts[-3:-1]))
+    return f"{readable}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+
+
+def _adopt(leftover: Path, place: Path) -> None:
+    """Move what a start that failed here left (its generated password) to the cluster's place.
+
+    A file the place already has (an earlier cluster's own) wins: it is the one that works.
+    """
+    for entry in leftover.iterdir():
+        if not (place / entry.name).exists():
+            shutil.move(entry, place / entry.name)
+    shutil.rmtree(leftover)
 
 
 def _init_cluster(layout: Layout, password: str) -> None:
@@ -203,8 +310,10 @@ def local_database_uri(port: int, database: str = DATABASE) -> str:
 def start_database(layout: Layout, port: int, database: str = DATABASE) -> str:
     """The local cluster, created on first use, running; the URI of a database (no password).
 
-    A cluster already running keeps its port.
+    A cluster already running keeps its port. Under root, one that `postgres` could not reach
+    in the state dir lives under that account's home (`_placed`).
     """
+    layout = _placed(layout)
     password = secret(layout.db_password)
     if not (layout.pgdata / "PG_VERSION").exists():
         _init_cluster(layout, password)
@@ -232,6 +341,7 @@ def start_database(layout: Layout, port: int, database: str = DATABASE) -> str:
 
 def stop_database(layout: Layout) -> bool:
     """Stop the local cluster (fast: open connections are closed); False if it was not running."""
+    layout = _resolved(layout)
     if _cluster_port(layout) is None:
         return False
     stopped = _pg(layout, "pg_ctl", "stop", f"--pgdata={layout.pgdata}", "--mode=fast", "--wait")
@@ -296,12 +406,13 @@ def create_database(uri: str, password: str) -> None:
 def _auth_env(layout: Layout, default_permission: str) -> dict[str, str]:
     """MLflow's basic-auth app: its users in sqlite beside the server, an admin made once."""
     config = layout.file("basic_auth.ini")
-    config.write_text(
+    _write_private(
+        config,
         "[mlflow]\n"
         f"default_permission = {default_permission}\n"
         f"database_uri = sqlite:///{layout.file('basic_auth.db')}\n"
         f"admin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
     )
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
@@ -367,10 +478,11 @@ def start_server(
     """`mlflow server` on the database, proxying artifacts, detached; its URL once it answers.
 
     Artifacts go to `artifacts` (a directory or an object-store URI such as s3://bucket/path),
-    by default the layout's own directory.
+    by default the layout's own directory. The server runs with umask 077, so that what it
+    creates (basic_auth.db with its users' password hashes, every artifact) is its owner's only.
     """
     url = f"http://{_reachable(host)}:{port}"
-    layout.server_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(layout.server_dir)
     if _pid(layout) is not None:
         return layout.file("url").read_text().strip()
     if _listening(host, port):
@@ -379,7 +491,7 @@ def start_server(
             "server-stop, if it is this store's server) or choose another PORT"
         )
     if artifacts is None:
-        layout.artifacts.mkdir(parents=True, exist_ok=True)
+        _private_dir(layout.artifacts)
         artifacts = str(layout.artifacts)
     env = {**os.environ, **SERVER_ENV}
     env.update({"PGPASSWORD": password} if password else {})
@@ -394,7 +506,7 @@ def start_server(
         *(("--allowed-hosts", allowed_hosts) if allowed_hosts else ()),
     ]
     log = layout.file("mlflow.log")
-    with open(log, "ab") as output:
+    with os.fdopen(_open_private(log, os.O_APPEND), "ab") as output:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -403,12 +515,13 @@ def start_server(
             env=env,
             cwd=layout.server_dir,
             start_new_session=True,  # outlives `make server`; stopped as one process group
+            umask=PRIVATE_UMASK,
         )
-    layout.file("mlflow.pid").write_text(str(process.pid))
+    _write_private(layout.file("mlflow.pid"), str(process.pid))
     try:
         _wait_until_up(process, url, log, layout)
-        layout.file("url").write_text(url)
-        layout.file("artifacts_destination").write_text(artifacts)
+        _write_private(layout.file("url"), url)
+        _write_private(layout.file("artifacts_destination"), artifacts)
     except BaseException:  # a server nobody would know to stop: stop it now
         stop_server(layout)
         raise
@@ -517,19 +630,25 @@ def main(argv: list[str] | None = None) -> None:
             allowed_hosts=args.allowed_hosts,
             artifacts=args.artifacts,
         )
-    admin = f"user {ADMIN}, password in {layout.file('admin_password')}" if args.auth else "off"
-    if args.host not in ("127.0.0.1", "localhost") and not args.auth:
-        admin += " (anyone who reaches this host can read and write runs: AUTH=1 for logins)"
     print(
         f"MLflow server at {url} (log {layout.file('mlflow.log')})\n"
         f"  runs:      {database}\n"
         f"  artifacts: {layout.file('artifacts_destination').read_text()} (proxied by the server)\n"
-        f"  auth:      {admin}\n"
+        f"  auth:      {auth_summary(layout, args.host, args.auth)}\n"
         "Train into it:\n"
         "  python pipelines/train.py tracking=server "
         f"tracking.uri={_worker_url(args.host, args.port)}\n"
         "Stop it: make server-stop"
     )
+
+
+def auth_summary(layout: Layout, host: str, auth: bool) -> str:
+    """How the server admits users, with a warning when anyone on the network may write."""
+    if auth:
+        return f"user {ADMIN}, password in {layout.file('admin_password')}"
+    if is_loopback(host):
+        return "off"
+    return "off (anyone who reaches this host can read and write runs: AUTH=1 for logins)"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ is imported.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Bytes per float32 value.
 FLOAT_BYTES = 4
 
@@ -39,3 +41,31 @@ def estimated_training_bytes(
         parameter_count(input_dim, intermediate_dim, latent_dim),
         activation_count(input_dim, intermediate_dim, latent_dim, batch_size),
     )
+
+
+@dataclass(frozen=True)
+class IwLayout:
+    """How an importance-weighted estimate with `samples` per digit is cut into steps.
+
+    Each step decodes at most `rows` latent samples (its memory: rows x pixels floats, twice
+    over), so K = 5000 (Burda et al.'s evaluation) runs in the memory K = 5 needs: every
+    sample of `digits` digits in one step when they fit, else `chunks` chunks of `chunk`
+    samples of one digit, combined by a running log-sum-exp. The last chunk may run past
+    `samples`; those extra draws are masked out, never counted.
+    """
+
+    digits: int
+    chunk: int
+    chunks: int
+
+    @property
+    def drawn(self) -> int:
+        return self.chunk * self.chunks
+
+
+def iw_layout(samples: int, rows: int, max_digits: int) -> IwLayout:
+    """The steps of an estimate with `samples` per digit, at most `rows` decodes per step."""
+    if samples <= rows:
+        return IwLayout(max(1, min(max_digits, rows // samples)), samples, 1)
+    chunks = -(-samples // rows)
+    return IwLayout(1, -(-samples // chunks), chunks)

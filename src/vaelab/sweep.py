@@ -115,7 +115,7 @@ def run_job(cfg: DictConfig) -> float:
         config = to_run_config(cfg)
         from vaelab.run import train_and_evaluate
 
-        return train_and_evaluate(config, overrides).metrics[config.objective]
+        return _sweeper_value(train_and_evaluate(config, overrides).metrics, config.objective)
     context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
     number = hydra_cfg.job.num + 1
     log.info(
@@ -135,4 +135,11 @@ def run_job(cfg: DictConfig) -> float:
             open_store(cfg, patient=True), context, record.run_name(cfg), overrides, error
         )
         return math.inf
-    return result.metrics[config.objective]
+    return _sweeper_value(result.metrics, config.objective)
+
+
+def _sweeper_value(values: dict[str, float], objective: str) -> float:
+    """The objective as ranking sees it: a collapsed or failed run is never the minimum."""
+    from vaelab.ranking import sweeper_value
+
+    return sweeper_value(values, objective)

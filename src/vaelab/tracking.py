@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import json
 import logging
 import os
@@ -20,13 +21,14 @@ import re
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +72,10 @@ class RunInterrupted(KeyboardInterrupt):
 class Store:
     uri: str
     experiment_id: str
+    # How runs in this store show they are alive: every open run's heartbeat tag is renewed
+    # this often, and a RUNNING run whose heartbeat is older than `stale_after_s` is dead.
+    heartbeat_s: float = 30.0
+    stale_after_s: float = 120.0
 
     @property
     def client(self) -> MlflowClient:
@@ -90,12 +96,18 @@ def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if not _SECRET.search(k)}
 
 
+# A store holds a team's work and sometimes what it should not (a path, a user name): what
+# vaelab creates is its owner's only, whatever the umask (the store's database file, its
+# artifact directory, and sqlite's journal files, which take the database's mode).
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
 def _prepare_sqlite_dir(uri: str) -> None:
     db = sqlite_file(uri)
     if db is None:
         return
     try:
-        db.parent.mkdir(parents=True, exist_ok=True)
+        db.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     except OSError as error:
         raise TrackingError(
             f"cannot create the run store directory {db.parent} ({error.strerror}); point "
@@ -208,7 +220,11 @@ def _writing(store: Store) -> Iterator[None]:
 
 
 def open_store(
-    uri: str, experiment: str, artifact_root: str | None = None, patient: bool = False
+    uri: str,
+    experiment: str,
+    artifact_root: str | None = None,
+    patient: bool = False,
+    liveness: tuple[float, float] | None = None,
 ) -> Store:
     """Reach the store (failing now, not after training), create schema and experiment.
 
@@ -216,7 +232,8 @@ def open_store(
     database (never relative to the working directory). A server keeps them where it was told
     (`mlflow server --serve-artifacts`): `artifact_root` is not used. An unreachable server
     fails in seconds, unless `patient`: a job of a sweep that already reached it rides out a
-    restart of the server with MLflow's retries, as every write of a run does.
+    restart of the server with MLflow's retries, as every write of a run does. `liveness`:
+    (heartbeat_s, stale_after_s), see `Store`.
     """
     _check_uri(uri)
     _prepare_sqlite_dir(uri)
@@ -224,17 +241,24 @@ def open_store(
     if db is not None and artifact_root is None:
         artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
-        if db is not None and not db.exists():
+        fresh = db is not None and not db.exists()
+        if fresh:
+            Path(artifact_root).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             _copy_empty_store(db, Path(artifact_root).resolve())
         store = _open_store(uri, experiment, artifact_root, patient)
+        if fresh:  # the template's copy, or the file MLflow made where there was none
+            db.chmod(PRIVATE_FILE)
         if db is not None:
             _check_artifact_location(store, Path(artifact_root).resolve())
+    if liveness is not None:
+        store = replace(store, heartbeat_s=liveness[0], stale_after_s=liveness[1])
     return store
 
 
 def open_configured(settings: Any, patient: bool = False) -> Store:
     """The store a config's `tracking` section names, typed or as composed (the same keys)."""
-    return open_store(settings.uri, settings.experiment, settings.artifact_root, patient)
+    liveness = (settings.heartbeat_s, settings.stale_after_s)
+    return open_store(settings.uri, settings.experiment, settings.artifact_root, patient, liveness)
 
 
 def _empty_store_template() -> Path:
@@ -266,6 +290,7 @@ def _copy_empty_store(db: Path, artifact_root: Path) -> None:
     partial = db.with_name(f"{db.name}.new")  # renamed into place whole, or not at all
     try:
         shutil.copyfile(_empty_store_template(), partial)
+        partial.chmod(PRIVATE_FILE)
         with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
             connection.execute(
                 "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
@@ -290,7 +315,7 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: b
                     if artifact_root and _is_local(uri)
                     else None
                 )
-                experiment_id = client.create_experiment(experiment, artifact_location=location)
+                experiment_id = _create_experiment(client, experiment, location)
             else:
                 experiment_id = found.experiment_id
             for key, value in EXPERIMENT_KIND.items():
@@ -308,6 +333,20 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: b
         ) from error
     _use_write_ahead_log(uri)
     return Store(uri=uri, experiment_id=experiment_id)
+
+
+def _create_experiment(client: MlflowClient, name: str, location: str | None) -> str:
+    """The experiment's id, made now or by another process that made it a moment before.
+
+    Two workers that reach a server for a new experiment at once both find none; the second
+    `create_experiment` is refused (RESOURCE_ALREADY_EXISTS) and takes the first one's.
+    """
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _check_artifact_location(store: Store, wanted: Path) -> None:
@@ -369,6 +408,59 @@ def _use_write_ahead_log(uri: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
+class _Heartbeats:
+    """Renews the heartbeat of every run this process holds open, from one daemon thread.
+
+    An epoch can take longer than any fixed timeout (a large packed group on a CPU), so
+    life is not read from epochs: while the process lives, its runs' heartbeats stay fresh;
+    once it dies (even by SIGKILL) they age, and after the store's `stale_after_s` another
+    process may take the run over.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Store] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, store: Store, run_id: str) -> None:
+        with self._lock:
+            self._runs[run_id] = store
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._beat, name="vaelab-heartbeat", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()  # a shorter interval takes effect now
+
+    def remove(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _beat(self) -> None:
+        while True:
+            with self._lock:
+                runs = dict(self._runs)
+            for run_id, store in runs.items():
+                with contextlib.suppress(Exception):  # a store outage: the next beat retries
+                    store.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
+            interval = min((s.heartbeat_s for s in runs.values()), default=60.0)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+
+_HEARTBEATS = _Heartbeats()
+
+
+def heartbeat_age(tags: Mapping[str, str], start_time_ms: int, now: float | None = None) -> float:
+    """Seconds since a run last showed life (its heartbeat tag, else its start)."""
+    try:
+        last = float(tags[HEARTBEAT_TAG])
+    except (KeyError, ValueError):
+        last = start_time_ms / 1000
+    return (time.time() if now is None else now) - last
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """A run as read back from the store."""
@@ -379,6 +471,12 @@ class RunRecord:
     metrics: dict[str, float]
     tags: dict[str, str]
     start_time: int = 0
+
+
+def is_stale(store: Store, run: RunRecord, now: float | None = None) -> bool:
+    """A RUNNING run whose process is gone: its heartbeat older than the store's timeout."""
+    age = heartbeat_age(run.tags, run.start_time, now)
+    return run.status == "RUNNING" and age > store.stale_after_s
 
 
 def _record(run: Any) -> RunRecord:
@@ -582,7 +680,33 @@ class Run:
                 else "".join(traceback.format_exception(error))
             )
             self.log_text(detail, "error.txt")
+        _HEARTBEATS.remove(self.run_id)
         self._client.set_terminated(self.run_id, status=status)
+
+
+# Where MLflow's UI reads a run's owner and origin (its User and Source columns).
+USER_TAG = "mlflow.user"
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+
+
+def origin_tags(store: Store) -> dict[str, str]:
+    """Who made a run and from what: the server login, else this machine's user; the script.
+
+    MlflowClient, unlike MLflow's fluent API, sets neither, and the UI's User column then
+    reads "unknown".
+    """
+    login = os.environ.get("MLFLOW_TRACKING_USERNAME") if not _is_local(store.uri) else None
+    try:
+        user = login or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = str(os.getuid())
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    try:
+        script = script.resolve().relative_to(Path.cwd())
+    except ValueError:
+        script = Path(script.name)
+    return {USER_TAG: user, SOURCE_NAME_TAG: str(script), SOURCE_TYPE_TAG: "LOCAL"}
 
 
 def create_run(
@@ -598,11 +722,20 @@ def create_run(
     alive = {HEARTBEAT_TAG: f"{time.time():.3f}"}
     with _writing(store):
         created = store.client.create_run(
-            store.experiment_id, run_name=run_name, tags=loggable_tags({**tags, **parent, **alive})
+            store.experiment_id,
+            run_name=run_name,
+            tags=loggable_tags({**origin_tags(store), **tags, **parent, **alive}),
         )
     run = Run(store, created.info.run_id)
+    _HEARTBEATS.add(store, run.run_id)
     run.log(params=params)
     return run
+
+
+def delete_run(store: Store, run_id: str) -> None:
+    """Withdraw a run this process created but must not keep (a claim another process won)."""
+    _HEARTBEATS.remove(run_id)
+    store.client.delete_run(run_id)
 
 
 def reopen_run(store: Store, run_id: str) -> None:
@@ -701,19 +834,12 @@ def end_runs(runs: list[Run], error: BaseException, log_path: Path | None) -> No
 
 
 @contextmanager
-def tracked_run(
-    store: Store,
-    run_name: str,
-    params: Mapping[str, Any],
-    tags: Mapping[str, Any],
-    parent_run_id: str | None = None,
-) -> Iterator[Run]:
-    """Open a run and close it FINISHED, FAILED or KILLED according to what happened.
+def tracked_run(run: Run) -> Iterator[Run]:
+    """Hold a created run and close it FINISHED, FAILED or KILLED according to what happened.
 
     An interrupt is re-raised as it is (so a sweep stops); any other error as `RunFailed`
     from it, which tells the caller the failure is already recorded.
     """
-    run = create_run(store, run_name, tags, params, parent_run_id)
     with captured_log() as log_path, sigterm_as_interrupt():
         try:
             yield run

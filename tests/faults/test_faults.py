@@ -118,24 +118,32 @@ def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
             *isolated(tmp_path),
             f"out_dir={tmp_path}/reports",
             f"runs=[{run_id}]",
-            "stale_after_s=1",
+            "tracking.stale_after_s=1",
             name="report",
         )
     )
     assert "STALE" in paths["csv"].read_text()
 
 
-@pytest.mark.slow
-def test_two_sweeps_writing_to_one_fresh_store_at_once_lose_nothing(tmp_path):
-    first = start(tmp_path, "--multirun", *TINY, "model.latent_dim=2")
-    second = start(tmp_path, "--multirun", *TINY, "model.latent_dim=4")
-    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
-    assert first.returncode == second.returncode == 0, outputs[0][-2000:] + outputs[1][-2000:]
+def test_two_processes_launching_one_sweep_train_each_configuration_once_and_kill_nothing(
+    tmp_path,
+):
+    # Two launches of the same sweep, at once, into a store that does not exist yet: a
+    # teammate relaunching from another shell while the first still runs. A RUNNING run with
+    # a fresh heartbeat is a claim: the other process trains something else, kills nothing.
+    sweep = ["--multirun", *TINY, "seed=1,2,3"]
+    processes = [start(tmp_path, *sweep) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     store = store_for(tmp_path)
     children = tracking.find_runs(store, {"sweep.role": "child"})
-    assert sorted(r.params["model.latent_dim"] for r in children) == ["2", "4"]
-    assert all(r.status == "FINISHED" for r in children)
-    assert len(tracking.find_runs(store, {"sweep.role": "parent"}, status="FINISHED")) == 2
+    assert sorted(r.params["seed"] for r in children) == ["1", "2", "3"]  # each exactly once
+    assert {r.status for r in children} == {"FINISHED"}
+    assert "marked KILLED" not in " ".join(outputs)  # nothing alive was taken for dead
+    (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})  # one parent, closed
+    assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "3"
+    skipped = sum(o.count("Skipping:") for o in outputs)
+    assert skipped == 3, outputs  # each configuration: trained by one, skipped by the other
 
 
 def test_a_full_disk_while_writing_artifacts_fails_the_run_and_keeps_the_store(
@@ -158,7 +166,7 @@ def test_secret_looking_names_never_reach_the_store(store_uri):
     store = tracking.open_store(store_uri, "vaelab", None)
     params = {"model.latent_dim": 2, "tracking.api_token": "t0k", "db_password": "hunter2"}
     tags = {"style": "functional", "AWS_SECRET_ACCESS_KEY": "abc", "github_token": "ghp"}
-    with tracking.tracked_run(store, "secrets", params, tags) as run:
+    with tracking.tracked_run(tracking.create_run(store, "secrets", tags, params)) as run:
         run.set_tags({"service_api_key": "k"})
         run.log(params={"github_token": "ghp"}, tags={"my_secret": "abc"})
     record = tracking.get_run(store, run.run_id)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY, compose_config, isolated
-from vaelab import data, lifecycle, metrics, packed, packed_run, record, rerun, tracking
+from vaelab import data, lifecycle, metrics, packed, packed_run, packing, record, rerun, tracking
 from vaelab.config import flatten, to_run_config
 from vaelab.losses import LossSpec
 from vaelab.packed_run import train_packed
@@ -173,8 +173,13 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     assert good.tags["mlflow.parentRunId"] == context.parent_run_id
     for name in metrics.EPOCH_METRICS:
         assert [s for s, _ in tracking.metric_history(store, good.run_id, name)] == [1, 2]
-    for name in (*metrics.TEST_METRICS, metrics.ACTIVE_UNITS, metrics.IW_BCE):
+    for name in (*metrics.TEST_METRICS, *metrics.QUALITY_METRICS[:2], metrics.IW_BCE):
         assert np.isfinite(good.metrics[name]), name
+    # Its epoch time is its group's, and named so: never a solo run's own epoch time.
+    assert metrics.EPOCH_SECONDS not in good.metrics
+    group_seconds = tracking.metric_history(store, good.run_id, metrics.GROUP_EPOCH_SECONDS)
+    assert [s for s, _ in group_seconds] == [1, 2]
+    assert good.metrics[metrics.EPOCH_SECONDS_PER_MODEL] < group_seconds[0][1]
     artifacts = {a.path for a in store.client.list_artifacts(good.run_id)}
     assert {"config.yaml", "overrides.yaml", "requirements.txt", "run.log", "plots"} <= artifacts
     plots = {a.path for a in store.client.list_artifacts(good.run_id, "plots")}
@@ -265,7 +270,7 @@ def test_rerun_retrains_a_packed_run_solo_from_what_it_recorded(packed_jobs, sto
     # Every number of the packed run has its counterpart: test/, quality, both epochs.
     compared = {name: (a, b) for name, a, b in comparison.rows}
     assert not comparison.missing, comparison.table()
-    assert {metrics.ACTIVE_UNITS, "test/total", "val/total @ epoch 2"} <= set(compared)
+    assert {*metrics.QUALITY_METRICS[:2], "test/total", "val/total @ epoch 2"} <= set(compared)
     # The same model and batches; only the sampling noise comes from other random streams.
     a, b = compared["val/total @ epoch 2"]
     assert b == pytest.approx(a, rel=0.03)
@@ -279,3 +284,18 @@ def test_batches_are_even_where_they_can_be():
     full, tail = packed._batches(rows, 4)
     assert full.shape == (2, 2, 4) and tail.shape == (2, 1, 2)
     np.testing.assert_array_equal(np.concatenate([full.reshape(2, -1), tail[:, 0]], 1), rows)
+
+
+def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_group(pools):
+    # K = 1001 > packing.IW_ROWS: 3 chunks of 334 samples, the last one's extra draw masked.
+    layout = packing.iw_layout(1001)
+    assert (layout.chunks, layout.chunk, layout.drawn) == (3, 334, 1002)
+    ours, other = member(pools, 0, 16, 4), member(pools, 1, 32, 8)
+
+    def iw(members, k):
+        group_data = dataclasses.replace(data_for(pools), iw_samples=k)
+        return packed.train_group(members, group_data, lambda *a: None, lambda *a: None)
+
+    alone, together = iw([ours], 1001)[0], iw([ours, other], 1001)[0]
+    np.testing.assert_allclose(alone.iw_bound, together.iw_bound, rtol=1e-5)
+    assert alone.iw_bound < iw([ours], 5)[0].iw_bound < alone.test["total"]

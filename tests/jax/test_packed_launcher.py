@@ -17,13 +17,26 @@ PACKED = "hydra/launcher=packed"
 
 def test_a_bad_configuration_refuses_the_whole_sweep_before_anything_trains(run_app, store_uri):
     result = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2,0,-1", PACKED)
-    assert result.returncode == 1
-    assert "refused the sweep; nothing trained" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
+    assert line.startswith("Error: the packed launcher refused the sweep; nothing trained: job")
     assert "model.latent_dim=0" in result.stderr and "model.latent_dim=-1" in result.stderr
     store = tracking.open_store(store_uri, "vaelab")
     assert tracking.find_runs(store, {"sweep.role": "child"}) == []
     (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
     assert parent.status == "FAILED" and "model.latent_dim=0" in parent.tags["error"]
+
+
+def test_another_backend_is_one_line_naming_the_fix(run_app, store_uri, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    result = run_app("train.py", "--multirun", *TINY, "seed=1,2", PACKED)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
+    assert "run with KERAS_BACKEND=jax (or unset it)" in line
+    (parent,) = tracking.find_runs(
+        tracking.open_store(store_uri, "vaelab"), {"sweep.role": "parent"}
+    )
+    assert parent.status == "FAILED" and "KERAS_BACKEND=tensorflow" in parent.tags["error"]
 
 
 def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store_uri, monkeypatch):

@@ -32,7 +32,8 @@ class Stack:
 
 
 def cluster_dir() -> Path:
-    """Under root PostgreSQL runs as `postgres`, which cannot enter pytest's 0700 tmp dirs."""
+    """A cluster dir `postgres` can enter (a 0755 parent), so that under root the session's
+    clusters stay in /tmp rather than moving to its home (test_private_files tests that move)."""
     base = Path(tempfile.mkdtemp(prefix="vaelab-pg-"))
     base.chmod(0o755)
     return base / "postgres"

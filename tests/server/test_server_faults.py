@@ -138,6 +138,8 @@ def test_logins_are_required_checked_and_never_recorded(serve, run_app, monkeypa
     recorded.append(tracking.read_text_artifact(store, run.run_id, "config.yaml"))
     recorded.append(tracking.read_text_artifact(store, run.run_id, "run.log"))
     assert not any(admin_password in text for text in recorded)
+    assert run.tags["mlflow.user"] == server.ADMIN  # the login, not this machine's user
+    assert run.tags["mlflow.source.name"].endswith("train.py")
 
     AuthServiceClient(stack.url).create_user("reader", "reader-password-1")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")

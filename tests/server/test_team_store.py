@@ -3,13 +3,15 @@ concurrent writers lose nothing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY, compose_config, isolated
+from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab import lifecycle, metrics, tracking
 from vaelab.report import make_report
 from vaelab.rerun import rerun
@@ -134,3 +136,27 @@ def test_concurrent_writers_lose_no_metric_point(stack):
             assert history == [(step, number + step / 100) for step in range(STEPS)]
             read += len(history)
     assert read == WRITERS * STEPS * PER_STEP == 3200
+
+
+def test_two_processes_launching_one_sweep_through_the_server_train_each_once(stack, tmp_path):
+    # As in tests/faults (the local store), through a real server: a RUNNING run with a fresh
+    # heartbeat is a claim the other process respects; nothing alive is killed.
+    command = [
+        sys.executable, str(REPO / "pipelines" / "train.py"), "--multirun", *TINY, "seed=1,2,3",
+        *stack.overrides("claims"), *isolated(tmp_path),
+    ]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    store = stack.store("claims")
+    children = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.CHILD})
+    assert sorted(r.params["seed"] for r in children) == ["1", "2", "3"]
+    assert {r.status for r in children} == {"FINISHED"}
+    assert "marked KILLED" not in " ".join(outputs)
+    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
+    assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "3"

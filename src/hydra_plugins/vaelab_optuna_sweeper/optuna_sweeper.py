@@ -9,8 +9,12 @@ launcher is configured, `n_jobs` trials at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -80,18 +84,54 @@ class OptunaSweeper(Sweeper):
         return space, fixed
 
     def _study(self) -> optuna.Study:
+        """The sweep's study, its trials' liveness judged as the runs' (`tracking.*_s`).
+
+        A RUNNING trial is failed only once its heartbeat is older than the grace period:
+        one asked by a sweep that died will never report, but one asked by another live
+        process launching the same sweep will (Optuna's own heartbeat and stale-trial rule).
+        """
         name = f"{self.config.experiment_name}-{sweep_id_for(self.config)}"
-        study = optuna.create_study(
-            study_name=name,
-            storage=self.storage,
-            load_if_exists=True,
-            direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
-        )
-        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            # Asked by a sweep that died before telling: it will never report.
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        tracking = self.config.tracking
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._storage = optuna.storages.RDBStorage(
+                self.storage,
+                heartbeat_interval=max(1, round(tracking.heartbeat_s)),
+                grace_period=max(2, round(tracking.stale_after_s)),
+            )
+            study = optuna.create_study(
+                study_name=name,
+                storage=self._storage,
+                load_if_exists=True,
+                direction="minimize",
+                sampler=optuna.samplers.TPESampler(seed=self.seed),
+            )
+            optuna.storages.fail_stale_trials(study)
         return study
+
+    @contextlib.contextmanager
+    def _alive(self, trials: list[optuna.Trial]) -> Iterator[None]:
+        """Record the trials' heartbeats while the launcher trains them.
+
+        Optuna beats only inside `study.optimize`; with ask and tell, the sweeper does it.
+        """
+        done = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for trial in trials:
+                    with contextlib.suppress(Exception):  # a locked store: the next beat
+                        self._storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+                if done.wait(self._storage.heartbeat_interval):
+                    return
+
+        thread = threading.Thread(target=beat, name="vaelab-optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def sweep(self, arguments: list[str]) -> Any:
         space, fixed = self._search_space(arguments)
@@ -101,10 +141,13 @@ class OptunaSweeper(Sweeper):
         job_idx = len(study.trials)
         returns = []
         while done < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            with warnings.catch_warnings():  # ask and tell with heartbeats: `_alive` beats
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             batch = [fixed + [f"{k}={v}" for k, v in t.params.items()] for t in trials]
             self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=job_idx)
+            with self._alive(trials):
+                results = self.launcher.launch(batch, initial_job_idx=job_idx)
             for trial, result in zip(trials, results, strict=True):
                 value = result.return_value
                 if value is None or not math.isfinite(value):

@@ -48,6 +48,8 @@ class PackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         from vaelab import lifecycle
+        from vaelab.cli import exit_for
+        from vaelab.errors import UserError
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -57,15 +59,23 @@ class PackedLauncher(Launcher):
             self._job_config(overrides, initial_job_idx + i)
             for i, overrides in enumerate(job_overrides)
         ]
-        jobs = self._validated(configs, job_overrides, context)
-        use_jax(self.compilation_cache)
+        try:
+            jobs = self._validated(configs, job_overrides)
+            use_jax(self.compilation_cache)
+        except UserError as error:  # one line, as every user error; the sweep's parent FAILED
+            _refuse(configs[0], context, error)
+            refused = "the packed launcher refused the sweep; nothing trained"
+            raise exit_for(error, refused) from None
         from vaelab.packed_run import train_packed
+        from vaelab.ranking import sweeper_value
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
         results = train_packed(jobs, context, self.memory_fraction, self.max_group_size)
         returns = []
         for config, job, result in zip(configs, jobs, results, strict=True):
-            objective = math.inf if result is None else result.metrics[job.config.objective]
+            objective = (
+                math.inf if result is None else sweeper_value(result.metrics, job.config.objective)
+            )
             HydraConfig.instance().set_config(config)
             returns.append(
                 run_job(
@@ -85,11 +95,10 @@ class PackedLauncher(Launcher):
             config.hydra.job.num = number
         return config
 
-    def _validated(self, configs, job_overrides, context) -> list:
-        """Every job as a packing.Job, or one message naming each bad job (exit 1)."""
-        from vaelab import tracking
+    def _validated(self, configs, job_overrides) -> list:
+        """Every job as a packing.Job; a ConfigError naming each bad job otherwise."""
         from vaelab.config import to_run_config
-        from vaelab.errors import UserError
+        from vaelab.errors import ConfigError, UserError
         from vaelab.packing import Job
 
         jobs, problems = [], []
@@ -97,16 +106,18 @@ class PackedLauncher(Launcher):
             try:
                 jobs.append(Job(to_run_config(_task_config(config)), list(overrides)))
             except UserError as error:
-                problems.append(f"  job {' '.join(filter_overrides(overrides))}: {error}")
+                problems.append(f"job {' '.join(filter_overrides(overrides))}: {error}")
         if problems:
-            message = "the packed launcher refused the sweep; nothing trained:\n" + "\n".join(
-                problems
-            )
-            store = tracking.open_configured(configs[0].tracking)
-            tracking.close_run(store, context.parent_run_id, "FAILED", error=message)
-            print(f"Error: {message}", file=sys.stderr)
-            raise SystemExit(1)
+            raise ConfigError("; ".join(problems))
         return jobs
+
+
+def _refuse(config: DictConfig, context, error: Exception) -> None:
+    """End the sweep's parent FAILED with the reason nothing trained."""
+    from vaelab import tracking
+
+    store = tracking.open_configured(config.tracking)
+    tracking.close_run(store, context.parent_run_id, "FAILED", error=str(error))
 
 
 def _task_config(config: DictConfig) -> DictConfig:

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from omegaconf import DictConfig
 
-from vaelab import lifecycle, local_store, metrics, plots, ranking, tracking
+from vaelab import lifecycle, local_store, metrics, plots, tracking
 from vaelab.config import check_objective
 from vaelab.errors import ReportError
 from vaelab.local_store import LocalStore
@@ -146,6 +146,20 @@ def _histories(source: RunSource, run_ids: list[str], name: str) -> dict[str, li
     return {run_id: source.metric_history(run_id, name) for run_id in run_ids}
 
 
+def _epoch_times(source: RunSource, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each run's mean epoch time under the name it logged (solo, or its packed group's share).
+
+    A packed run's share is read only for the runs without a solo epoch time.
+    """
+    times: dict[str, dict[str, float]] = {}
+    left = run_ids
+    for name in tables.EPOCH_TIMES:
+        histories = {r: h for r, h in _histories(source, left, name).items() if h}
+        times[name] = {r: tables.mean_epoch_seconds(h) for r, h in histories.items()}
+        left = [r for r in left if r not in histories]
+    return times
+
+
 def _chart(name: str, caption: str, figure: MplFigure) -> render.Figure:
     return render.Figure(name, caption, plots.png_bytes(figure), figures.legend_texts(figure))
 
@@ -219,7 +233,7 @@ def _reconstructions(
     drawn = []
     for _, row in best.iterrows():
         grid = source.download_artifact(
-            row["run_id"], "plots/reconstructions.png", workdir / row["run_id"]
+            row["run_id"], "plots/reconstructions.png", render.inside(workdir, row["run_id"])
         )
         if grid is not None:
             drawn.append(
@@ -249,23 +263,17 @@ def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Pat
     """Everything the report shows, computed from the store."""
     started = time.perf_counter()
     frame, by = selection.runs, cfg.metric
-    seconds = {
-        run_id: tables.mean_epoch_seconds(history)
-        for run_id, history in _histories(
-            source, list(frame["run_id"]), metrics.EPOCH_SECONDS
-        ).items()
-    }
     table = tables.build_table(
-        frame, by, cfg.collapse_kl, cfg.partial_collapse, cfg.stale_after_s, time.time(), seconds
+        frame,
+        by,
+        cfg.partial_collapse,
+        cfg.tracking.stale_after_s,
+        time.time(),
+        _epoch_times(source, list(frame["run_id"])),
     )
     varying = tables.varying_params(frame)
     ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir)
     summary = tables.summary_lines(selection.title, table, varying, by, selection.superseded)
-    if cfg.collapse_kl != ranking.COLLAPSE_KL:
-        summary.append(
-            f"Runs without an active-unit count (older code) are called collapsed below a test "
-            f"KL of {cfg.collapse_kl} nats here, {ranking.COLLAPSE_KL} in the sweep's summary."
-        )
     report = render.Report(
         title=selection.title,
         summary=summary,
@@ -290,9 +298,10 @@ def make_report(cfg: DictConfig) -> dict[str, Path]:
     source = open_source(cfg.tracking, cfg.filter)
     selection = select(source, cfg.sweep_id, cfg.runs, cfg.filter, cfg.latest_runs)
     name = selection.sweep_id or time.strftime("runs-%Y%m%d-%H%M%S")
+    out_dir = render.inside(Path(cfg.out_dir), name)  # before any work: the id may be hostile
     with tempfile.TemporaryDirectory() as tmp:
         report = build(source, selection, cfg, Path(tmp))
-        paths = render.write(report, Path(cfg.out_dir) / name)
+        paths = render.write(report, out_dir)
     if selection.parent_run_id:
         source.log_files(selection.parent_run_id, list(paths.values()), "report")
     log.info("Report of %s written in %.1f s", selection.title, report.seconds)

@@ -12,6 +12,8 @@ from string import Template
 
 import pandas as pd
 
+from vaelab.errors import ReportError
+
 _TEMPLATE = Path(__file__).with_name("template.html")
 
 
@@ -145,11 +147,25 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def inside(directory: Path, name: str) -> Path:
+    """`directory / name` for a plain file or directory name, refusing anything else.
+
+    Names come partly from the store (a sweep id tag, a run id), which anyone who can write
+    to a shared store controls: `../x` or `/etc/x` must never become a path a reader writes.
+    """
+    if not name or Path(name).name != name or name in (".", "..") or "\\" in name:
+        raise ReportError(
+            f"{name!r} is not a plain file name: refusing to write outside {directory} (the "
+            "name comes from the run store; check its sweep.id tags and run ids)"
+        )
+    return directory / name
+
+
 def write(report: Report, out_dir: Path) -> dict[str, Path]:
     """report.html (images embedded), report.md with its PNGs beside it, and table.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for figure in report.figures:
-        (out_dir / f"{figure.name}.png").write_bytes(figure.png)
+        inside(out_dir, f"{figure.name}.png").write_bytes(figure.png)
     paths = {"html": out_dir / "report.html", "md": out_dir / "report.md"}
     paths["csv"] = out_dir / "table.csv"
     report.full_table.to_csv(paths["csv"], index=False)

@@ -27,6 +27,16 @@ EFFECT_PARAMS = {
 DESCRIBED_PARAMS = ("style.name", "model.latent_dim", "model.intermediate_dim")
 # The importance-weighted estimate, under its name on binary and on continuous pixels.
 IW_METRICS = (metrics.NLL_BOUND_IW, metrics.IW_BCE)
+# Epoch times, by the metric they average and the column and header that show them: a solo
+# run's own epoch, and a packed run's share of its group's epoch (not the same quantity, so
+# never one column).
+EPOCH_TIMES = {
+    metrics.EPOCH_SECONDS: ("epoch_seconds", "epoch time, mean after the 1st (s)"),
+    metrics.EPOCH_SECONDS_PER_MODEL: (
+        "epoch_seconds_per_model",
+        "packed: group's epoch time per model, mean after the 1st (s)",
+    ),
+}
 # Shown in the table by their last part (`latent_dim`); the full names are in table.csv.
 _SHORT = ("model.", "train.", "style.", "loss.", "data.")
 
@@ -69,8 +79,8 @@ def mean_epoch_seconds(history: Sequence[tuple[int, float]]) -> float:
 
 
 def active_units_text(frame: pd.DataFrame) -> pd.Series:
-    """Active latent units as `k / latent_dim` (an integer fraction, readable at a glance)."""
-    units = ranking.metric(frame, metrics.ACTIVE_UNITS)
+    """Active units on the validation digits (what collapse is judged by) as `k / latent_dim`."""
+    units = ranking.metric(frame, metrics.VAL_ACTIVE_UNITS)
     dims = pd.to_numeric(ranking.column(frame, "params.model.latent_dim"), errors="coerce")
 
     def text(k: float, d: float) -> str:
@@ -81,10 +91,13 @@ def active_units_text(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([text(k, d) for k, d in zip(units, dims, strict=True)], index=frame.index)
 
 
-def collapse_flags(frame: pd.DataFrame, kl_threshold: float, partial_fraction: float) -> pd.Series:
-    """Flag each run "collapsed" (no active unit), "partial" (too few active) or not at all."""
-    collapsed = ranking.is_collapsed(frame, kl_threshold)
-    units = ranking.metric(frame, metrics.ACTIVE_UNITS)
+def collapse_flags(frame: pd.DataFrame, partial_fraction: float) -> pd.Series:
+    """Flag each run "collapsed" (no active unit), "partial" (too few active) or not at all.
+
+    On validation digits, as ranking judges collapse.
+    """
+    collapsed = ranking.is_collapsed(frame)
+    units = ranking.metric(frame, metrics.VAL_ACTIVE_UNITS)
     dims = pd.to_numeric(ranking.column(frame, "params.model.latent_dim"), errors="coerce")
     partial = ~collapsed & (units / dims).lt(partial_fraction)
     flags = pd.Series("", index=frame.index, dtype=object)
@@ -105,19 +118,22 @@ class Group:
 def build_table(
     frame: pd.DataFrame,
     by: str,
-    kl_threshold: float,
     partial_fraction: float,
     stale_after_s: float,
     now: float,
-    epoch_seconds: Mapping[str, float] | None = None,
+    epoch_times: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
-    """Every run with its status, rank within its group, flags and derived columns."""
+    """Every run with its status, rank within its group, flags and derived columns.
+
+    `epoch_times`: for each metric of EPOCH_TIMES, each run's mean (`mean_epoch_seconds`).
+    """
     frame = frame.assign(status=status_with_staleness(frame, stale_after_s, now))
-    table = ranking.rank(frame, by, kl_threshold)
-    table["flag"] = collapse_flags(table, kl_threshold, partial_fraction)
+    table = ranking.rank(frame, by)
+    table["flag"] = collapse_flags(table, partial_fraction)
     table["active"] = active_units_text(table)
-    seconds = epoch_seconds or {}
-    table["epoch_seconds"] = [seconds.get(run_id, math.nan) for run_id in table["run_id"]]
+    for name, (column, _) in EPOCH_TIMES.items():
+        seconds = (epoch_times or {}).get(name, {})
+        table[column] = [seconds.get(run_id, math.nan) for run_id in table["run_id"]]
     table["kind"] = [metrics.loss_kind(params_of(row)) for _, row in table.iterrows()]
     return table
 
@@ -145,11 +161,12 @@ def display_columns(group: Group, by: str, varying: Sequence[str]) -> list[tuple
     for name in IW_METRICS:
         if f"metrics.{name}" in group.table and group.table[f"metrics.{name}"].notna().any():
             shown.append((f"metrics.{name}", metrics.label(name, kind)))
-    shown += [
-        ("active", "active units"),
-        ("epoch_seconds", "epoch time, mean after the 1st (s)"),
-        ("note", "note"),
+    shown.append(("active", metrics.label(metrics.VAL_ACTIVE_UNITS)))
+    times = [
+        (c, h) for c, h in EPOCH_TIMES.values() if c in group.table and group.table[c].notna().any()
     ]
+    shown += times or [next(iter(EPOCH_TIMES.values()))]
+    shown.append(("note", "note"))
     return shown
 
 
@@ -302,7 +319,8 @@ def summary_lines(
     flags = table["flag"]
     lines.append(
         f"Posterior collapse: {int(flags.eq('collapsed').sum())} of {len(table)} runs have no "
-        f"active latent unit; {int(flags.eq('partial').sum())} are partially collapsed."
+        f"active latent unit on the validation digits; {int(flags.eq('partial').sum())} are "
+        "partially collapsed."
     )
     return lines
 

@@ -162,9 +162,7 @@ def mark_stale_children(store: tracking.Store, sweep_id: str) -> list[str]:
 def live_children(store: tracking.Store, sweep_id: str) -> list[tracking.RunRecord]:
     """Children some process is training now: RUNNING with a fresh heartbeat."""
     now = time.time()
-    return [
-        r for r in children(store, sweep_id, "RUNNING") if not tracking.is_stale(store, r, now)
-    ]
+    return [r for r in children(store, sweep_id, "RUNNING") if not tracking.is_stale(store, r, now)]
 
 
 def holder(

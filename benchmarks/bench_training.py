@@ -28,12 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.conftest.compose_config: the real config
 
 from tests.conftest import compose_config  # noqa: E402
-from vaelab import training  # noqa: E402
-from vaelab.config import Style, to_run_config  # noqa: E402
-from vaelab.losses import LossSpec  # noqa: E402
-from vaelab.metrics import TERMS  # noqa: E402
-from vaelab.models import build_vae  # noqa: E402
-from vaelab.run import ARCHITECTURE, load_splits  # noqa: E402
+from vaelab.edges.config import to_run_config  # noqa: E402
+from vaelab.engines import backend  # noqa: E402
+from vaelab.engines.fit import train_with_fit  # noqa: E402
+from vaelab.engines.loop import train_with_loop  # noqa: E402
+from vaelab.orchestration.train import engine_job, group_data  # noqa: E402
+from vaelab.vae.losses import LossSpec  # noqa: E402
+from vaelab.vae.models import build_vae  # noqa: E402
+from vaelab.vocab.metrics import TERMS  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -51,7 +53,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def notebook_fit(x, epochs, seed, spec, shuffle=True, x_val=None):
     """(a): plain Keras fit with default settings, as the notebook trains."""
-    training.configure_backend(seed, deterministic=True)
+    backend.configure_backend(seed, deterministic=True)
     model = build_vae("functional", 784, 64, 32, seed, spec)
     model.compile(optimizer=keras.optimizers.Adam())
     timer = EpochTimer()
@@ -70,17 +72,22 @@ def notebook_fit(x, epochs, seed, spec, shuffle=True, x_val=None):
 
 def pipeline_style(style, x, x_val, epochs, seed, spec, steps, shuffle=True):
     """(b): the trainer the pipeline uses for this style, with its validation pass."""
-    training.configure_backend(seed, deterministic=True)
-    model = build_vae(ARCHITECTURE[Style(style)], 784, 64, 32, seed, spec)
-    settings = training.TrainSettings(epochs, 64, 1e-3, steps, seed, shuffle, False)
+    backend.configure_backend(seed, deterministic=True)
+    overrides = [f"style={style}", f"train.epochs={epochs}", f"seed={seed}"]
+    overrides += [f"style.steps_per_execution={steps}", f"train.shuffle={shuffle}"]
+    job = engine_job(to_run_config(compose_config(*overrides)))
+    model = build_vae(job.architecture, 784, 64, 32, seed, spec)
     seconds, losses = [], []
 
     def on_epoch(epoch, metrics):
         seconds.append(metrics["time/epoch_seconds"])
         losses.append({name: metrics[f"train/{name}"] for name in TERMS})
+        return False
 
-    trainer = training.train_with_custom_loop if style == "custom_loop" else training.train_with_fit
-    trainer(model, x, x_val, settings, on_epoch, verbose=0)
+    if job.loop:
+        train_with_loop(model, x, x_val, job, on_epoch, verbose=0)
+    else:
+        train_with_fit(model, x, x_val, job, on_epoch)
     return seconds, losses
 
 
@@ -93,14 +100,14 @@ def main() -> None:
     args = parser.parse_args()
 
     config = to_run_config(compose_config())
-    splits, _ = load_splits(config)
-    x, x_val = splits.x_train, splits.x_val
+    pools = group_data(config)
+    x, x_val = pools.train_pool[pools.train_rows], pools.val_pool[pools.val_rows]
     seed, spec = config.seed, LossSpec("bce", "sum", "sum", 1.0)
     steps = args.steps or config.style.steps_per_execution
     epochs = args.epochs + 1
 
     print(
-        f"backend={keras.backend.backend()}  device={training.configure_backend(seed, True)}"
+        f"backend={keras.backend.backend()}  device={backend.device_name()}"
         f"  cpus={os.cpu_count()}  train={len(x)}  val={len(x_val)}  batch=64"
         f"  steps_per_execution={steps}  epochs={args.epochs} (+1 warm-up)\n"
     )

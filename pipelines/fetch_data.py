@@ -6,15 +6,15 @@ python pipelines/fetch_data.py              # paths.mnist_dir, checked against c
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import user_errors
-from vaelab.config import register_configs
+from vaelab.edges.cli import user_errors
+from vaelab.edges.config import register_configs
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from vaelab.data import load_mnist
+    from vaelab.vae.data import load_mnist
 
     with user_errors():
         p = cfg.paths

@@ -7,8 +7,8 @@ python pipelines/report.py sweep_id=<id>
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import quiet_frameworks, run_command, user_errors
-from vaelab.config import register_configs
+from vaelab.edges.cli import quiet_frameworks, run_command, user_errors
+from vaelab.edges.config import register_configs
 
 register_configs()
 quiet_frameworks()
@@ -16,7 +16,7 @@ quiet_frameworks()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    from vaelab.report import make_report
+    from vaelab.orchestration.report import make_report
 
     with user_errors():
         paths = make_report(cfg)

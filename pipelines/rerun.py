@@ -8,8 +8,8 @@ python pipelines/rerun.py run_id=<id> strict=true
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import quiet_frameworks, run_command, user_errors
-from vaelab.config import register_configs
+from vaelab.edges.cli import quiet_frameworks, run_command, user_errors
+from vaelab.edges.config import register_configs
 
 register_configs()
 quiet_frameworks()
@@ -17,7 +17,7 @@ quiet_frameworks()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rerun")
 def main(cfg: DictConfig) -> None:
-    from vaelab.rerun import rerun
+    from vaelab.orchestration.rerun import rerun
 
     with user_errors():
         for comparison in rerun(cfg):

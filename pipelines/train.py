@@ -9,8 +9,8 @@ python pipelines/train.py --multirun sweep=grid hydra/launcher=packed   # traine
 import hydra
 from omegaconf import DictConfig
 
-from vaelab.cli import quiet_frameworks, run_command, user_errors
-from vaelab.config import register_configs
+from vaelab.edges.cli import quiet_frameworks, run_command, user_errors
+from vaelab.edges.config import register_configs
 
 register_configs()
 quiet_frameworks()
@@ -19,7 +19,7 @@ quiet_frameworks()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Return the objective (validation loss by default), what a sweeper minimises."""
-    from vaelab.sweep import run_job
+    from vaelab.orchestration.sweep import run_job
 
     with user_errors():
         return run_job(cfg)

@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from vaelab import cli
-from vaelab.config import register_configs
+from vaelab.edges import cli
+from vaelab.edges.config import register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The smallest real run: a few hundred digits, one epoch, no model artifact.
@@ -148,3 +148,25 @@ def run_app(tmp_path: Path) -> Callable[..., AppResult]:
         return AppResult(code, stdout.getvalue(), stderr.getvalue())
 
     return run
+
+
+class Collected:
+    """The events an engine reports (engines.base.Events), kept for a test to read."""
+
+    def __init__(self, stop_at: dict[int, int] | None = None):
+        self.epochs: dict[int, list[dict[str, float]]] = {}
+        self.failures: dict[int, tuple[int, BaseException]] = {}
+        self.outcomes: dict = {}
+        self.stop_at = stop_at or {}  # job -> the epoch it is told to stop at
+
+    def epoch_ended(self, job, epoch, values):
+        self.epochs.setdefault(job, []).append(dict(values))
+
+    def job_failed(self, job, epoch, error):
+        self.failures[job] = (epoch, error)
+
+    def job_finished(self, job, outcome):
+        self.outcomes[job] = outcome
+
+    def should_stop(self, job, epoch):
+        return self.stop_at.get(job) == epoch

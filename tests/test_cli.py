@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, TINY
-from vaelab.cli import RAW_STDERR, is_native_noise
+from vaelab.edges.cli import RAW_STDERR, is_native_noise
 
 _PROBE = """
 import runpy, sys
@@ -119,7 +119,7 @@ def test_a_mistake_on_the_command_line_is_one_line_unless_the_full_error_is_aske
 LAST_WORDS = "F1204 12:00:00.000000   15126 kernel.cc:7] Check failed: the last words"
 _CRASH = f"""
 import os
-from vaelab import cli
+from vaelab.edges import cli
 
 cli.quiet_frameworks()  # fd 2 through the filter, as every pipeline has it
 for i in range(3000):  # a burst of native lines, noise and not, then an abort in native code

@@ -6,8 +6,9 @@ import re
 import pandas as pd
 import pytest
 
-from vaelab import metrics, plots
-from vaelab.report import figures, tables
+from vaelab.orchestration.report import figures, tables
+from vaelab.vae import plots
+from vaelab.vocab import metrics
 
 UNIT = re.compile(r"\((nats|loss units|latent units|hidden units|epochs)[^)]*\)$")
 
@@ -73,9 +74,9 @@ def _split(run_id: str, reconstruction: float, kl: float, flag: str = "") -> dic
     }
 
 
-def _group(label: str, kind: str, rows: list[dict]) -> tables.Group:
+def _group(label: str, kind: str, rows: list[dict]) -> tables.ComparableGroup:
     table = pd.DataFrame(rows)
-    return tables.Group(label, kind, table.assign(kind=kind))
+    return tables.ComparableGroup(label, kind, table.assign(kind=kind))
 
 
 def test_the_split_has_a_panel_per_group_in_its_units_and_counts_only_drawn_runs():

@@ -5,10 +5,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, isolated
-from vaelab import identity, lifecycle, tracking
-from vaelab.config import Config, as_dict, to_run_config
-from vaelab.report.tables import varying_params
-from vaelab.run import train_and_evaluate
+from vaelab.edges import tracking
+from vaelab.edges.config import Config, as_dict, to_run_config
+from vaelab.orchestration.report.tables import varying_params
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.rules import identity, lifecycle
 
 # key -> (another value, is it a location?)
 KEYS = {

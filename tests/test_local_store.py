@@ -1,13 +1,19 @@
 """The report's direct reader of a local store gives exactly what MLflow gives."""
 
+import contextlib
+import logging
 import math
+import sqlite3
 
 import mlflow
 import pandas as pd
 import pytest
 
-from vaelab import lifecycle, tracking
-from vaelab.local_store import LocalStore, Unsupported
+from tests.conftest import compose_config
+from vaelab.edges import mlflow_tables, tracking
+from vaelab.edges.mlflow_tables import LocalStore, Unsupported
+from vaelab.orchestration import report
+from vaelab.rules import lifecycle
 
 
 @pytest.fixture
@@ -124,3 +130,51 @@ def test_non_finite_values_read_back_as_mlflow_reads_them(store):
 
 def test_a_store_whose_artifacts_are_recorded_elsewhere_is_left_to_mlflow(store, tmp_path):
     assert LocalStore.open(store.uri, "vaelab", str(tmp_path / "elsewhere")) is None
+
+
+def fake_schema(db, version="0000fake0000"):
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (version,))
+
+
+def test_a_store_of_another_schema_version_is_read_through_mlflow(store, store_uri, caplog):
+    db = mlflow_tables.sqlite_file(store_uri)
+    assert mlflow_tables.LocalStore.open(store_uri, "vaelab") is not None  # today's schema
+    fake_schema(db)
+    caplog.set_level(logging.DEBUG, logger="vaelab.edges.mlflow_tables")
+    assert mlflow_tables.LocalStore.open(store_uri, "vaelab") is None
+    assert "schema version 0000fake0000, not dc11669786a5" in caplog.text
+    assert mlflow_tables.rewrite_artifact_locations(db, "file:///a", "file:///b") is None
+    # A report still reads every run, through MLflow's API.
+    source = report.open_source(_tracking_at(store_uri), None)
+    assert isinstance(source, tracking.StoreReader)
+    assert len(source.runs_frame()) == len(mlflow_frame(store))
+
+
+def test_an_unknown_schema_keeps_mlflows_journal_and_a_template_of_it_is_not_copied(
+    tmp_path, monkeypatch
+):
+    # A template made by another MLflow version: a new store is built by MLflow itself.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = tracking.open_store(f"sqlite:///{tmp_path}/a/mlflow.db", "vaelab")
+    (template,) = (tmp_path / "cache" / "vaelab").glob("mlflow-*-empty.db")
+    fake_schema(template)
+    second = tmp_path / "b" / "mlflow.db"
+    tracking.open_store(f"sqlite:///{second}", "vaelab")
+    assert mlflow_tables.schema_version(second) == mlflow_tables.SCHEMA_WRITTEN_FOR  # MLflow's
+    # A database of an unknown schema is left in the journal mode it has.
+    plain = tmp_path / "plain.db"
+    with contextlib.closing(sqlite3.connect(plain)) as connection, connection:
+        connection.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0000fake0000')")
+    mlflow_tables.use_write_ahead_log(plain)
+    with contextlib.closing(sqlite3.connect(plain)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert first.experiment_id
+
+
+def _tracking_at(uri):
+    cfg = compose_config(name="report")
+    cfg.tracking.uri = uri
+    cfg.tracking.artifact_root = str(mlflow_tables.sqlite_file(uri).parent / "artifacts")
+    return cfg.tracking

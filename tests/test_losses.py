@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from vaelab.losses import (
+from vaelab.vae.losses import (
     LossSpec,
     LossWeights,
     kl_per_example,

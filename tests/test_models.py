@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from vaelab.losses import LossSpec
-from vaelab.models import build_vae
-from vaelab.sizes import parameter_count
+from vaelab.vae.losses import LossSpec
+from vaelab.vae.models import build_vae
+from vaelab.vae.sizes import parameter_count
 
 ELBO = LossSpec("bce", "sum", "sum", 1.0)
 

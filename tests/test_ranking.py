@@ -4,7 +4,8 @@ import math
 
 import pandas as pd
 
-from vaelab import lifecycle, ranking, tracking
+from vaelab.edges import tracking
+from vaelab.rules import lifecycle, ranking
 
 
 def runs(*rows: dict) -> pd.DataFrame:

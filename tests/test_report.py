@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, TINY, compose_config, isolated
-from vaelab import lifecycle, metrics, tracking
-from vaelab.errors import RunFailed, UserError
-from vaelab.report import experiment_url, make_report
-from vaelab.run import train_and_evaluate
-from vaelab.server import free_port
+from vaelab.edges import tracking
+from vaelab.edges.server import free_port
+from vaelab.orchestration.report import experiment_url, make_report
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.rules import lifecycle
+from vaelab.vocab import metrics
+from vaelab.vocab.errors import RunFailed, UserError
 
 
 @pytest.fixture(scope="module")

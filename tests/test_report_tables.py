@@ -4,8 +4,8 @@ import math
 
 import pandas as pd
 
-from vaelab import metrics
-from vaelab.report import render, tables
+from vaelab.orchestration.report import render, tables
+from vaelab.vocab import metrics
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -79,7 +79,7 @@ def test_the_table_shows_units_and_few_enough_columns():
         kind=metrics.LIKELIHOOD,
         **{"metrics.test/nll_bound_iw": [90.0]},
     )
-    group = tables.Group("all runs", metrics.LIKELIHOOD, table)
+    group = tables.ComparableGroup("all runs", metrics.LIKELIHOOD, table)
     headers = [h for _, h in tables.display_columns(group, "val/total", ["model.latent_dim"])]
     assert "val −ELBO ≥ −log p(x) (nats)" in headers
     assert "test IW bound ≥ −log p(x) (nats)" in headers
@@ -102,10 +102,10 @@ def test_a_packed_runs_share_of_its_groups_epoch_is_never_shown_as_an_epoch_time
         table.loc["packed", "epoch_seconds"]
     )
     assert table.loc["packed", "epoch_seconds_per_model"] == 0.5
-    group = tables.Group("all runs", metrics.CONTINUOUS_ELBO, table.reset_index())
+    group = tables.ComparableGroup("all runs", metrics.CONTINUOUS_ELBO, table.reset_index())
     headers = [h for _, h in tables.display_columns(group, "val/total", [])]
     assert solo in headers and packed in headers and packed.startswith("packed")
-    only_packed = tables.Group("all runs", metrics.CONTINUOUS_ELBO, table.loc[["packed"]])
+    only_packed = tables.ComparableGroup("all runs", metrics.CONTINUOUS_ELBO, table.loc[["packed"]])
     headers = [h for _, h in tables.display_columns(only_packed, "val/total", [])]
     assert solo not in headers and packed in headers
 

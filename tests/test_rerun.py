@@ -5,10 +5,12 @@ import logging
 import pytest
 
 from tests.conftest import compose_config, isolated
-from vaelab import identity, lifecycle, metrics, tracking
-from vaelab.errors import RerunError
-from vaelab.rerun import prepare, rerun, rerun_run
-from vaelab.run import train_and_evaluate
+from vaelab.edges import tracking
+from vaelab.orchestration.rerun import prepare, rerun, rerun_run
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.rules import identity, lifecycle
+from vaelab.vocab import metrics
+from vaelab.vocab.errors import RerunError
 
 SMALLER = ["data.train_limit=256", "data.validation_size=128", "data.test_limit=128"]
 
@@ -58,7 +60,7 @@ def test_changed_data_hash_warns_and_strict_refuses(smoke_cfg, rerun_cfg, store,
     with pytest.raises(RerunError, match=r"(?s)strict=true: refusing.*data.sha256: original 0000"):
         prepare(store, rerun_cfg("strict=true"), original.run_id)
     assert len(tracking.find_runs(store, {"rerun_of": original.run_id})) == 0
-    with caplog.at_level(logging.WARNING, logger="vaelab.rerun"):
+    with caplog.at_level(logging.WARNING, logger="vaelab.orchestration.rerun"):
         rerun_run(store, *prepare(store, rerun_cfg(), original.run_id))
     assert "data.sha256: original 0000" in caplog.text
 
@@ -77,7 +79,7 @@ def test_unknown_run_id_exits_1_naming_it_in_one_line(run_app):
 
 
 def test_a_comparison_with_a_missing_epoch_says_so(store):
-    from vaelab.rerun import compare
+    from vaelab.orchestration.rerun import compare
 
     def logged(epochs):
         run = tracking.create_run(store, f"{epochs} epochs", {})

@@ -7,9 +7,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from vaelab import metrics, training
-from vaelab.errors import NonFiniteLossError, RunFailed
-from vaelab.run import train_and_evaluate
+from vaelab.engines import loop, solo
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.vocab import metrics
+from vaelab.vocab.errors import NonFiniteLossError, RunFailed
 
 METRICS = metrics.EPOCH_METRICS
 ARTIFACTS = {
@@ -102,8 +103,8 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs(smoke_cfg, client
             raise KeyboardInterrupt
         return real_evaluate(model, x)
 
-    real_evaluate = training.evaluate
-    monkeypatch.setattr(training, "evaluate", interrupt_second_epoch)
+    real_evaluate = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", interrupt_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(smoke_cfg("style=custom_loop", "train.epochs=3"))
     (run,) = client.search_runs([client.get_experiment_by_name("vaelab").experiment_id])
@@ -112,7 +113,9 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs(smoke_cfg, client
 
 
 @pytest.mark.parametrize("style", ["functional", "custom_loop"])
-def test_a_reused_model_gives_exactly_what_a_fresh_one_gives(style, smoke_cfg):
+def test_a_reused_model_gives_exactly_what_a_fresh_one_gives(style, smoke_cfg, monkeypatch):
+    # No model built by an earlier test in this process: the first run builds a fresh one.
+    monkeypatch.setattr(solo, "_MODELS", {})
     # The second seed reuses the first run's model (re-seeded); then seed 1 again, reused.
     runs = [
         train_and_evaluate(smoke_cfg(f"style={style}", f"seed={seed}", "tracking.log_model=false"))

@@ -10,12 +10,11 @@ from shutil import ignore_patterns
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, REPO, TINY
-from vaelab import lifecycle, provenance, tracking
+from tests.conftest import REPO, TINY
+from vaelab.edges import provenance, tracking
+from vaelab.rules import lifecycle
 
 
 def output(result):
@@ -88,6 +87,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run
     assert parent.status == "FAILED" and parent.tags["sweep.count.failed"] == "1"
 
 
+@pytest.mark.processes
 def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_others(
     run_app, store_uri
 ):
@@ -176,19 +176,25 @@ def test_a_sweep_runs_through_ray_on_a_local_instance(run_app, store_uri):
     assert all(r.status == "FINISHED" for r in children)
 
 
-@pytest.mark.parametrize(
-    "launcher, key, value",
-    [
-        ("slurm", "timeout_min", 60),
-        ("parallel", "n_jobs", 2),
-        ("ray_cluster", "ray.remote.num_cpus", 1),
-    ],
-)
-def test_launcher_presets_compose(launcher, key, value):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-    assert OmegaConf.select(cfg.hydra.launcher, key) == value
+@pytest.mark.processes
+def test_a_slurm_sweep_runs_for_real_through_submitits_local_executor(run_pipeline, store_uri):
+    # hydra/launcher=slurm hands each job to submitit; its local executor runs the same path
+    # on this machine (a process per job, as a cluster node would), into the same store. In a
+    # process of its own: submitit takes over the console streams of the process it runs in.
+    result = run_pipeline(
+        "train.py",
+        "--multirun",
+        *TINY,
+        "seed=1,2",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    children = sweep_runs(store_uri)
+    assert sorted(r.params["seed"] for r in children) == ["1", "2"]
+    assert {r.status for r in children} == {"FINISHED"}
+    (parent,) = sweep_runs(store_uri, "parent")
+    assert "submitit" in parent.tags["sweep.launcher"] and parent.status == "FINISHED"
 
 
 @pytest.mark.parametrize("objective", ["test/total", "val/kl"])
@@ -226,7 +232,7 @@ def test_the_code_hash_covers_an_uncommitted_edit_to_any_source_file(tmp_path):
         )
     probe = (
         f"import sys; sys.path.insert(0, {str(src)!r}); "
-        "from vaelab import provenance; print(provenance.source_hash())"
+        "from vaelab.edges import provenance; print(provenance.source_hash())"
     )
 
     def code_hash() -> str:
@@ -238,3 +244,41 @@ def test_the_code_hash_covers_an_uncommitted_edit_to_any_source_file(tmp_path):
     plugin = src / "hydra_plugins" / "vaelab_packed_launcher" / "packed_launcher.py"
     plugin.write_text(plugin.read_text() + "\n# an uncommitted edit\n")
     assert re.fullmatch(r"[0-9a-f]{64}", before) and code_hash() != before
+
+
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ("hydra/launcher=packed hydra.launcher.max_group_size=0", "max_group_size=0 is invalid"),
+        ("hydra/launcher=packed hydra.launcher.memory_fraction=7", "memory_fraction=7.0 is inv"),
+        ("sweep=optuna hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 is invalid"),
+    ],
+)
+def test_a_plugin_setting_out_of_range_is_one_line_and_trains_nothing(
+    run_app, store_uri, setting, says
+):
+    result = run_app("train.py", "--multirun", *TINY, "seed=1,2", *setting.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
+    assert "refused the sweep; nothing trained" in line and says in line
+    assert sweep_runs(store_uri) == []
+    (parent,) = sweep_runs(store_uri, "parent")
+    assert parent.status == "FAILED" and says in parent.tags["error"]
+
+
+@pytest.mark.parametrize(
+    "setting", ["hydra.launcher.memory_fractio=0.3", "hydra.launcher.max_group_size=abc"]
+)
+def test_a_plugin_setting_with_a_typo_or_a_wrong_type_fails_at_composition(run_app, setting):
+    result = run_app("train.py", "--multirun", *TINY, "hydra/launcher=packed", setting)
+    assert result.returncode == 1 and setting.split("=")[0].split(".")[-1] in result.stderr
+
+
+def test_hydra_imports_the_optuna_sweeper_without_optuna():
+    # Hydra imports every plugin module at every command: a sweeper's heavy imports wait.
+    probe = (
+        "import sys, hydra_plugins.vaelab_optuna_sweeper.optuna_sweeper; "
+        "print('optuna' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr

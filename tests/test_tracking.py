@@ -10,8 +10,8 @@ import threading
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vaelab import tracking
-from vaelab.errors import TrackingError
+from vaelab.edges import tracking
+from vaelab.vocab.errors import TrackingError
 
 
 def store_at(root):
@@ -123,3 +123,36 @@ def test_every_run_says_who_made_it_and_from_what(tmp_path):
     assert record.tags["mlflow.user"] == getpass.getuser()  # the UI's User column
     assert record.tags["mlflow.source.type"] == "LOCAL"
     assert record.tags["mlflow.source.name"]  # the script (here, pytest's)
+
+
+@pytest.mark.parametrize(
+    "uri, says",
+    [
+        ("postgresql://vaelab:hunter2@db:5432/mlflow", "not a run store vaelab can open"),
+        ("mysql://db/mlflow", "not a run store vaelab can open"),
+        ("ftp://host/mlruns", "not a run store vaelab can open"),
+        ("http://alice:hunter2@mlflow:5000", "carries credentials"),
+        ("https://token@mlflow.example", "carries credentials"),
+        ("http://:5000", "is malformed"),
+    ],
+)
+def test_a_store_uri_that_cannot_work_or_would_record_a_password_is_refused(uri, says):
+    with pytest.raises(TrackingError, match=says) as refused:
+        tracking.open_store(uri, "vaelab")
+    assert "hunter2" not in str(refused.value)  # the password is never repeated back
+
+
+def test_one_log_call_of_thousands_of_entries_reaches_the_store_whole(tmp_path):
+    # MLflow takes at most 1,000 entries per log_batch: Run.log splits, in order, losing none.
+    store = store_at(tmp_path / "mlruns")
+    run = tracking.create_run(store, "big", {})
+    metrics = {f"m/{i}": float(i) for i in range(1500)}
+    params = {f"p.{i}": i for i in range(700)}
+    tags = {f"t.{i}": f"v{i}" for i in range(400)}
+    run.log(metrics, step=3, params=params, tags=tags)
+    run.end("FINISHED")
+    record = tracking.get_run(store, run.run_id)
+    assert record.metrics == metrics
+    assert record.params == {k: str(v) for k, v in params.items()}
+    assert {k: v for k, v in record.tags.items() if k.startswith("t.")} == tags
+    assert tracking.metric_history(store, run.run_id, "m/1499") == [(3, 1499.0)]

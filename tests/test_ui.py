@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from vaelab import server, ui
+from vaelab.edges import server, ui
 
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "127.0.0.2"]
 SHARED = ["0.0.0.0", "::", "192.168.1.20", "mlflow.lab"]
@@ -58,7 +58,13 @@ def test_make_ui_on_every_interface_is_refused_in_one_line_before_anything_liste
 def test_the_module_refuses_any_other_host_with_one_line_and_exit_1(host, tmp_path):
     url_file = tmp_path / "ui_url.txt"
     refused = subprocess.run(
-        [sys.executable, "-m", "vaelab.ui", "--backend-store-uri", f"sqlite:///{tmp_path}/s.db"]
+        [
+            sys.executable,
+            "-m",
+            "vaelab.edges.ui",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/s.db",
+        ]
         + ["--host", host, "--port", str(server.free_port()), "--url-file", str(url_file)],
         capture_output=True,
         text=True,
@@ -123,13 +129,13 @@ def test_make_passes_open_only_for_open_1(setting, opened):
         text=True,
         check=True,
     )
-    assert "-m vaelab.ui" in dry_run.stdout
+    assert "-m vaelab.edges.ui" in dry_run.stdout
     assert ("--open" in dry_run.stdout) == opened
 
 
 def test_the_check_imports_no_mlflow():
     """The refusal must be instant: MLflow is imported only by `mlflow ui` after the exec."""
-    probe = "import sys, vaelab.ui; print(sorted(m for m in sys.modules if 'mlflow' in m))"
+    probe = "import sys, vaelab.edges.ui; print(sorted(m for m in sys.modules if 'mlflow' in m))"
     imported = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )

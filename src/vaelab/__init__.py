@@ -1,1 +1,5 @@
-"""vaelab: variational autoencoders on MNIST, configured by Hydra and tracked in MLflow."""
+"""vaelab: variational autoencoders on MNIST, configured by Hydra, tracked in MLflow.
+
+The layers, top to bottom (docs/design.md): orchestration, rules, engines, vae, vocab;
+edges beside them.
+"""

@@ -3,17 +3,19 @@
 import re
 import subprocess
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.conftest import REPO, compose_config
-from vaelab import run as run_module
-from vaelab.config import to_run_config
-from vaelab.errors import ConfigError, RerunError, TrackingError
-from vaelab.rerun import rerun
-from vaelab.run import train_and_evaluate
-from vaelab.tracking import MlflowClient
+from vaelab.edges import server, ui
+from vaelab.edges.config import to_run_config
+from vaelab.edges.tracking import MlflowClient
+from vaelab.engines import solo
+from vaelab.orchestration.rerun import rerun
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.vocab.errors import ConfigError, RerunError, TrackingError
 
 NUMERIC = [
     "seed",
@@ -103,10 +105,10 @@ def test_a_model_too_large_for_memory_is_refused_up_front_with_its_size(smoke_cf
 
 
 def test_an_unreachable_tracking_server_fails_before_any_training(smoke_cfg, monkeypatch):
-    def build_model(config):
+    def build_model(job):
         raise AssertionError("reached the model although the store was unreachable")
 
-    monkeypatch.setattr(run_module, "build_model", build_model)
+    monkeypatch.setattr(solo, "build_model", build_model)
     # The patch is live: with a reachable store, the run gets as far as building the model.
     with pytest.raises(Exception, match="reached the model") as reached:
         train_and_evaluate(smoke_cfg())
@@ -131,8 +133,16 @@ def test_a_deleted_run_cannot_be_rerun(smoke_cfg, tmp_path, store_uri):
         )
 
 
-def test_the_ui_and_any_server_bind_to_localhost_by_default():
-    dry_run = subprocess.run(
-        ["make", "-n", "ui"], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert "--host 127.0.0.1" in dry_run.stdout
+def test_the_ui_and_every_server_bind_to_localhost_by_default():
+    # Each way vaelab serves something: `make ui`, `make server` (PostgreSQL listens on
+    # 127.0.0.1 only, see server._init_cluster), their modules' own defaults, and the store a
+    # worker reaches with tracking=server.
+    for target, expected in (("ui", "--host 127.0.0.1"), ("server", "--host '127.0.0.1'")):
+        dry_run = subprocess.run(
+            ["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        assert expected in dry_run.stdout, (target, dry_run.stdout)
+    for module in (ui, server):
+        assert server.is_loopback(module.parser().get_default("host")), module.__name__
+    served = urlsplit(compose_config("tracking=server").tracking.uri).hostname
+    assert server.is_loopback(served)

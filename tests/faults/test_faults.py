@@ -10,10 +10,11 @@ import time
 import pytest
 
 from tests.conftest import REPO, TINY, compose_config, isolated
-from vaelab import record, tracking
-from vaelab.errors import RunFailed
-from vaelab.report import make_report
-from vaelab.run import train_and_evaluate
+from vaelab.edges import tracking
+from vaelab.orchestration.report import make_report
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.rules import recorder
+from vaelab.vocab.errors import RunFailed
 
 SLOW_RUN = [
     "data.train_limit=8192",
@@ -53,18 +54,17 @@ def wait_for_epochs(tmp_path, count, epochs="40", timeout=120):
 
 def signal_at_epoch(monkeypatch, signum, epoch, epochs=None):
     """Deliver a real signal to this process when a run of `epochs` epochs (any run, if
-    None) logs its `epoch`-th epoch: the run's own handlers see it mid-training."""
-    real = tracking.Run.log
+    None) reports its `epoch`-th epoch: the run's own handlers see it mid-training."""
+    real = recorder.Recorder.epoch_ended
 
-    def log(self, metrics=None, step=0, **kwargs):
-        real(self, metrics, step, **kwargs)
-        params = tracking.get_run(self.store, self.run_id).params
-        wanted = epochs is None or params.get("train.epochs") == str(epochs)
-        if metrics and "train/total" in metrics and step == epoch and wanted:
+    def epoch_ended(self, job, step, values):
+        real(self, job, step, values)
+        wanted = epochs is None or self.requests[job].config.train.epochs == epochs
+        if step == epoch and wanted:
             os.kill(os.getpid(), signum)
             time.sleep(1)  # the handler raises before this returns
 
-    monkeypatch.setattr(tracking.Run, "log", log)
+    monkeypatch.setattr(recorder.Recorder, "epoch_ended", epoch_ended)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -105,6 +105,7 @@ def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, ru
     assert statuses == [("1", "FINISHED"), ("3", "FINISHED"), ("3", "KILLED")]
 
 
+@pytest.mark.processes
 def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     process = start(tmp_path, *SLOW_RUN)
     run_id = wait_for_epochs(tmp_path, 1)
@@ -125,6 +126,7 @@ def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     assert "STALE" in paths["csv"].read_text()
 
 
+@pytest.mark.processes
 def test_two_processes_launching_one_sweep_train_each_configuration_once_and_kill_nothing(
     tmp_path,
 ):
@@ -152,7 +154,7 @@ def test_a_full_disk_while_writing_artifacts_fails_the_run_and_keeps_the_store(
     def disk_full(figure, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(record.plots, "save", disk_full)
+    monkeypatch.setattr(recorder.plots, "save", disk_full)
     with pytest.raises(RunFailed, match="No space left on device") as failure:
         train_and_evaluate(smoke_cfg("tracking.log_model=false"))
     assert isinstance(failure.value.__cause__, OSError)
@@ -166,9 +168,10 @@ def test_secret_looking_names_never_reach_the_store(store_uri):
     store = tracking.open_store(store_uri, "vaelab", None)
     params = {"model.latent_dim": 2, "tracking.api_token": "t0k", "db_password": "hunter2"}
     tags = {"style": "functional", "AWS_SECRET_ACCESS_KEY": "abc", "github_token": "ghp"}
-    with tracking.tracked_run(tracking.create_run(store, "secrets", tags, params)) as run:
-        run.set_tags({"service_api_key": "k"})
-        run.log(params={"github_token": "ghp"}, tags={"my_secret": "abc"})
+    run = tracking.create_run(store, "secrets", tags, params)
+    run.set_tags({"service_api_key": "k"})
+    run.log(params={"github_token": "ghp"}, tags={"my_secret": "abc"})
+    run.end("FINISHED")
     record = tracking.get_run(store, run.run_id)
     everything = {**record.params, **record.tags}
     assert record.params == {"model.latent_dim": "2"}

@@ -9,53 +9,49 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY, compose_config
-from vaelab import identity, lifecycle, metrics, tracking
-from vaelab.config import to_run_config
-from vaelab.run import build_model, load_splits, train_settings
-from vaelab.training import configure_backend, train_with_custom_loop
+from tests.conftest import REPO, TINY, Collected, compose_config
+from vaelab.edges import tracking
+from vaelab.edges.config import to_run_config
+from vaelab.engines.solo import SoloEngine
+from vaelab.orchestration.train import engine_job, group_data
+from vaelab.rules import identity, lifecycle
+from vaelab.vocab import metrics
 
 SWEEP = ["train.py", "--multirun", *TINY, "train.epochs=3"]
 
 
-def test_every_style_trains_on_jax(run_app, store_uri):
-    result = run_app(*SWEEP, "style=functional,subclass,custom_loop")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_every_style_trains_on_jax_solo_and_packed_alike(run_app, store_uri, tmp_path):
+    styles = "style=functional,subclass,custom_loop"
+    solo = run_app(*SWEEP, styles)
+    assert solo.returncode == 0, solo.stderr[-3000:]
     store = tracking.open_store(store_uri, "vaelab")
-    runs = tracking.find_runs(store, {"sweep.role": "child"})
+    (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
+    runs = lifecycle.children(store, parent.tags["sweep.id"])
     assert sorted(r.params["style.name"] for r in runs) == ["custom_loop", "functional", "subclass"]
     for run in runs:
         assert run.status == "FINISHED" and run.tags["backend"] == "jax"
         assert [s for s, _ in tracking.metric_history(store, run.run_id, "val/kl")] == [1, 2, 3]
-    by_style = {r.params["style.name"]: r.metrics["val/total"] for r in runs}
+    solo_by_style = {r.params["style.name"]: r for r in runs}
     # The seeded initialisation does not depend on the style: the two fit styles agree.
-    assert by_style["functional"] == pytest.approx(by_style["subclass"], rel=1e-6)
-
-
-def test_packed_runs_match_solo_runs_column_for_column(run_app, store_uri, tmp_path):
-    solo = run_app(*SWEEP, "style=custom_loop,functional")
-    assert solo.returncode == 0, solo.stderr[-3000:]
-    store = tracking.open_store(store_uri, "vaelab")
-    (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
-    solo_by_style = {
-        r.params["style.name"]: r for r in lifecycle.children(store, parent.tags["sweep.id"])
-    }
+    assert solo_by_style["functional"].metrics["val/total"] == pytest.approx(
+        solo_by_style["subclass"].metrics["val/total"], rel=1e-6
+    )
     # The same sweep, packed (force=true: train again what this sweep already finished).
-    packed = run_app(*SWEEP, "style=custom_loop,functional", "hydra/launcher=packed", "force=true")
+    packed = run_app(*SWEEP, styles, "hydra/launcher=packed", "force=true")
     assert packed.returncode == 0, packed.stderr[-3000:]
     runs = [
         r
         for r in lifecycle.children(store, parent.tags["sweep.id"])
         if r.tags["engine"] == "packed"
     ]
-    assert len(runs) == 2 and len({r.tags["pack.group"] for r in runs}) == 1
+    assert len(runs) == 3 and len({r.tags["pack.group"] for r in runs}) == 1
     (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})  # one sweep, one parent
     assert "packed_launcher.PackedLauncher" in parent.tags["sweep.launcher"]
     for run in runs:
         twin = solo_by_style[run.params["style.name"]]
-        # Column for column: the same params and metric names as the solo run...
+        # One recorder wrote both: the same params and metric names as the solo run (its
+        # epoch time is its group's, under its own name)...
         assert identity.identity(run.params) == identity.identity(twin.params)
-        # (its epoch time is its group's, under its own name: never a solo epoch time)
         assert set(run.metrics) >= set(twin.metrics) - {metrics.EPOCH_SECONDS}
         assert metrics.GROUP_EPOCH_SECONDS in run.metrics
         # ...and the same model: only the sampling noise comes from other random streams
@@ -63,11 +59,11 @@ def test_packed_runs_match_solo_runs_column_for_column(run_app, store_uri, tmp_p
         assert run.metrics["val/total"] == pytest.approx(twin.metrics["val/total"], rel=0.01)
     # Each packed job has its Hydra job directory, as with any launcher.
     sweep_dirs = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
-    assert sorted(p.name for p in sweep_dirs[-1].iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in sweep_dirs[-1].iterdir() if p.is_dir()) == ["0", "1", "2"]
     # A relaunch of the packed sweep trains nothing: every configuration FINISHED.
-    again = run_app(*SWEEP, "style=custom_loop,functional", "hydra/launcher=packed")
+    again = run_app(*SWEEP, styles, "hydra/launcher=packed")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("Skipping: this configuration already FINISHED") == 2
+    assert again.stderr.count("Skipping: this configuration already FINISHED") == 3
 
 
 # The same initial weights (seeded in numpy), the same batches (seeded in numpy): only the
@@ -76,37 +72,30 @@ def test_packed_runs_match_solo_runs_column_for_column(run_app, store_uri, tmp_p
 # within 0.07%, the KL of about 2 nats within 0.05 nats).
 RELATIVE, ABSOLUTE_NATS = 0.002, 0.1
 
-_TENSORFLOW_EPOCH = """
+_FIRST_EPOCH = """
 import json, sys
-from vaelab.config import register_configs
-from tests.conftest import compose_config
-from vaelab.config import to_run_config
-from vaelab.run import build_model, load_splits, train_settings
-from vaelab.training import configure_backend, train_with_custom_loop
+from tests.conftest import Collected, compose_config
+from vaelab.edges.config import register_configs, to_run_config
+from vaelab.engines.solo import SoloEngine
+from vaelab.orchestration.train import engine_job, group_data
 register_configs()
 config = to_run_config(compose_config(*sys.argv[1:]))
-splits, _ = load_splits(config)
-configure_backend(config.seed, True)
-epochs = []
-train_with_custom_loop(build_model(config), splits.x_train, splits.x_val,
-                       train_settings(config), lambda e, v: epochs.append(v), verbose=0)
-print(json.dumps(epochs[0]))
+collected = Collected()
+SoloEngine().train([engine_job(config)], group_data(config), collected)
+print(json.dumps(collected.epochs[0][0]))
 """
 
 
+@pytest.mark.processes  # TensorFlow's epoch comes from a process of its own
 def test_the_jax_custom_loop_agrees_with_tensorflows_on_the_first_epoch():
     overrides = ["experiment=smoke", "style=custom_loop", "train.epochs=1"]
     config = to_run_config(compose_config(*overrides))
-    splits, _ = load_splits(config)
-    configure_backend(config.seed, True)
-    jax_epochs = []
-    train_with_custom_loop(
-        build_model(config), splits.x_train, splits.x_val, train_settings(config),
-        lambda e, v: jax_epochs.append(v), verbose=0,
-    )  # fmt: skip
+    collected = Collected()
+    SoloEngine().train([engine_job(config)], group_data(config), collected)
+    jax_epochs = collected.epochs[0]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(REPO)}
     tensorflow = subprocess.run(
-        [sys.executable, "-c", _TENSORFLOW_EPOCH, *overrides],
+        [sys.executable, "-c", _FIRST_EPOCH, *overrides],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=240, check=True,
     )  # fmt: skip
     reference = json.loads(tensorflow.stdout.strip().splitlines()[-1])

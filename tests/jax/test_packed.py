@@ -9,13 +9,19 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, compose_config, isolated
-from vaelab import data, lifecycle, metrics, packed, packed_run, packing, record, rerun, tracking
-from vaelab.config import flatten, to_run_config
-from vaelab.losses import LossSpec
-from vaelab.packed_run import train_packed
-from vaelab.packing import Job
-from vaelab.sizes import parameter_count
+from tests.conftest import TINY, Collected, compose_config, isolated
+from vaelab.edges import tracking
+from vaelab.edges.config import Submission, flatten, to_run_config
+from vaelab.engines import packed
+from vaelab.engines.base import Job
+from vaelab.engines.packed import PackedEngine
+from vaelab.orchestration import rerun
+from vaelab.orchestration import train as orchestration
+from vaelab.rules import lifecycle, recorder
+from vaelab.vae import data
+from vaelab.vae.losses import LossSpec
+from vaelab.vae.sizes import PACKED_IW_ROWS, iw_layout, parameter_count
+from vaelab.vocab import metrics
 
 ELBO = LossSpec("bce", "sum", "sum", 1.0)
 NOTEBOOK = LossSpec("mse", "mean", "mean", 1.0)
@@ -29,36 +35,34 @@ def pools():
     return data.pools(mnist, 128, split_seed=1, train_limit=192, test_limit=64)
 
 
-def data_for(pools, iw_samples=4):
-    return packed.Data(
-        pools.train_pool, pools.val_pool, pools.x_test, pools.y_test, 64, False, 4, 64, iw_samples
-    )
-
-
-def member(pools, k, hidden, latent):
-    return packed.Member(
+def member(pools, k, hidden, latent, **changes):
+    job = Job(
         architecture=("functional", "subclass")[k % 2],
+        loop=False,
+        input_dim=784,
         intermediate_dim=hidden,
         latent_dim=latent,
         seed=k,
         epochs=1 + k % 3,
+        batch_size=64,
         learning_rate=(1e-3, 3e-3)[k % 2],
-        loss=(ELBO, NOTEBOOK, BETA)[k % 3],
+        steps_per_execution=64,
         shuffle=True,
-        train_rows=pools.train_rows,
-        val_rows=pools.val_rows,
+        deterministic=True,
+        resample_pixels=False,
+        loss=(ELBO, NOTEBOOK, BETA)[k % 3],
+        n_images=4,
+        n_latent_points=64,
+        iw_samples=4,
     )
+    return dataclasses.replace(job, **changes)
 
 
-def train(members, pools):
-    histories = {}
-
-    def on_epoch(epoch, reported):
-        for i, values in reported.items():
-            histories.setdefault(i, []).append(values)
-
-    results = packed.train_group(members, data_for(pools), on_epoch, lambda *a: None)
-    return histories, results
+def train(members, pools, stop_at=None):
+    """Each member's epochs and outcome, as the packed engine reports them."""
+    collected = Collected(stop_at)
+    PackedEngine().train(members, pools, collected)
+    return collected.epochs, [collected.outcomes.get(i) for i in range(len(members))]
 
 
 def numbers(history, result):
@@ -66,7 +70,7 @@ def numbers(history, result):
     importance-weighted estimate, and the variance of each unit's posterior mean over the
     test digits (what its active units are counted from)."""
     per_epoch = [v[name] for v in history for name in metrics.EPOCH_METRICS]
-    test = [result.test[t] for t in metrics.TERMS] + [result.iw_bound]
+    test = [result.test[t] for t in metrics.TERMS] + [result.iw_estimate]
     return np.array(per_epoch + test), result.pictures.z_mean.var(axis=0)
 
 
@@ -111,8 +115,8 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
 
 def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
     small, large = member(pools, 1, 8, 2), member(pools, 2, 32, 16)
-    program = packed.program(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as data_for
-    state = packed._Members(program, [small, large])
+    program = packed.program(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as member()
+    state = packed._Stacked(program, [small, large], pools.train_rows)
     rows = state.rows_for(1)[:, None, :64]  # one batch each
     params, opt_state, _ = program.train_epoch(
         state.params,
@@ -142,10 +146,14 @@ def program_pool(pools):
     return jnp.asarray(pools.train_pool)
 
 
+def train_packed(jobs, context, max_group_size=None):
+    return orchestration.train_batch(jobs, context, PackedEngine(), 0.5, max_group_size)
+
+
 @pytest.fixture
 def packed_jobs(smoke_cfg):
     def make(*variants):
-        return [Job(to_run_config(smoke_cfg(*TINY, *v)), list(v)) for v in variants]
+        return [Submission(to_run_config(smoke_cfg(*TINY, *v)), list(v)) for v in variants]
 
     return make
 
@@ -160,7 +168,7 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     )
     store = tracking.open_store(store_uri, "vaelab")
     context = lifecycle.start(store, "p1", {}, total=3, objective="val/total")
-    results = train_packed(jobs, context, memory_fraction=0.5)
+    results = train_packed(jobs, context)
     assert results[2] is None  # FAILED, recorded
     runs = {r.run_id: r for r in lifecycle.children(store, "p1")}
     good, other = runs[results[0].run_id], runs[results[1].run_id]
@@ -190,7 +198,7 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
         "- train.epochs=2\n- tracking.log_model=true\n"
     )
     # A relaunch: the two FINISHED configurations are reused, only the failed one trains.
-    again = train_packed(jobs, context, memory_fraction=0.5)
+    again = train_packed(jobs, context)
     assert again[0].skipped and again[1].skipped and again[2] is None
     assert len(lifecycle.children(store, "p1")) == 4
 
@@ -199,7 +207,7 @@ def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_st
     packed_jobs, store_uri, monkeypatch
 ):
     store = tracking.open_store(store_uri, "vaelab")
-    real, victims = record.write_artifacts, []
+    real, victims = recorder.write_artifacts, []
 
     def write_artifacts(run, texts=None, figures=None):  # the disk fills up for seed 2's run
         if figures and tracking.get_run(store, run.run_id).tags["mlflow.runName"][-6:] == "seed=2":
@@ -207,10 +215,10 @@ def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_st
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(run, texts=texts, figures=figures)
 
-    monkeypatch.setattr(record, "write_artifacts", write_artifacts)
+    monkeypatch.setattr(recorder, "write_artifacts", write_artifacts)
     jobs = packed_jobs(*([f"seed={s}"] for s in (1, 2, 3, 4)))
     context = lifecycle.start(store, "p2", {}, total=4, objective="val/total")
-    results = train_packed(jobs, context, memory_fraction=0.5, max_group_size=3)
+    results = train_packed(jobs, context, max_group_size=3)
     runs = {r.run_id: r for r in lifecycle.children(store, "p2")}
     assert len(runs) == 4 and len({r.tags["pack.group"] for r in runs.values()}) == 2
     (victim,) = victims
@@ -229,13 +237,13 @@ def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_st
     assert {"config.yaml", "error.txt", "run.log"} <= paths and "plots" not in paths
 
 
-@pytest.mark.parametrize("where", ["_group_data", "train_group"])
+@pytest.mark.parametrize("where", ["group_data", "train"])
 def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
     where, packed_jobs, store_uri, monkeypatch
 ):
     # Before its runs exist (its data) or after (its training): either way each job of the
     # group has a FAILED run that says why, and the sweep goes on.
-    owner = packed_run if where == "_group_data" else packed
+    owner = orchestration if where == "group_data" else PackedEngine
     real, calls = getattr(owner, where), []
 
     def fails_once(*args, **kwargs):
@@ -248,7 +256,7 @@ def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
     jobs = packed_jobs(["seed=1"], ["seed=2"])
     store = tracking.open_store(store_uri, "vaelab")
     context = lifecycle.start(store, "p6", {}, total=2, objective="val/total")
-    first, second = train_packed(jobs, context, memory_fraction=0.5, max_group_size=1)
+    first, second = train_packed(jobs, context, max_group_size=1)
     assert first is None and second is not None
     runs = {r.tags["mlflow.runName"][-6:]: r for r in lifecycle.children(store, "p6")}
     assert runs["seed=1"].status == "FAILED" and runs["seed=2"].status == "FINISHED"
@@ -259,7 +267,7 @@ def test_rerun_retrains_a_packed_run_solo_from_what_it_recorded(packed_jobs, sto
     (job,) = packed_jobs(["style=custom_loop", "train.epochs=2"])
     store = tracking.open_store(store_uri, "vaelab")
     context = lifecycle.start(store, "p3", {}, total=1, objective="val/total")
-    (packed_result,) = train_packed([job], context, memory_fraction=0.5)
+    (packed_result,) = train_packed([job], context)
     original, config = rerun.prepare(
         store, compose_config(*isolated(tmp_path), name="rerun"), packed_result.run_id
     )
@@ -287,15 +295,19 @@ def test_batches_are_even_where_they_can_be():
 
 
 def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_group(pools):
-    # K = 1001 > packing.IW_ROWS: 3 chunks of 334 samples, the last one's extra draw masked.
-    layout = packing.iw_layout(1001)
+    # K = 1001 > PACKED_IW_ROWS: 3 chunks of 334 samples, the last one's extra draw masked.
+    layout = iw_layout(1001, PACKED_IW_ROWS, PACKED_IW_ROWS)
     assert (layout.chunks, layout.chunk, layout.drawn) == (3, 334, 1002)
-    ours, other = member(pools, 0, 16, 4), member(pools, 1, 32, 8)
+    ours = member(pools, 0, 16, 4, iw_samples=1001)
+    twin = dataclasses.replace(ours, seed=5)  # the same sizes: the same compiled program
 
-    def iw(members, k):
-        group_data = dataclasses.replace(data_for(pools), iw_samples=k)
-        return packed.train_group(members, group_data, lambda *a: None, lambda *a: None)
+    def iw(jobs):
+        """Each member's estimate at its initial weights (only the estimator compiles)."""
+        shared = packed._Shared.of(jobs)
+        group = packed._LaidOut(jobs, pools, shared)
+        final = {i: [w[i] for w in group.host_weights()] for i in range(len(jobs))}
+        return packed._Finished(group, final, pools, shared).iw_bounds()[: len(jobs)]
 
-    alone, together = iw([ours], 1001)[0], iw([ours, other], 1001)[0]
-    np.testing.assert_allclose(alone.iw_bound, together.iw_bound, rtol=1e-5)
-    assert alone.iw_bound < iw([ours], 5)[0].iw_bound < alone.test["total"]
+    alone, together = iw([ours])[0], iw([ours, twin])[0]
+    np.testing.assert_allclose(alone, together, rtol=1e-5)
+    assert np.isfinite(alone) and alone < iw([dataclasses.replace(ours, iw_samples=5)])[0]

@@ -7,10 +7,11 @@ import time
 import pytest
 
 from tests.conftest import TINY
-from vaelab import lifecycle, record, tracking
-from vaelab.config import to_run_config
-from vaelab.packed_run import train_packed
-from vaelab.packing import Job
+from vaelab.edges import tracking
+from vaelab.edges.config import Submission, to_run_config
+from vaelab.engines.packed import PackedEngine
+from vaelab.orchestration.train import train_batch
+from vaelab.rules import lifecycle, recorder
 
 PACKED = "hydra/launcher=packed"
 
@@ -51,12 +52,13 @@ def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store
 
     monkeypatch.setattr(tracking.Run, "log", log)
     jobs = [
-        Job(to_run_config(smoke_cfg(*TINY, "train.epochs=4", f"seed={s}")), []) for s in (1, 2, 3)
+        Submission(to_run_config(smoke_cfg(*TINY, "train.epochs=4", f"seed={s}")), [])
+        for s in (1, 2, 3)
     ]
     store = tracking.open_store(store_uri, "vaelab")
     context = lifecycle.start(store, "p3", {}, total=3, objective="val/total")
     with pytest.raises(KeyboardInterrupt):
-        train_packed(jobs, context, memory_fraction=0.5)
+        train_batch(jobs, context, PackedEngine(), 0.5)
     runs = lifecycle.children(store, "p3")
     assert len(runs) == 3 and {r.status for r in runs} == {"KILLED"}
     assert all("received signal SIGTERM" in r.tags["error"] for r in runs)
@@ -68,7 +70,7 @@ def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store
 
 
 def three_jobs(smoke_cfg):
-    return [Job(to_run_config(smoke_cfg(*TINY, f"seed={s}")), []) for s in (1, 2, 3)]
+    return [Submission(to_run_config(smoke_cfg(*TINY, f"seed={s}")), []) for s in (1, 2, 3)]
 
 
 def test_sigterm_while_runs_are_created_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
@@ -85,14 +87,14 @@ def test_sigterm_while_runs_are_created_leaves_none_running(smoke_cfg, store_uri
     context = lifecycle.start(store, "p4", {}, total=3, objective="val/total")
     monkeypatch.setattr(tracking, "create_run", create_run)
     with pytest.raises(KeyboardInterrupt):
-        train_packed(three_jobs(smoke_cfg), context, memory_fraction=0.5)
+        train_batch(three_jobs(smoke_cfg), context, PackedEngine(), 0.5)
     runs = lifecycle.children(store, "p4")
     assert sorted(r.run_id for r in runs) == sorted(made)  # the third was never made
     assert {r.status for r in runs} == {"KILLED"}
 
 
 def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
-    real, drawn = record.run_figures, []
+    real, drawn = recorder.run_figures, []
 
     def run_figures(*args, **kwargs):  # a real SIGTERM as the second run's figures are drawn
         drawn.append(1)
@@ -100,11 +102,11 @@ def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(record, "run_figures", run_figures)
+    monkeypatch.setattr(recorder, "run_figures", run_figures)
     store = tracking.open_store(store_uri, "vaelab")
     context = lifecycle.start(store, "p5", {}, total=3, objective="val/total")
     with pytest.raises(KeyboardInterrupt):
-        train_packed(three_jobs(smoke_cfg), context, memory_fraction=0.5)
+        train_batch(three_jobs(smoke_cfg), context, PackedEngine(), 0.5)
     runs = lifecycle.children(store, "p5")
     statuses = sorted(r.status for r in runs)
     # The second and third were not done: KILLED. The first had all it needed queued: it

@@ -6,9 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
-from vaelab import identity, packing
-from vaelab.config import to_run_config
-from vaelab.sizes import FLOAT_BYTES
+from vaelab.edges.config import to_run_config
+from vaelab.rules import identity, packing
+from vaelab.vae.sizes import FLOAT_BYTES
 
 MNIST = (60_000, 10_000)  # training and test images
 

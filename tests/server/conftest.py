@@ -1,5 +1,5 @@
 """A throwaway team store for the session: PostgreSQL in a tmp dir on a free port and an
-`mlflow server` on a free port of 127.0.0.1, started and stopped by vaelab.server, the code
+`mlflow server` on a free port of 127.0.0.1, started and stopped by vaelab.edges.server, the code
 behind `make server` and `make server-stop`. Each test writes to its own experiment."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab import server, tracking
-from vaelab.server import Layout
+from vaelab.edges import server, tracking
+from vaelab.edges.server import Layout
 
 
 @dataclass(frozen=True)

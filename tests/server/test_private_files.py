@@ -16,9 +16,9 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vaelab import server
-from vaelab.errors import ServerError
-from vaelab.server import Layout
+from vaelab.edges import server
+from vaelab.edges.server import Layout
+from vaelab.vocab.errors import ServerError
 
 pytestmark = pytest.mark.server
 

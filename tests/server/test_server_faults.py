@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TINY, isolated
-from vaelab import lifecycle, server, tracking
+from vaelab.edges import server, tracking
+from vaelab.rules import lifecycle
 
 pytestmark = pytest.mark.server
 
@@ -161,7 +162,7 @@ def test_a_wrong_database_password_is_one_clear_error(cluster, tmp_path):
     port = int((cluster.pgdata / "postmaster.pid").read_text().splitlines()[3])
     uri = f"postgresql://{server.DB_ROLE}:wrong-password@127.0.0.1:{port}/mlflow"
     started = subprocess.run(
-        [sys.executable, "-m", "vaelab.server", "start", "--state-dir", str(tmp_path)]
+        [sys.executable, "-m", "vaelab.edges.server", "start", "--state-dir", str(tmp_path)]
         + ["--database-uri", uri, "--port", str(server.free_port())],
         capture_output=True,
         text=True,

@@ -12,9 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TINY, compose_config, isolated
-from vaelab import lifecycle, metrics, tracking
-from vaelab.report import make_report
-from vaelab.rerun import rerun
+from vaelab.edges import tracking
+from vaelab.orchestration.report import make_report
+from vaelab.orchestration.rerun import rerun
+from vaelab.rules import lifecycle
+from vaelab.vocab import metrics
 
 pytestmark = pytest.mark.server
 

@@ -15,9 +15,8 @@ import math
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
@@ -25,13 +24,29 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from vaelab.sweep import sweep_id_for
+# Hydra imports every plugin module at every command (`--help` included): Optuna and vaelab's
+# sweep code are imported where they are used, not here.
+if TYPE_CHECKING:
+    import optuna
+
+from hydra_plugins.vaelab_optuna_sweeper.schema import OptunaSweeperConf  # noqa: F401 - registers it
 
 log = logging.getLogger(__name__)
 
 
+def check_settings(n_trials: int, n_jobs: int) -> None:
+    """Refuse what types allow but a search cannot use, naming the key and the fix."""
+    from vaelab.vocab.errors import ConfigError
+
+    for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
+        if value < 1:
+            raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: expected an integer >= 1")
+
+
 def distribution_for(override: Override) -> optuna.distributions.BaseDistribution:
     """Hydra's choice(...), range(...) and [tag(log,)] interval(...) as Optuna distributions."""
+    import optuna
+
     sweep = override._value  # noqa: SLF001 - the parsed sweep object
     log_scale = "log" in getattr(sweep, "tags", set())
     if isinstance(sweep, ChoiceSweep):
@@ -65,7 +80,14 @@ class OptunaSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from vaelab.orchestration.sweep import refused
+        from vaelab.vocab.errors import UserError
+
         self.config, self.hydra_context = config, hydra_context
+        try:
+            check_settings(self.n_trials, self.n_jobs)
+        except UserError as error:  # one line, the parent FAILED: nothing trains
+            raise refused(config, error, "the Optuna sweeper refused the sweep") from None
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -90,6 +112,10 @@ class OptunaSweeper(Sweeper):
         one asked by a sweep that died will never report, but one asked by another live
         process launching the same sweep will (Optuna's own heartbeat and stale-trial rule).
         """
+        import optuna
+
+        from vaelab.orchestration.sweep import sweep_id_for
+
         name = f"{self.config.experiment_name}-{sweep_id_for(self.config)}"
         tracking = self.config.tracking
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
@@ -134,6 +160,8 @@ class OptunaSweeper(Sweeper):
             thread.join()
 
     def sweep(self, arguments: list[str]) -> Any:
+        import optuna
+
         space, fixed = self._search_space(arguments)
         study = self._study()
         done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))

@@ -2,9 +2,10 @@
 
 Like hydra-joblib-launcher, it receives the sweeper's batch of jobs and returns one JobReturn
 per job; unlike it, no job runs on its own. It composes and validates every job's config
-first (a bad one refuses the batch before anything trains), hands the valid ones to
-`vaelab.packed_run.train_packed` (grouping, training with `jax.vmap`, one MLflow run per
-job), then gives each job its Hydra job directory and returns its objective. It trains with
+first (a bad one refuses the batch before anything trains), hands the valid ones to the one
+training path (`orchestration.train.train_batch` on the packed engine: grouping, `jax.vmap`,
+one MLflow run per job), then gives each job its Hydra job directory and returns its
+objective. It trains with
 JAX: it selects the JAX backend itself when nothing has loaded Keras yet, and lays a CPU's
 cores out as devices so that a group is split across them.
 """
@@ -25,7 +26,25 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
+from hydra_plugins.vaelab_packed_launcher.schema import PackedLauncherConf  # noqa: F401 - registers it
+
 log = logging.getLogger(__name__)
+
+
+def check_settings(memory_fraction: float, max_group_size: int | None) -> None:
+    """Refuse what types allow but packing cannot use, naming the key and the fix."""
+    from vaelab.vocab.errors import ConfigError
+
+    if not 0 < memory_fraction <= 1:
+        raise ConfigError(
+            f"hydra.launcher.memory_fraction={memory_fraction} is invalid: expected the share "
+            "of the device's memory a group may use, in (0, 1] (e.g. 0.5)"
+        )
+    if max_group_size is not None and max_group_size < 1:
+        raise ConfigError(
+            f"hydra.launcher.max_group_size={max_group_size} is invalid: expected an integer "
+            ">= 1, or null for as many as fit in memory"
+        )
 
 
 class PackedLauncher(Launcher):
@@ -42,14 +61,21 @@ class PackedLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from vaelab.orchestration.sweep import refused
+        from vaelab.vocab.errors import UserError
+
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        try:
+            check_settings(self.memory_fraction, self.max_group_size)
+        except UserError as error:  # one line, the parent FAILED: nothing trains
+            raise refused(config, error, "the packed launcher refused the sweep") from None
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from vaelab import lifecycle
-        from vaelab.cli import exit_for
-        from vaelab.errors import UserError
+        from vaelab.orchestration.sweep import refused
+        from vaelab.rules import lifecycle
+        from vaelab.vocab.errors import UserError
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -63,14 +89,15 @@ class PackedLauncher(Launcher):
             jobs = self._validated(configs, job_overrides)
             use_jax(self.compilation_cache)
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
-            _refuse(configs[0], context, error)
-            refused = "the packed launcher refused the sweep; nothing trained"
-            raise exit_for(error, refused) from None
-        from vaelab.packed_run import train_packed
-        from vaelab.ranking import sweeper_value
+            raise refused(self.config, error, "the packed launcher refused the sweep") from None
+        from vaelab.engines.packed import PackedEngine
+        from vaelab.orchestration.train import train_batch
+        from vaelab.rules.ranking import sweeper_value
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
-        results = train_packed(jobs, context, self.memory_fraction, self.max_group_size)
+        results = train_batch(
+            jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
+        )
         returns = []
         for config, job, result in zip(configs, jobs, results, strict=True):
             objective = (
@@ -96,28 +123,19 @@ class PackedLauncher(Launcher):
         return config
 
     def _validated(self, configs, job_overrides) -> list:
-        """Every job as a packing.Job; a ConfigError naming each bad job otherwise."""
-        from vaelab.config import to_run_config
-        from vaelab.errors import ConfigError, UserError
-        from vaelab.packing import Job
+        """Every job as a Submission; a ConfigError naming each bad job otherwise."""
+        from vaelab.edges.config import Submission, to_run_config
+        from vaelab.vocab.errors import ConfigError, UserError
 
         jobs, problems = [], []
         for config, overrides in zip(configs, job_overrides, strict=True):
             try:
-                jobs.append(Job(to_run_config(_task_config(config)), list(overrides)))
+                jobs.append(Submission(to_run_config(_task_config(config)), list(overrides)))
             except UserError as error:
                 problems.append(f"job {' '.join(filter_overrides(overrides))}: {error}")
         if problems:
             raise ConfigError("; ".join(problems))
         return jobs
-
-
-def _refuse(config: DictConfig, context, error: Exception) -> None:
-    """End the sweep's parent FAILED with the reason nothing trained."""
-    from vaelab import tracking
-
-    store = tracking.open_configured(config.tracking)
-    tracking.close_run(store, context.parent_run_id, "FAILED", error=str(error))
 
 
 def _task_config(config: DictConfig) -> DictConfig:
@@ -133,7 +151,7 @@ def use_jax(compilation_cache: str | None) -> None:
 
     Refuses, saying what to do, when Keras was already loaded with another backend.
     """
-    from vaelab.errors import ConfigError
+    from vaelab.vocab.errors import ConfigError
 
     wanted = os.environ.setdefault("KERAS_BACKEND", "jax")
     if wanted != "jax":

@@ -1,0 +1,213 @@
+"""What an entry point does with an error: a user's mistake is one clear message, not a trace.
+
+`HYDRA_FULL_ERROR=1` (Hydra's own switch) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+from vaelab.vocab.errors import is_users_to_fix
+
+# What TensorFlow's C++ runtime writes to fd 2 before absl's logging is set up, whatever
+# TF_CPP_MIN_LOG_LEVEL says (TF 2.21): absl's INFO lines ("I0000 00:00:1796147894.5 port.cc:153]
+# oneDNN custom operations are on"), the banner before them, the cpu_feature_guard line's tail.
+_NATIVE_NOISE = re.compile(
+    r"^(I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+# Set to 1 to see every line the native runtimes write (the tests set it: pytest owns fd 2).
+RAW_STDERR = "VAELAB_RAW_STDERR"
+
+
+def quiet_frameworks() -> None:
+    """Keep the console for vaelab's own progress, not the frameworks' start-up chatter.
+
+    TensorFlow's C++ INFO lines and MLflow's schema-migration INFO lines are noise; their
+    warnings and errors still show.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if os.environ.get(RAW_STDERR) != "1":
+        _filter_native_stderr()
+
+
+def is_native_noise(line: str) -> bool:
+    return bool(_NATIVE_NOISE.match(line))
+
+
+# The filter: a process of its own that copies stdin to stdout line by line, dropping the
+# lines that match the pattern in argv[1]. Not a thread: a thread dies with a crashing process
+# (an abort in native code), and with it the last lines the crash wrote, which sit in the pipe.
+# A process reads the pipe to its end, whenever and however every writer goes.
+_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1])
+out = sys.stdout.buffer
+for line in iter(sys.stdin.buffer.readline, b""):
+    if not noise.match(line.decode(errors="replace")):
+        try:
+            out.write(line)
+            out.flush()
+        except OSError:  # the console went away: keep draining, so no writer ever blocks
+            pass
+"""
+
+
+def _filter_native_stderr() -> None:
+    """Pass fd 2 through a filter process that drops `_NATIVE_NOISE`, line by line.
+
+    The C++ runtime writes below Python (no logger or env var reaches those lines), so the
+    file descriptor itself goes through a pipe; everything else, warnings, errors and
+    tracebacks, is forwarded as it comes, and the last lines before a crash are forwarded
+    after it (the filter outlives the process). Worker processes inherit the filtered fd.
+    """
+    if getattr(_filter_native_stderr, "started", False):
+        return
+    _filter_native_stderr.started = True
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    filter_process = subprocess.Popen(
+        [sys.executable, "-S", "-c", _FILTER, _NATIVE_NOISE.pattern],
+        stdin=read_end,
+        stdout=2,  # the console, still
+        start_new_session=True,  # Ctrl-C stops the command, not the copy of its last lines
+    )
+    os.close(read_end)
+    console = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def restore() -> None:  # at exit: our end closed, the filter drains the pipe and ends
+        sys.stderr.flush()
+        os.dup2(console, 2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            filter_process.wait(timeout=0.5)  # longer only if a worker still holds the pipe
+
+    atexit.register(restore)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user error's message on stderr and exit 1; let every other error through."""
+    try:
+        yield
+    except Exception as error:
+        if not _one_line(error):
+            raise
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _one_line(error: BaseException) -> bool:
+    """A user's mistake is shown as its message alone, unless the full error is asked for."""
+    return is_users_to_fix(error) and os.environ.get("HYDRA_FULL_ERROR") != "1"
+
+
+def exit_for(error: Exception, context: str) -> SystemExit:
+    """Report an error as `user_errors` would, where raising it would be lost; exit 1.
+
+    Hydra turns an exception in a callback into a warning and carries on: a sweep that cannot
+    be tracked must stop, so the callback raises this instead. A user's mistake is one line;
+    anything else (or HYDRA_FULL_ERROR=1) shows its traceback.
+    """
+    if _one_line(error):
+        print(f"Error: {context}: {error}", file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+    return SystemExit(1)
+
+
+def run_command(main: Callable[[], object], config_name: str) -> None:
+    """What `python pipelines/<script>.py` does: `--help`, or the Hydra app; then `leave`."""
+    if help_requested():
+        print_help(config_name)
+        leave(0)
+    try:
+        main()
+    except SystemExit as exit:
+        leave(exit_code(exit))
+    leave(0)
+
+
+def exit_code(exit: SystemExit) -> int:
+    """The status the interpreter would exit with, printing a message as it would."""
+    if exit.code is None or isinstance(exit.code, int):
+        return exit.code or 0
+    print(exit.code, file=sys.stderr)
+    return 1
+
+
+def leave(code: int) -> NoReturn:
+    """Exit now, without the interpreter's teardown of TensorFlow, Keras and MLflow.
+
+    Tearing those modules down takes seconds (docs/benchmarks.md) and does nothing a finished
+    command needs: by now every run is closed and every write committed. Exit handlers still
+    run and every stream is flushed. Where worker processes or threads are still alive (a
+    joblib pool), the ordinary exit waits for them as it should.
+    """
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if multiprocessing.active_children() or any(not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def help_requested() -> bool:
+    return any(arg in ("--help", "-h") for arg in sys.argv[1:])
+
+
+def print_help(config_name: str) -> None:
+    """What --help shows: the config groups and their options, and the composed config.
+
+    Hydra's own `--help` composes every group of every installed plugin and takes seconds;
+    this reads conf/ and composes once. `--hydra-help` still shows Hydra's.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from vaelab.edges.config import project_root
+
+    conf = Path(project_root()) / "conf"
+    script = Path(sys.argv[0]).name
+    groups = sorted(
+        (d.name, sorted(f.stem for f in d.glob("*.yaml")))
+        for d in conf.iterdir()
+        if d.is_dir() and d.name != "hydra"
+    )
+    launchers = sorted(f.stem for f in (conf / "hydra" / "launcher").glob("*.yaml"))
+    overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        composed = compose(config_name=config_name, overrides=overrides)
+    lines = [
+        f"{script}: override any setting as key=value, choose a preset as group=option.",
+        f"  python pipelines/{script} --cfg job      the composed config, nothing run",
+        f"  python pipelines/{script} --hydra-help   Hydra's own options",
+        "",
+        "Config groups (conf/):",
+        *[f"  {name}: {', '.join(options)}" for name, options in groups],
+        f"  hydra/launcher (with --multirun): {', '.join(launchers)}",
+        "",
+        "The composed config:",
+        OmegaConf.to_yaml(composed),
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,104 @@
+"""What every engine takes and what it reports: the one interface between training and records.
+
+An engine trains a batch of jobs on data they share and reports through `Events`: each epoch
+that ended (each job's numbers), each job that failed, and each job that finished (its Keras
+model with the final weights, and what it was measured by). It never writes a run: one
+recorder (`rules.recorder`) turns the events into MLflow runs, whichever engine sent them.
+A solo run is a batch of one.
+
+After every epoch an engine asks `Events.should_stop` whether a job ends there (it then
+finishes at that epoch: pruning), and a job may carry a saved state to start from instead of
+its initial weights (resume). Engines know nothing of MLflow, Hydra or the config: jobs are
+plain values, built from the config by the orchestration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vaelab.vae.data import Pools
+from vaelab.vae.losses import LossSpec
+from vaelab.vae.plots import Pictures
+from vaelab.vocab import metrics
+from vaelab.vocab.metrics import TERMS
+
+
+@dataclass(frozen=True)
+class Job:
+    """One configuration to train, in plain values."""
+
+    architecture: str  # "functional" | "subclass": the Keras model that is built and logged
+    loop: bool  # the hand-written loop (the notebook's custom_loop style), else Keras fit
+    input_dim: int
+    intermediate_dim: int
+    latent_dim: int
+    seed: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    steps_per_execution: int
+    shuffle: bool
+    deterministic: bool
+    resample_pixels: bool  # dynamic binarisation: new Bernoulli pixels every epoch
+    loss: LossSpec
+    n_images: int  # digits in the figures
+    n_latent_points: int  # digits whose latent means are mapped and counted (active units)
+    iw_samples: int  # K of the importance-weighted estimate; 0: none
+
+
+@dataclass
+class Outcome:
+    """What a finished job ended with: everything measured at its last epoch."""
+
+    history: dict[str, list[float]]
+    test: dict[str, float]  # mean loss terms over the test digits
+    iw_estimate: float | None
+    pictures: Pictures
+    val_z_mean: np.ndarray  # latent means of validation digits: active units
+    model: Any  # the job's own Keras model, holding its final weights
+
+
+class Events(Protocol):
+    """Where an engine reports; the recorder implements it."""
+
+    def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None: ...
+
+    def job_failed(self, job: int, epoch: int, error: BaseException) -> None: ...
+
+    def job_finished(self, job: int, outcome: Outcome) -> None: ...
+
+    def should_stop(self, job: int, epoch: int) -> bool: ...
+
+
+class Engine(Protocol):
+    """Trains a batch of jobs that share `data`, reporting to `events`."""
+
+    name: str  # what the runs' `engine` tag says: "solo" | "packed"
+
+    def device(self) -> str: ...
+
+    def train(self, jobs: Sequence[Job], data: Pools, events: Events) -> None: ...
+
+
+def epoch_metrics(train: Mapping[str, float], val: Mapping[str, float], seconds: float) -> dict:
+    """One epoch's numbers under the shared names (train/*, val/*, time/epoch_seconds)."""
+    values = {metrics.name("train", t): float(train[t]) for t in TERMS}
+    values.update({metrics.name("val", t): float(val[t]) for t in TERMS})
+    values[metrics.EPOCH_SECONDS] = seconds
+    return values
+
+
+def non_finite_message(epoch: int, values: Mapping[str, float]) -> str | None:
+    """What to say when a loss is NaN or inf at this epoch; None when all are finite."""
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if not bad:
+        return None
+    return (
+        f"non-finite loss at epoch {epoch} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
+        "lower train.learning_rate or check the data"
+    )

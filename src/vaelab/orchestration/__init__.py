@@ -1,0 +1,5 @@
+"""Orchestration: the functions entry points call.
+
+`train` (the one training path), `sweep` (Hydra's callback and a sweep's job), `rerun` and
+`report`. Each composes the layers below; none is imported by them.
+"""

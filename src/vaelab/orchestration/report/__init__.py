@@ -1,0 +1,311 @@
+"""Comparison reports, read from the run store alone (MLflow -> pandas -> tables and figures).
+
+It never trains, and imports no deep-learning framework: every number it shows was logged by
+the runs themselves. `tables` holds the logic (pure pandas), `figures` the drawing,
+`render` the files; this module reads the store and puts them together. Runs from older code
+versions with fewer columns, failed and killed runs, and runs without artifacts are shown for
+what they have.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure as MplFigure
+from omegaconf import DictConfig
+
+from vaelab.edges import mlflow_tables, tracking
+from vaelab.edges.config import check_objective
+from vaelab.edges.mlflow_tables import LocalStore
+from vaelab.orchestration.report import figures, render, tables
+from vaelab.rules import lifecycle
+from vaelab.vae import plots
+from vaelab.vocab import metrics
+from vaelab.vocab.errors import ReportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UI = "http://127.0.0.1:5000"
+# `make ui` writes the address it serves here, so run links follow its HOST and PORT.
+UI_URL_FILE = "ui_url.txt"
+# MLflow 3.17's UI ignores the experiment's `mlflow.experimentKind` tag: it opens every
+# experiment and run on its GenAI (traces) view unless the address asks for the training
+# view, or the user once picked "Model training" in its sidebar (the browser remembers).
+ML_VIEW = "workflowType=machine_learning"
+# Figures are drawn for the largest comparable groups only; every group has its table.
+FIGURE_GROUPS = 3
+
+
+# Where a report reads its runs: a local store directly, anything else through MLflow.
+RunSource = LocalStore | tracking.StoreReader
+
+
+def open_source(settings: DictConfig, filter_string: str | None) -> RunSource:
+    """The local store read directly where it can answer everything the report asks.
+
+    MLflow's client costs a report more than its work (setting up its SQLAlchemy store:
+    docs/benchmarks.md); a server, a store MLflow must first create or repair, and a filter beyond
+    plain equalities go through MLflow.
+    """
+    if mlflow_tables.understands(filter_string or ""):
+        local = LocalStore.open(settings.uri, settings.experiment, settings.artifact_root)
+        if local is not None:
+            return local
+    return tracking.StoreReader(tracking.open_configured(settings))
+
+
+@dataclass
+class Selection:
+    """The runs a report compares; for a sweep, the attempts its summary judges."""
+
+    title: str
+    runs: pd.DataFrame
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    superseded: list[str] = field(default_factory=list)  # run ids not compared, why: lifecycle
+
+
+def select(
+    source: RunSource,
+    sweep_id: str | None,
+    runs: list[str] | None,
+    filter_string: str | None,
+    latest: int,
+) -> Selection:
+    """The runs to compare: given ids, a filter, a sweep, the latest sweep, or the latest runs."""
+    if runs:
+        frame = source.runs_frame(run_ids=list(runs))
+        missing = sorted(set(runs) - set(frame["run_id"])) if len(frame) else sorted(runs)
+        if missing:
+            raise ReportError(f"runs not in the store at {source.uri}: {', '.join(missing)}")
+        return Selection(f"{len(frame)} selected runs", frame)
+    if filter_string:
+        frame = source.runs_frame(filter_string)
+        if frame.empty:
+            raise ReportError(f"no run matches filter={filter_string!r} in {source.uri}")
+        return Selection(f"runs matching {filter_string}", frame)
+    if sweep_id is None:
+        parents = source.runs_frame(lifecycle.PARENTS_FILTER)
+        if parents.empty:
+            return _latest_runs(source, latest)
+        sweep_id = parents.iloc[0][lifecycle.SWEEP_ID_COLUMN]
+    return _sweep(source, sweep_id)
+
+
+def _sweep(source: RunSource, sweep_id: str) -> Selection:
+    """A sweep's current attempts, the very runs its summary ranked (and named best)."""
+    every = source.runs_frame(lifecycle.children_filter(sweep_id))
+    if every.empty:
+        raise ReportError(f"sweep_id={sweep_id} has no runs in {source.uri}")
+    current = set(lifecycle.current_attempt_ids(every))
+    frame = every[every["run_id"].isin(current)].reset_index(drop=True)
+    parents = source.runs_frame(lifecycle.parent_filter(sweep_id))
+    return Selection(
+        tables.sweep_title(sweep_id, len(frame)),
+        frame,
+        sweep_id,
+        parents["run_id"].iloc[-1] if len(parents) else None,
+        [run_id for run_id in every["run_id"] if run_id not in current],
+    )
+
+
+def _latest_runs(source: RunSource, latest: int) -> Selection:
+    frame = source.runs_frame()
+    role = f"tags.{lifecycle.SWEEP_ROLE}"
+    if role in frame:
+        frame = frame[frame[role].ne(lifecycle.PARENT)]
+    frame = frame.head(latest).reset_index(drop=True)
+    if frame.empty:
+        raise ReportError(
+            f"no runs in experiment {source.experiment_id} of {source.uri}: train one "
+            "(python pipelines/train.py, or --multirun sweep=demo) first"
+        )
+    return Selection(tables.sweep_title(None, len(frame)), frame)
+
+
+def ui_address(configured: str | None, store_dir: str) -> str:
+    """Where the user serves the MLflow UI: the setting, what `make ui` recorded, or 5000."""
+    if configured:
+        return configured.rstrip("/")
+    recorded = Path(store_dir) / UI_URL_FILE
+    return recorded.read_text().strip() if recorded.is_file() else DEFAULT_UI
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI (its training view, see ML_VIEW)."""
+    return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+
+
+def _histories(source: RunSource, run_ids: list[str], name: str) -> dict[str, list]:
+    return {run_id: source.metric_history(run_id, name) for run_id in run_ids}
+
+
+def _epoch_times(source: RunSource, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each run's mean epoch time under the name it logged (solo, or its packed group's share).
+
+    A packed run's share is read only for the runs without a solo epoch time.
+    """
+    times: dict[str, dict[str, float]] = {}
+    left = run_ids
+    for name in tables.EPOCH_TIMES:
+        histories = {r: h for r, h in _histories(source, left, name).items() if h}
+        times[name] = {r: tables.mean_epoch_seconds(h) for r, h in histories.items()}
+        left = [r for r in left if r not in histories]
+    return times
+
+
+def _chart(name: str, caption: str, figure: MplFigure) -> render.Figure:
+    return render.Figure(name, caption, plots.png_bytes(figure), figures.legend_texts(figure))
+
+
+def _figures(
+    source: RunSource, table: pd.DataFrame, by: str, top_k: int, workdir: Path
+) -> list[render.Figure]:
+    """The largest groups' effect plots and learning curves, the split, reconstructions."""
+    groups = tables.groups(table)[:FIGURE_GROUPS]
+    several = table["group"].nunique() > 1
+    drawn: list[render.Figure] = []
+    for number, group in enumerate(groups, start=1):
+        drawn += _group_figures(source, group, number, by, several)
+    split = [group for group in groups if len(tables.with_split(group.table))]
+    if split:
+        drawn.append(
+            _chart(
+                "kl_vs_reconstruction",
+                "Each run's test KL against its test reconstruction term, one panel per group "
+                "of comparable runs in its own units; runs with no active latent unit "
+                "(collapsed) or too few (partial) are marked, runs without test numbers left "
+                "out.",
+                figures.split_scatter(split),
+            )
+        )
+    return drawn + _reconstructions(source, table, by, top_k, workdir)
+
+
+def _group_figures(
+    source: RunSource, group: tables.ComparableGroup, number: int, by: str, several: bool
+) -> list[render.Figure]:
+    """One group's effect plots (for each size that varies in it) and learning curves."""
+    among = f" ({group.label})" if several else ""
+    within = tables.varying_params(group.table)
+    drawn = []
+    if group.table["rank"].notna().any():
+        for param in tables.EFFECT_PARAMS:
+            if param in within:
+                drawn.append(
+                    _chart(
+                        f"effect_{param}_{number}",
+                        f"Mean {by} over the finished runs at each {param}, one line per style"
+                        f" (the other settings averaged){among}.",
+                        figures.effect_plot(
+                            tables.effects(group.table, param, by), param, by, group.kind
+                        ),
+                    )
+                )
+    labels = {row["run_id"]: tables.run_label(row, within) for _, row in group.table.iterrows()}
+    order = list(group.table["run_id"])
+    curves = figures.learning_curves(_histories(source, order, by), labels, order, by, group.kind)
+    drawn.append(
+        _chart(
+            f"learning_curves_{number}",
+            f"{by} after each epoch, one line per run{among}; runs with identical numbers "
+            "share a line, named together.",
+            curves,
+        )
+    )
+    return drawn
+
+
+def _reconstructions(
+    source: RunSource, table: pd.DataFrame, by: str, top_k: int, workdir: Path
+) -> list[render.Figure]:
+    """The pictures of the first group's best distinct configurations, each run described."""
+    best = tables.distinct_best(table, by, top_k)
+    first = table[table["group"].eq(table["group"].iloc[0])]
+    within = tables.varying_params(first)
+    among = f" ({first['group'].iloc[0]})" if table["group"].nunique() > 1 else ""
+    drawn = []
+    for _, row in best.iterrows():
+        grid = source.download_artifact(
+            row["run_id"], "plots/reconstructions.png", render.inside(workdir, row["run_id"])
+        )
+        if grid is not None:
+            drawn.append(
+                render.Figure(
+                    f"reconstructions_{row['run_id'][:8]}",
+                    f"Test digits (top) and their reconstructions (bottom) by run "
+                    f"{tables.run_description(row, within)}, rank {row['rank']} in its "
+                    f"group{among}.",
+                    grid.read_bytes(),
+                )
+            )
+    return drawn
+
+
+def _table_view(
+    group: tables.ComparableGroup, by: str, varying: list[str], ui_url: str, experiment_id: str
+) -> render.TableView:
+    rows = group.table.assign(run=group.table["run_id"].str[:8], note=tables.notes(group.table))
+    shown = tables.display_columns(group, by, varying)
+    view = pd.DataFrame({header: rows[column] for column, header in shown if column in rows})
+    links = {run_id[:8]: run_url(ui_url, experiment_id, run_id) for run_id in group.table["run_id"]}
+    heading = f"Runs ranked by {by}" + (f": {group.label}" if group.label != "all runs" else "")
+    return render.TableView(heading, metrics.describe(group.kind), view, links)
+
+
+def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Path):
+    """Everything the report shows, computed from the store."""
+    started = time.perf_counter()
+    frame, by = selection.runs, cfg.metric
+    table = tables.build_table(
+        frame,
+        by,
+        cfg.partial_collapse,
+        cfg.tracking.stale_after_s,
+        time.time(),
+        _epoch_times(source, list(frame["run_id"])),
+    )
+    varying = tables.varying_params(frame)
+    ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir)
+    summary = tables.summary_lines(selection.title, table, varying, by, selection.superseded)
+    report = render.Report(
+        title=selection.title,
+        summary=summary,
+        tables=[
+            _table_view(group, by, varying, ui_url, source.experiment_id)
+            for group in tables.groups(table)
+        ],
+        figures=_figures(source, table, by, cfg.top_k, workdir),
+        failures=tables.failures(table),
+        full_table=table,
+        store=source.uri,
+        ui_url=ui_url,
+        experiment_url=experiment_url(ui_url, source.experiment_id),
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def make_report(cfg: DictConfig) -> dict[str, Path]:
+    """The report pipeline's body: select, build, write, attach to the sweep's parent."""
+    check_objective(cfg.metric, "metric")
+    source = open_source(cfg.tracking, cfg.filter)
+    selection = select(source, cfg.sweep_id, cfg.runs, cfg.filter, cfg.latest_runs)
+    name = selection.sweep_id or time.strftime("runs-%Y%m%d-%H%M%S")
+    out_dir = render.inside(Path(cfg.out_dir), name)  # before any work: the id may be hostile
+    with tempfile.TemporaryDirectory() as tmp:
+        report = build(source, selection, cfg, Path(tmp))
+        paths = render.write(report, out_dir)
+    if selection.parent_run_id:
+        source.log_files(selection.parent_run_id, list(paths.values()), "report")
+    log.info("Report of %s written in %.1f s", selection.title, report.seconds)
+    return paths

@@ -1,0 +1,161 @@
+"""The Hydra side of a sweep: a callback around the multirun and the body of each job.
+
+`SweepCallback` runs in the launching process: before any job it opens the store (creating
+its schema before parallel workers race on it) and starts the sweep through `lifecycle`;
+after the last job it writes the verdict and turns failures into the exit code. `run_job`
+is the task function's body: one run, or one job of a sweep, whose failure is recorded as a
+FAILED run and returned as an infinite objective so that the launcher carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.edges.cli import exit_for
+from vaelab.rules import identity
+
+log = logging.getLogger(__name__)
+
+# Hydra builds the callback for every command, `--help` and `--cfg job` included: the run
+# store, MLflow and the frameworks are imported only when a sweep or a run needs them.
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The sweep's definition: command-line task overrides plus the sweeper's params."""
+    task = [str(o) for o in config.hydra.overrides.task]
+    params = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=True) if params else {}
+    return task + [f"{key}={value}" for key, value in params.items()]
+
+
+def sweep_id_for(config: DictConfig) -> str:
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    return identity.sweep_id(config.experiment_name, sweeper, sweep_overrides(config))
+
+
+def count_jobs(config: DictConfig) -> int:
+    """How many jobs the sweep will launch: the grid's size, or a search's trial budget."""
+    if "n_trials" in config.hydra.sweeper:
+        return int(config.hydra.sweeper.n_trials)
+    overrides = OverridesParser.create().parse_overrides(sweep_overrides(config))
+    sizes = [len(list(o.sweep_string_iterator())) for o in overrides if o.is_sweep_override()]
+    return math.prod(sizes) if sizes else 1
+
+
+def open_store(config: DictConfig, patient: bool = False):
+    """The sweep's store; `patient` once the sweep has started (it rides out a restart)."""
+    from vaelab.edges import tracking
+
+    return tracking.open_configured(config.tracking, patient)
+
+
+def start_sweep(config: DictConfig):
+    """Open the store and start (or resume) the sweep this multirun config defines."""
+    from vaelab.rules import lifecycle
+
+    definition = {
+        lifecycle.SWEEP_OVERRIDES: " ".join(sweep_overrides(config)),
+        lifecycle.SWEEPER: config.hydra.sweeper.get("_target_", ""),
+        lifecycle.LAUNCHER: config.hydra.launcher.get("_target_", ""),
+    }
+    return lifecycle.start(
+        open_store(config), sweep_id_for(config), definition, count_jobs(config), config.objective
+    )
+
+
+class SweepCallback(Callback):
+    """Wires a Hydra multirun to one parent run in the store (see the module docstring)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaelab.edges.config import check_objective
+        from vaelab.rules import lifecycle
+
+        # Hydra only warns when a callback raises; a sweep that cannot be tracked must stop.
+        try:
+            check_objective(config.objective)  # before a parent run exists
+            context = start_sweep(config)
+        except Exception as error:
+            raise exit_for(error, "cannot start the sweep") from error
+        lifecycle.write_context(Path(config.hydra.sweep.dir), context)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from vaelab.rules import lifecycle
+
+        try:
+            context = lifecycle.read_context(Path(config.hydra.sweep.dir))
+            summary = lifecycle.finish(open_store(config, patient=True), context)
+        except Exception as error:
+            raise exit_for(error, "cannot record the end of the sweep") from error
+        print(lifecycle.verdict(summary))
+        lifecycle.raise_if_failed(summary)
+
+
+def refused(config: DictConfig, error: Exception, what: str) -> SystemExit:
+    """A sweep a plugin refuses before anything trains: its parent FAILED, one line, exit 1.
+
+    Hydra would print a traceback for an error raised in a plugin; the parent the callback
+    opened would stay RUNNING.
+    """
+    from vaelab.edges import tracking
+    from vaelab.rules import lifecycle
+
+    with contextlib.suppress(Exception):  # the store itself may be what is wrong
+        context = lifecycle.read_context(Path(config.hydra.sweep.dir))
+        tracking.close_run(open_store(config), context.parent_run_id, "FAILED", error=str(error))
+    return exit_for(error, f"{what}; nothing trained")
+
+
+def run_job(cfg: DictConfig) -> float:
+    """The task function's body: one run, or one job of a sweep. Returns the objective.
+
+    The config is validated before the training framework is even imported, so a mistake
+    costs a second, not the framework's start-up.
+    """
+    from vaelab.edges.config import to_run_config
+    from vaelab.rules import lifecycle, recorder
+    from vaelab.vocab.errors import RunFailed
+
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        config = to_run_config(cfg)
+        from vaelab.orchestration.train import train_and_evaluate
+
+        return _sweeper_value(train_and_evaluate(config, overrides).metrics, config.objective)
+    context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
+    number = hydra_cfg.job.num + 1
+    log.info(
+        "[sweep %s] run %d/%d: %s", context.sweep_id, number, context.total, " ".join(overrides)
+    )
+    try:
+        config = to_run_config(cfg)
+        from vaelab.orchestration.train import train_and_evaluate
+
+        result = train_and_evaluate(config, overrides, sweep=context)
+    except RunFailed as failure:  # recorded as FAILED in the store; the sweep goes on
+        log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, failure.__cause__)
+        return math.inf
+    except Exception as error:  # failed before its run existed: record it now
+        log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, error)
+        lifecycle.record_early_failure(
+            open_store(cfg, patient=True), context, recorder.run_name(cfg), overrides, error
+        )
+        return math.inf
+    return _sweeper_value(result.metrics, config.objective)
+
+
+def _sweeper_value(values: dict[str, float], objective: str) -> float:
+    """The objective as ranking sees it: a collapsed or failed run is never the minimum."""
+    from vaelab.rules.ranking import sweeper_value
+
+    return sweeper_value(values, objective)

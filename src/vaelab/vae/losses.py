@@ -1,0 +1,130 @@
+"""The VAE objective as pure `keras.ops` functions, so every backend, style and engine shares it.
+
+The notebook's two styles reduce the terms differently (pixel-mean MSE against a latent-mean
+or latent-sum KL); `LossSpec` makes each choice explicit so that a preset can reproduce either
+cell exactly, and `elbo` gives a negative ELBO in nats. The functions take the choices as
+numbers (`LossWeights`): plain floats for one model, or one value per configuration when a
+packed sweep trains many models with different losses in one `jax.vmap`. A packed sweep also
+pads smaller latent spaces to its largest: `latent_mask` marks the real units, and every
+reduction over latent units counts only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from keras import ops
+
+from vaelab.vocab.choices import Reconstruction, Reduction
+
+# Keeps log() finite when a sigmoid output saturates at exactly 0 or 1 in float32.
+BCE_EPSILON = 1e-7
+
+_CHOICES = {
+    "reconstruction": tuple(Reconstruction),
+    "pixel_reduction": tuple(Reduction),
+    "kl_reduction": tuple(Reduction),
+}
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The objective's choices as numbers: 1.0 or 0.0 flags, and beta.
+
+    Floats for one model; arrays with one value per configuration under `jax.vmap`.
+    """
+
+    bce: Any  # 1: Bernoulli negative log-likelihood; 0: squared error
+    pixel_mean: Any  # 1: average over pixels; 0: sum
+    kl_mean: Any  # 1: average over (real) latent units; 0: sum
+    beta: Any
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    reconstruction: str  # "mse" | "bce"
+    pixel_reduction: str  # "mean" | "sum" over the pixels
+    kl_reduction: str  # "mean" | "sum" over latent dimensions
+    beta: float
+
+    def __post_init__(self) -> None:
+        for field, allowed in _CHOICES.items():
+            value = getattr(self, field)
+            if value not in allowed:
+                options = tuple(str(choice) for choice in allowed)
+                raise ValueError(f"loss.{field}={value!r}: expected one of {options}")
+
+    def weights(self) -> LossWeights:
+        return LossWeights(
+            bce=float(self.reconstruction == Reconstruction.bce),
+            pixel_mean=float(self.pixel_reduction == Reduction.mean),
+            kl_mean=float(self.kl_reduction == Reduction.mean),
+            beta=float(self.beta),
+        )
+
+
+def _choose(flag: Any, if_one: Callable[[], Any], if_zero: Callable[[], Any]) -> Any:
+    """A float flag computes one branch only; a traced per-configuration flag selects."""
+    if isinstance(flag, int | float):
+        return if_one() if flag else if_zero()
+    return ops.where(flag > 0.5, if_one(), if_zero())
+
+
+def reconstruction_per_example(x, x_hat, weights: LossWeights):
+    """Squared error or Bernoulli negative log-likelihood, summed or averaged over pixels."""
+
+    def bce():
+        clipped = ops.clip(x_hat, BCE_EPSILON, 1.0 - BCE_EPSILON)
+        return -(x * ops.log(clipped) + (1.0 - x) * ops.log(1.0 - clipped))
+
+    per_pixel = _choose(weights.bce, bce, lambda: ops.square(x - x_hat))
+    total = ops.sum(per_pixel, axis=-1)
+    pixels = ops.cast(ops.shape(x)[-1], total.dtype)
+    return _choose(weights.pixel_mean, lambda: total / pixels, lambda: total)
+
+
+def kl_per_example(z_mean, z_log_var, weights: LossWeights, latent_mask=None):
+    """KL(N(mu, sigma^2) || N(0, 1)) in closed form, over the real latent units."""
+    per_unit = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+    if latent_mask is None:
+        total = ops.sum(per_unit, axis=-1)
+        units = ops.cast(ops.shape(per_unit)[-1], total.dtype)
+    else:
+        total = ops.sum(per_unit * latent_mask, axis=-1)
+        units = ops.sum(latent_mask)
+    return _choose(weights.kl_mean, lambda: total / units, lambda: total)
+
+
+def vae_loss_terms(x, x_hat, z_mean, z_log_var, weights: LossWeights, latent_mask=None) -> dict:
+    """Batch-mean reconstruction, KL and their weighted total (what is optimised)."""
+    reconstruction = ops.mean(reconstruction_per_example(x, x_hat, weights))
+    kl = ops.mean(kl_per_example(z_mean, z_log_var, weights, latent_mask))
+    return {"total": reconstruction + weights.beta * kl, "reconstruction": reconstruction, "kl": kl}
+
+
+_LOG_2PI = 1.8378770664093453
+
+
+def log_importance_weights(x, x_hat, z, z_mean, z_log_var, latent_mask=None):
+    """Log p(x|z) + log p(z) - log q(z|x) for each of k samples of z: shape (k, n).
+
+    `x` (n, pixels) holds Bernoulli targets, `x_hat` (k, n, pixels) the decoded means, `z`
+    (k, n, units) the samples from q(z|x) = N(z_mean, exp(z_log_var)). The log-mean-exp over
+    the k samples is the importance-weighted lower bound on log p(x) (Burda et al., 2015).
+    """
+    clipped = ops.clip(x_hat, BCE_EPSILON, 1.0 - BCE_EPSILON)
+    log_px_z = ops.sum(x * ops.log(clipped) + (1.0 - x) * ops.log(1.0 - clipped), axis=-1)
+    log_pz = -0.5 * (_LOG_2PI + ops.square(z))
+    log_qz = -0.5 * (_LOG_2PI + z_log_var + ops.square(z - z_mean) / ops.exp(z_log_var))
+    difference = log_pz - log_qz
+    if latent_mask is not None:
+        difference = difference * latent_mask
+    return log_px_z + ops.sum(difference, axis=-1)
+
+
+def negative_log_mean_exp(log_weights):
+    """-log (1/k) sum_k exp(log_weights) over the first axis, computed stably."""
+    k = ops.cast(ops.shape(log_weights)[0], log_weights.dtype)
+    return -(ops.logsumexp(log_weights, axis=0) - ops.log(k))

@@ -11,7 +11,7 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-processes test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead
+.PHONY: help install install-gpu lock data run train smoke test test-long test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead bench-checkpoint
 
 help: ## Show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,15 +51,15 @@ report: $(STAMP) ## A report of the latest sweep (ARGS="sweep_id=<id>")
 smoke: data ## A tiny run (512 digits, 1 epoch) to check the set-up in seconds
 	$(PY) pipelines/train.py experiment=smoke $(ARGS)
 
-FAST := -m "not slow and not gpu and not server and not processes" --dist worksteal
+FAST := -m "not slow and not gpu and not server and not long and not browser" --dist worksteal
 
 test: data ## Fast tests, the CI gate: the TensorFlow session, then the JAX one (tests/jax)
 	$(PY) -m pytest $(FAST) -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest $(FAST) -n 2 $(ARGS)
 
-test-processes: data ## Pipelines as several real processes: two launches at once, SIGKILL, Slurm (~2 min)
-	$(PY) -m pytest -m "processes and not slow" -n 2 $(ARGS)
-	KERAS_BACKEND=jax $(PY) -m pytest -m "processes and not slow" -n 2 $(ARGS)
+test-long: data ## End to end: several processes at once, SIGKILL and resume, Slurm, pruned sweeps (~8 min)
+	$(PY) -m pytest -m "long and not slow" -n 2 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -m "long and not slow" -n 2 $(ARGS)
 
 test-full: data ## Every test, slow and server ones included, in both sessions
 	$(PY) -m pytest -n 2 $(ARGS)
@@ -68,8 +68,8 @@ test-full: data ## Every test, slow and server ones included, in both sessions
 test-server: data ## The team store for real: PostgreSQL + mlflow server, faults, logins (~4 min)
 	$(PY) -m pytest -m server tests/server $(ARGS)
 
-e2e: data ## Render a report in headless Chromium (apt-get install chromium); outputs/e2e/*.png
-	$(PY) -m pytest tests/test_report.py -k browser -rs $(ARGS)
+e2e: data ## The report and the MLflow UI in headless Chromium (apt-get install chromium); outputs/e2e/*.png
+	$(PY) -m pytest -m "browser and not slow" -n 2 -rs $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src pipelines tests benchmarks
@@ -109,6 +109,9 @@ bench-sweep: data ## sweep=grid sequential vs packed, and a 96-configuration pac
 
 bench-iw: data ## The importance-weighted estimate at K = 5 and K = 5000 on all test digits
 	$(PY) benchmarks/bench_iw.py $(ARGS)
+
+bench-checkpoint: data ## What checkpointing every epoch adds to a run's epoch time, and its size
+	$(PY) benchmarks/bench_checkpoint.py $(ARGS)
 
 bench-overhead: data ## Start-up, report and per-run costs beyond training (ARGS=--baseline <commit>)
 	$(PY) benchmarks/bench_overhead.py $(ARGS)

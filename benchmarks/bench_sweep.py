@@ -1,21 +1,23 @@
-"""Packed sweeps against the sequential launcher, measured as a user would run them.
+"""Packed and pruned sweeps against the sequential launcher, measured as a user would run them.
 
-    make bench-sweep                          # both parts below (~15 min on 2 CPU cores)
+    make bench-sweep                          # both parts below (~25 min on 2 CPU cores)
     python benchmarks/bench_sweep.py --part grid
     python benchmarks/bench_sweep.py --part big
-    python benchmarks/bench_sweep.py --quick  # both parts, small, on a few hundred digits (~2 min)
+    python benchmarks/bench_sweep.py --quick  # both parts, small, on a few hundred digits (~3 min)
     KERAS_BACKEND=jax python benchmarks/bench_sweep.py --part big --fit-baseline   # on a GPU
 
 grid: `--multirun sweep=grid` (24 runs, full MNIST) with the default sequential launcher and
       with `hydra/launcher=packed`, each into a fresh store, one after the other in this
       invocation. Wall time is from the command's start to the last run's FINISHED in the
       store. Prints every run's final val/total for both and the largest relative difference.
-big:  a 96-configuration sweep (6 seeds x 4 latent sizes x 4 hidden sizes, 5 epochs), packed:
-      runs per minute, and how the wall time splits between training, evaluation and logging
-      (everything that talks to the store or writes artifacts: run creation, input artifacts,
-      per-epoch metrics, results, figures and models), from the packed launcher's own
-      account in its log, and whether logging stays within 25% of it. With --fit-baseline,
-      the notebook's plain Keras `fit` of one model for the same 5 epochs, in the same call.
+big:  a 96-configuration sweep (6 seeds x 4 latent sizes x 4 hidden sizes, 9 epochs), packed,
+      without pruning and with successive halving (reduction factor 3, first rung at epoch
+      1), each into a fresh store: both wall times and their ratio (target: the pruned sweep
+      in at most a third), the best val/total of each among the runs that were not pruned
+      and the configuration each chose (target: within 1%), and how each wall time splits
+      between training, evaluation and logging (everything that talks to the store or
+      writes artifacts), from the launcher's own account in its log. With --fit-baseline,
+      the notebook's plain Keras `fit` of one model for 5 epochs, in the same call.
 --quick: the same two parts on the smoke data (512 training digits) with small grids, to
       check the script itself; its numbers say nothing about speed.
 Every command runs in its own process with its own fresh store under a temporary directory.
@@ -44,15 +46,17 @@ BIG = [
     "seed=1,2,3,4,5,6",
     "model.latent_dim=2,4,8,16",
     "model.intermediate_dim=16,32,48,64",
-    "train.epochs=5",
+    "train.epochs=9",
 ]
+PRUNED = ["sweep.pruner=successive_halving", "sweep.pruner_reduction_factor=3",
+          "sweep.pruner_min_epochs=1"]  # fmt: skip
 QUICK_GRID = [
     "--multirun", "experiment=smoke", "style=functional,custom_loop", "model.latent_dim=2,4",
     "tracking.log_model=false",
 ]  # fmt: skip
 QUICK_BIG = [
     "--multirun", "experiment=smoke", "seed=1,2", "model.latent_dim=2,4",
-    "model.intermediate_dim=16,32", "train.epochs=2",
+    "model.intermediate_dim=16,32", "train.epochs=3",
 ]  # fmt: skip
 PACKED = "hydra/launcher=packed"
 # The packed launcher's account of each group (vaelab.orchestration.train._log_timing).
@@ -71,6 +75,13 @@ class Sweep:
     val_total: dict[str, float]  # final val/total of each FINISHED run, by run name
     failed: dict[str, str]  # each run that did not finish: its status and error
     log: str
+    pruned: frozenset[str] = frozenset()  # runs the pruner stopped (their val/total: early)
+
+    def best(self) -> tuple[str, float]:
+        """The run with the lowest val/total among those that were not pruned."""
+        whole = {n: v for n, v in self.val_total.items() if n not in self.pruned}
+        name = min(whole, key=whole.get)
+        return name, whole[name]
 
 
 def sweep(workdir: Path, args: list[str], env: dict[str, str] | None = None) -> Sweep:
@@ -88,11 +99,11 @@ def sweep(workdir: Path, args: list[str], env: dict[str, str] | None = None) -> 
     )
     store = workdir / "mlruns" / "mlflow.db"
     runs = _child_runs(store) if store.exists() else []
-    finished = [(name, end, value) for name, status, end, value, _ in runs if status == "FINISHED"]
+    finished = [(name, end, value) for name, status, end, value, *_ in runs if status == "FINISHED"]
     if not finished:
         sys.exit(f"{' '.join(args)} finished no run:\n{result.stderr[-3000:]}")
     failed = {
-        name: f"{status}: {error}" for name, status, _, _, error in runs if status != "FINISHED"
+        name: f"{status}: {error}" for name, status, _, _, error, _ in runs if status != "FINISHED"
     }
     if result.returncode != 0 and not failed:
         sys.exit(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
@@ -101,17 +112,20 @@ def sweep(workdir: Path, args: list[str], env: dict[str, str] | None = None) -> 
         val_total={name: value for name, _, value in finished if value is not None},
         failed=failed,
         log=result.stdout + result.stderr,
+        pruned=frozenset(name for name, *_, pruned in runs if pruned is not None),
     )
 
 
 def _child_runs(db: Path) -> list[tuple]:
-    """(name, status, end time, final val/total, error) of every child run of the store."""
+    """(name, status, end time, final val/total, error, pruned at) of every child run."""
     with sqlite3.connect(db) as connection:
         return connection.execute(
-            """SELECT r.name, r.status, r.end_time, m.value, e.value FROM runs r
+            """SELECT r.name, r.status, r.end_time, m.value, e.value, p.value FROM runs r
                JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'sweep.role' AND t.value = 'child'
                LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'val/total'
-               LEFT JOIN tags e ON e.run_uuid = r.run_uuid AND e.key = 'error'"""
+               LEFT JOIN tags e ON e.run_uuid = r.run_uuid AND e.key = 'error'
+               LEFT JOIN tags p ON p.run_uuid = r.run_uuid AND p.key = 'pruned_at_epoch'
+               WHERE r.lifecycle_stage = 'active'"""
         ).fetchall()
 
 
@@ -169,17 +183,27 @@ def split(log: str, wall: float) -> str:
     return "\n".join(lines)
 
 
-def big(workdir: Path, args: list[str], fit_baseline: bool, epochs: int) -> None:
-    print(f"{' '.join(args[1:])}, packed")
-    packed = sweep(workdir / "big", [*args, PACKED])
-    count, seconds = len(packed.val_total), packed.seconds
-    print(f"packed: {count} runs FINISHED in {seconds:.1f} s: {60 * count / seconds:.1f} runs/min")
-    _report_failures("packed", packed)
-    print(split(packed.log, seconds))
-    if fit_baseline:
+def big(workdir: Path, args: list[str], fit_baseline: bool) -> None:
+    print(f"{' '.join(args[1:])}, packed: without pruning, then with successive halving")
+    whole = sweep(workdir / "big", [*args, PACKED])
+    pruned = sweep(workdir / "big-pruned", [*args, PACKED, *PRUNED])
+    for label, result in (("unpruned", whole), ("pruned", pruned)):
+        count = len(result.val_total)
         print(
-            f"the notebook's fit, one model, {epochs} epochs: {notebook_fit_seconds(epochs):.1f} s"
+            f"{label}: {count} runs ended ({len(result.pruned)} pruned) in {result.seconds:.1f} s"
         )
+        _report_failures(label, result)
+        print(split(result.log, result.seconds))
+    ratio = pruned.seconds / whole.seconds
+    verdict = "met" if ratio <= 1 / 3 else "NOT met"
+    print(f"pruned / unpruned wall time: {ratio:.3f} (target <= 1/3: {verdict})")
+    (a_name, a), (b_name, b) = whole.best(), pruned.best()
+    gap = (b - a) / abs(a)
+    print(f"best val/total unpruned {a:.3f} ({a_name}), pruned {b:.3f} ({b_name})")
+    print(f"pruned best within {gap:.2%} of the unpruned best (target <= 1%: "
+          f"{'met' if gap <= 0.01 else 'NOT met'})")  # fmt: skip
+    if fit_baseline:
+        print(f"the notebook's fit, one model, 5 epochs: {notebook_fit_seconds(5):.1f} s")
 
 
 def notebook_fit_seconds(epochs: int) -> float:
@@ -218,12 +242,12 @@ def main() -> None:
     parser.add_argument("--fit-baseline", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small grids on the smoke data")
     args = parser.parse_args()
-    grid_args, big_args, epochs = (QUICK_GRID, QUICK_BIG, 2) if args.quick else (GRID, BIG, 5)
+    grid_args, big_args = (QUICK_GRID, QUICK_BIG) if args.quick else (GRID, BIG)
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("grid", "all"):
             grid(Path(tmp), grid_args)
         if args.part in ("big", "all"):
-            big(Path(tmp), big_args, args.fit_baseline, epochs)
+            big(Path(tmp), big_args, args.fit_baseline)
 
 
 if __name__ == "__main__":

@@ -157,10 +157,18 @@ class Collected:
         self.epochs: dict[int, list[dict[str, float]]] = {}
         self.failures: dict[int, tuple[int, BaseException]] = {}
         self.outcomes: dict = {}
+        self.checkpoints: dict[int, list] = {}  # job -> its checkpoints, in order
+        self.stopped: dict[int, int] = {}  # job -> the epoch it stopped at
         self.stop_at = stop_at or {}  # job -> the epoch it is told to stop at
 
     def epoch_ended(self, job, epoch, values):
         self.epochs.setdefault(job, []).append(dict(values))
+
+    def saved(self, job, checkpoint):
+        self.checkpoints.setdefault(job, []).append(checkpoint)
+
+    def job_stopped(self, job, epoch):
+        self.stopped[job] = epoch
 
     def job_failed(self, job, epoch, error):
         self.failures[job] = (epoch, error)

@@ -324,6 +324,7 @@ def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
     """At 1400 px: no horizontal scrolling, every image loaded, every chart with a legend as
@@ -353,6 +354,7 @@ def _visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_path):
     """The address the report links to shows the training runs, not the GenAI traces view.

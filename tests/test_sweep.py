@@ -9,11 +9,13 @@ import time
 from shutil import ignore_patterns
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab.edges import provenance, tracking
+from vaelab.orchestration.report import make_report
 from vaelab.rules import lifecycle
 
 
@@ -87,7 +89,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(run
     assert parent.status == "FAILED" and parent.tags["sweep.count.failed"] == "1"
 
 
-@pytest.mark.processes
+@pytest.mark.long
 def test_parallel_workers_lose_nothing_in_a_fresh_store_and_an_error_spares_the_others(
     run_app, store_uri
 ):
@@ -176,7 +178,7 @@ def test_a_sweep_runs_through_ray_on_a_local_instance(run_app, store_uri):
     assert all(r.status == "FINISHED" for r in children)
 
 
-@pytest.mark.processes
+@pytest.mark.long
 def test_a_slurm_sweep_runs_for_real_through_submitits_local_executor(run_pipeline, store_uri):
     # hydra/launcher=slurm hands each job to submitit; its local executor runs the same path
     # on this machine (a process per job, as a cluster node would), into the same store. In a
@@ -282,3 +284,60 @@ def test_hydra_imports_the_optuna_sweeper_without_optuna():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+@pytest.mark.long
+def test_a_pruned_sweep_stops_bad_runs_early_never_ranks_them_and_keeps_them_stopped(
+    run_app, store_uri, tmp_path
+):
+    sweep = [
+        "train.py", "--multirun", *TINY, "train.epochs=3", "seed=1,2,3,4,5,6",
+        "sweep.pruner=successive_halving", "sweep.pruner_reduction_factor=3",
+    ]  # fmt: skip
+    result = run_app(*sweep)
+    assert result.returncode == 0, output(result)[-3000:]
+    runs = sweep_runs(store_uri)
+    pruned = [r for r in runs if "pruned_at_epoch" in r.tags]
+    assert pruned and len(pruned) < len(runs)
+    store = tracking.open_store(store_uri, "vaelab")
+    for run in pruned:  # stopped at a rung (epoch 1), its numbers up to there, no test ones
+        epoch = int(run.tags["pruned_at_epoch"])
+        assert epoch == 1 and run.status == "FINISHED" and "test/total" not in run.metrics
+        assert [s for s, _ in tracking.metric_history(store, run.run_id, "val/total")] == [1]
+    (parent,) = sweep_runs(store_uri, "parent")
+    assert parent.tags["sweep.count.pruned"] == str(len(pruned))
+    assert parent.tags["sweep.best_run_id"] not in {r.run_id for r in pruned}
+    assert f"{len(pruned)} pruned" in output(result)
+    # A relaunch retrains nothing: pruned configurations stay stopped.
+    again = run_app(*sweep)
+    assert again.returncode == 0 and output(again).count("Skipping") == 6
+    # The report lists them apart, unranked.
+    report = make_report(
+        compose_config(*isolated(tmp_path), f"out_dir={tmp_path}/reports", name="report")
+    )
+    table = pd.read_csv(report["csv"]).set_index("run_id")
+    assert (table.loc[[r.run_id for r in pruned], "status"] == "PRUNED").all()
+    assert table.loc[[r.run_id for r in pruned], "rank"].isna().all()
+    assert "pruned" in report["md"].read_text()
+
+
+def test_a_run_the_pruner_stops_is_recorded_pruned_and_the_sweeper_is_told(run_app, store_uri):
+    # Two runs in order; the second barely learns (learning rate 1e-6): at the first rung it
+    # is not in the best third of those seen, and successive halving stops it there.
+    result = run_app(
+        "train.py", "--multirun", *TINY, "train.epochs=2", "train.learning_rate=0.001,0.000001",
+        "sweep.pruner=successive_halving",
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)[-3000:]
+    runs = {r.params["train.learning_rate"]: r for r in sweep_runs(store_uri)}
+    assert "pruned_at_epoch" not in runs["0.001"].tags and "test/total" in runs["0.001"].metrics
+    slow = runs["1e-06"]
+    assert slow.tags["pruned_at_epoch"] == "1" and "test/total" not in slow.metrics
+    assert "1 pruned" in output(result)
+    # The pruning study holds one trial per run, told what became of it.
+    url = f"sqlite:///{store_uri.removeprefix('sqlite:///').rsplit('/', 1)[0]}/optuna.db"
+    (summary,) = optuna.get_all_study_summaries(url)
+    trials = optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
+    states = {t.number: t.state.name for t in trials}
+    assert states[int(slow.tags["prune.trial"])] == "PRUNED"
+    assert states[int(runs["0.001"].tags["prune.trial"])] == "COMPLETE"

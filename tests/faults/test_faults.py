@@ -15,6 +15,7 @@ from vaelab.orchestration.report import make_report
 from vaelab.orchestration.train import train_and_evaluate
 from vaelab.rules import recorder
 from vaelab.vocab.errors import RunFailed
+from vaelab.vocab.tags import HEARTBEAT_TAG
 
 SLOW_RUN = [
     "data.train_limit=8192",
@@ -83,7 +84,9 @@ def test_a_signal_mid_training_ends_the_run_killed_keeping_finished_epochs(
     assert expected in run.tags["error"]
 
 
-def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, run_app, monkeypatch):
+def test_an_interrupted_sweep_relaunched_resumes_only_the_killed_run(
+    tmp_path, run_app, monkeypatch
+):
     sweep = ["train.py", "--multirun", *TINY, "train.epochs=1,3"]
     with monkeypatch.context() as patch:
         signal_at_epoch(patch, signal.SIGINT, epoch=2, epochs=3)
@@ -98,14 +101,50 @@ def test_an_interrupted_sweep_relaunched_redoes_only_the_killed_run(tmp_path, ru
     again = run_app(*sweep)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("Skipping: this configuration already FINISHED") == 1
-    statuses = sorted(
-        (r.params["train.epochs"], r.status)
-        for r in tracking.find_runs(store, {"sweep.role": "child"})
-    )
-    assert statuses == [("1", "FINISHED"), ("3", "FINISHED"), ("3", "KILLED")]
+    # The killed run is carried on in the same MLflow run, from its last checkpoint (epoch 1:
+    # the signal came as epoch 2 was reported, before its checkpoint), each epoch logged once.
+    runs = {r.params["train.epochs"]: r for r in tracking.find_runs(store, {"sweep.role": "child"})}
+    assert sorted((k, r.status) for k, r in runs.items()) == [("1", "FINISHED"), ("3", "FINISHED")]
+    resumed = runs["3"]
+    assert resumed.run_id == children["3"].run_id
+    assert resumed.tags["resume.count"] == "1" and resumed.tags["resume.from_epochs"] == "1"
+    for name in ("train/total", "val/total"):
+        assert [s for s, _ in tracking.metric_history(store, resumed.run_id, name)] == [1, 2, 3]
+    assert "test/total" in resumed.metrics
 
 
-@pytest.mark.processes
+def test_a_single_run_resumes_with_the_same_command_and_says_when_it_cannot(
+    tmp_path, run_app, monkeypatch
+):
+    command = ["train.py", *TINY, "train.epochs=3"]
+    with monkeypatch.context() as patch:
+        signal_at_epoch(patch, signal.SIGINT, epoch=3)
+        assert run_app(*command).returncode != 0
+    store = store_for(tmp_path)
+    (killed,) = tracking.find_runs(store, {})
+    assert killed.status == "KILLED"
+
+    again = run_app(*command)  # the documented command: the same one
+    assert again.returncode == 0, again.stderr[-3000:]
+    (run,) = tracking.find_runs(store, {})
+    assert run.run_id == killed.run_id and run.status == "FINISHED"
+    assert run.tags["resume.count"] == "1" and run.tags["resume.from_epochs"] == "2"
+    assert [s for s, _ in tracking.metric_history(store, run.run_id, "val/total")] == [1, 2, 3]
+
+    # As a SIGKILL leaves it: RUNNING with a fresh heartbeat. Another process may be training
+    # it, so the relaunch trains a new run and says when the old one's claim expires.
+    store.client.update_run(run.run_id, "RUNNING")
+    store.client.set_tag(run.run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
+    beside = run_app(*command)
+    assert beside.returncode == 0, beside.stderr[-3000:]
+    (line,) = [x for x in beside.stderr.splitlines() if "claim expires at" in x]
+    assert f"Run {run.run_id} of this configuration is RUNNING" in line
+    assert "the same command then resumes it" in line
+    runs = tracking.find_runs(store, {})
+    assert len(runs) == 2 and {r.status for r in runs} == {"RUNNING", "FINISHED"}
+
+
+@pytest.mark.long
 def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     process = start(tmp_path, *SLOW_RUN)
     run_id = wait_for_epochs(tmp_path, 1)
@@ -126,7 +165,7 @@ def test_sigkill_leaves_a_running_run_that_reports_call_stale(tmp_path):
     assert "STALE" in paths["csv"].read_text()
 
 
-@pytest.mark.processes
+@pytest.mark.long
 def test_two_processes_launching_one_sweep_train_each_configuration_once_and_kill_nothing(
     tmp_path,
 ):

@@ -20,6 +20,7 @@ from vaelab.vocab import metrics
 SWEEP = ["train.py", "--multirun", *TINY, "train.epochs=3"]
 
 
+@pytest.mark.long
 def test_every_style_trains_on_jax_solo_and_packed_alike(run_app, store_uri, tmp_path):
     styles = "style=functional,subclass,custom_loop"
     solo = run_app(*SWEEP, styles)
@@ -86,7 +87,7 @@ print(json.dumps(collected.epochs[0][0]))
 """
 
 
-@pytest.mark.processes  # TensorFlow's epoch comes from a process of its own
+@pytest.mark.long  # TensorFlow's epoch comes from a process of its own
 def test_the_jax_custom_loop_agrees_with_tensorflows_on_the_first_epoch():
     overrides = ["experiment=smoke", "style=custom_loop", "train.epochs=1"]
     config = to_run_config(compose_config(*overrides))

@@ -3,8 +3,10 @@
 import dataclasses
 import errno
 import itertools
+import logging
 import os
 
+import jax
 import mlflow
 import numpy as np
 import pytest
@@ -79,7 +81,7 @@ def active_units(result):
     return int((result.pictures.z_mean.var(axis=0) > threshold).sum())
 
 
-def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(pools):
+def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(pools, caplog):
     # 21 configurations: 3 hidden x 7 latent sizes, 1 to 3 epochs, two learning rates,
     # three losses (a KL *mean* must divide by the member's own latent_dim), both styles;
     # and two more at the sizes of the first, the most padded: the first again for 5 epochs
@@ -93,9 +95,24 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
         first, architecture="subclass", seed=22, epochs=3, learning_rate=3e-3, loss=NOTEBOOK
     )
     assert NOTEBOOK.kl_reduction == "mean" and kl_mean.learning_rate != first.learning_rate
-    everyone += [longer, kl_mean]
-    together, together_results = train(everyone, pools)
+    # And one told to stop after its first epoch (a pruner's decision): it leaves the program
+    # there, unmeasured, and changes nobody else's numbers.
+    stopped = dataclasses.replace(everyone[20], seed=23)
+    everyone += [longer, kl_mean, stopped]
+    caplog.set_level(logging.INFO, logger="vaelab.engines.packed")
+    together, together_results = train(everyone, pools, stop_at={23: 1})
+    assert len(together[23]) == 1 and together_results[23] is None
+    everyone.pop()
     assert [len(together[k]) for k in range(len(everyone))] == [m.epochs for m in everyone]
+    # Members leave at 1, 2, 3 and 5 epochs, and the group shrinks as they do: each round
+    # trains only who is left, on fewer lanes once enough have gone (a lane count is a
+    # multiple of the devices).
+    rounds = [m.split() for m in caplog.messages if m.startswith("packed round:")]
+    devices = jax.device_count()
+    lanes = [-(-n // devices) * devices for n in (24, 16, 9, 1, 1)]
+    assert [(int(r[2]), int(r[5])) for r in rounds] == list(
+        zip((24, 16, 9, 1, 1), lanes, strict=True)
+    )
     # Each of these alone, at its own sizes (nothing padded): every epoch's numbers and the
     # final ones agree. The three small ones share one compiled program.
     for k in (0, 21, 22, 20):
@@ -116,20 +133,22 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
 def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
     small, large = member(pools, 1, 8, 2), member(pools, 2, 32, 16)
     program = packed.program(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as member()
-    state = packed._Stacked(program, [small, large], pools.train_rows)
-    rows = state.rows_for(1)[:, None, :64]  # one batch each
+    registry = packed._Members(program, [small, large], pools.train_rows)
+    shared = packed._Shared.of([small, large])
+    group = packed._LaidOut(registry, [0, 1], registry.params, registry.opt_state, pools, shared)
+    rows = registry.rows_for([0, 1], [1, 1])[:, None, :64]  # one batch each
     params, opt_state, _ = program.train_epoch(
-        state.params,
-        state.state,
+        group.params,
+        group.opt_state,
         rows,
-        1,
+        np.array([1, 1]),
         0,
-        state.keys,
-        state.consts,
+        group.keys,
+        group.consts,
         np.array([True, True]),
         program_pool(pools),
     )
-    masks = state.consts["gradient_masks"]
+    masks = group.consts["gradient_masks"]
     moments = opt_state[2:]  # Adam's momentum and velocity, one pair per weight array
     for index, mask in enumerate(masks):
         padding = np.asarray(mask[0]) == 0
@@ -187,7 +206,8 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     assert metrics.EPOCH_SECONDS not in good.metrics
     group_seconds = tracking.metric_history(store, good.run_id, metrics.GROUP_EPOCH_SECONDS)
     assert [s for s, _ in group_seconds] == [1, 2]
-    assert good.metrics[metrics.EPOCH_SECONDS_PER_MODEL] < group_seconds[0][1]
+    per_model = tracking.metric_history(store, good.run_id, metrics.EPOCH_SECONDS_PER_MODEL)
+    assert per_model[0][1] < group_seconds[0][1]  # epoch 1: three models shared it
     artifacts = {a.path for a in store.client.list_artifacts(good.run_id)}
     assert {"config.yaml", "overrides.yaml", "requirements.txt", "run.log", "plots"} <= artifacts
     plots = {a.path for a in store.client.list_artifacts(good.run_id, "plots")}
@@ -304,9 +324,10 @@ def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_g
     def iw(jobs):
         """Each member's estimate at its initial weights (only the estimator compiles)."""
         shared = packed._Shared.of(jobs)
-        group = packed._LaidOut(jobs, pools, shared)
-        final = {i: [w[i] for w in group.host_weights()] for i in range(len(jobs))}
-        return packed._Finished(group, final, pools, shared).iw_bounds()[: len(jobs)]
+        program = packed.program(784, 16, 4, False, shared.iw_samples)
+        registry = packed._Members(program, jobs, pools.train_rows)
+        final = dict(enumerate(registry.params))
+        return packed._Finished(registry, final, pools, shared).iw_bounds()[: len(jobs)]
 
     alone, together = iw([ours])[0], iw([ours, twin])[0]
     np.testing.assert_allclose(alone, together, rtol=1e-5)

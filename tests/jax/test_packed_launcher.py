@@ -118,3 +118,26 @@ def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store
             assert len(plots) == 4
         else:
             assert "received signal SIGTERM" in run.tags["error"]
+
+
+@pytest.mark.long
+def test_a_packed_sweep_prunes_against_the_whole_group_and_drops_the_pruned_from_its_program(
+    run_app, store_uri
+):
+    # Six members report epoch 1 together; successive halving (reduction factor 3) keeps the
+    # best third of them (two), the other four leave the program: the next rounds train two.
+    result = run_app(
+        "train.py", "--multirun", *TINY, "train.epochs=3", "seed=1,2,3,4,5,6", PACKED,
+        "sweep.pruner=successive_halving", "sweep.pruner_reduction_factor=3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = tracking.open_store(store_uri, "vaelab")
+    runs = tracking.find_runs(store, {"sweep.role": "child"})
+    pruned = [r for r in runs if "pruned_at_epoch" in r.tags]
+    kept = [r for r in runs if r not in pruned]
+    assert len(pruned) == 4 and {r.tags["pruned_at_epoch"] for r in pruned} == {"1"}
+    first = {r.run_id: tracking.metric_history(store, r.run_id, "val/total")[0][1] for r in runs}
+    assert max(first[r.run_id] for r in kept) < min(first[r.run_id] for r in pruned)
+    assert all(len(tracking.metric_history(store, r.run_id, "val/total")) == 3 for r in kept)
+    rounds = [line for line in result.stderr.splitlines() if "packed round:" in line]
+    assert [line.split("packed round: ")[1].split()[0] for line in rounds] == ["6", "2", "2"]

@@ -162,9 +162,12 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
+        from vaelab.rules.ranking import Pruned
+
         space, fixed = self._search_space(arguments)
         study = self._study()
-        done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        spent = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len(study.get_trials(states=spent))
         log.info("Optuna study %s: %d of %d trials done", study.study_name, done, self.n_trials)
         job_idx = len(study.trials)
         returns = []
@@ -178,7 +181,10 @@ class OptunaSweeper(Sweeper):
                 results = self.launcher.launch(batch, initial_job_idx=job_idx)
             for trial, result in zip(trials, results, strict=True):
                 value = result.return_value
-                if value is None or not math.isfinite(value):
+                if isinstance(value, Pruned):  # stopped by the sweep's pruner: a trial spent
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    done += 1
+                elif value is None or not math.isfinite(value):
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
                     study.tell(trial, value)

@@ -91,8 +91,8 @@ class PackedLauncher(Launcher):
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
             raise refused(self.config, error, "the packed launcher refused the sweep") from None
         from vaelab.engines.packed import PackedEngine
+        from vaelab.orchestration.sweep import sweeper_value
         from vaelab.orchestration.train import train_batch
-        from vaelab.rules.ranking import sweeper_value
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
         results = train_batch(
@@ -100,9 +100,7 @@ class PackedLauncher(Launcher):
         )
         returns = []
         for config, job, result in zip(configs, jobs, results, strict=True):
-            objective = (
-                math.inf if result is None else sweeper_value(result.metrics, job.config.objective)
-            )
+            objective = math.inf if result is None else sweeper_value(result, job.config.objective)
             HydraConfig.instance().set_config(config)
             returns.append(
                 run_job(

@@ -18,10 +18,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, SCMode
 
 from vaelab.vocab import metrics
-from vaelab.vocab.choices import Binarize, Reconstruction, Reduction, Style
+from vaelab.vocab.choices import Binarize, Pruner, Reconstruction, Reduction, Style
 from vaelab.vocab.errors import ConfigError
 
-__all__ = ["Binarize", "Reconstruction", "Reduction", "Style"]  # the schema's choice types
+# The schema's choice types, re-exported: `from vaelab.edges.config import Style` reads well.
+__all__ = ["Binarize", "Pruner", "Reconstruction", "Reduction", "Style"]
 
 
 @dataclass
@@ -65,6 +66,16 @@ class TrainConfig:
     learning_rate: float = MISSING
     shuffle: bool = MISSING
     deterministic: bool = MISSING
+    checkpoint_every: int = MISSING
+    checkpoints_kept: int = MISSING
+
+
+@dataclass
+class SweepConfig:
+    pruner: Pruner = MISSING
+    pruner_min_epochs: int = MISSING
+    pruner_reduction_factor: int = MISSING
+    pruner_storage: str = MISSING
 
 
 @dataclass
@@ -108,6 +119,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -148,6 +160,21 @@ def project_root() -> str:
     return str(root if (root / "conf").is_dir() else Path.cwd())
 
 
+def default_config() -> DictConfig:
+    """conf/config.yaml composed with no override: today's value of every setting.
+
+    What a run recorded by older code lacks (a setting added since) is taken from here.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a pipeline: its own conf/
+        return compose(config_name="config")
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
+        return compose(config_name="config")
+
+
 def register_configs() -> None:
     """Store the schemas (listed first in each conf/*.yaml's defaults) and our resolver."""
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
@@ -183,6 +210,10 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "eval.active_unit_threshold": (0, "a number >= 0"),
     "eval.iw_samples": (0, "an integer >= 0"),
     "tracking.heartbeat_s": (0, "a number of seconds > 0"),
+    "train.checkpoint_every": (0, "an integer >= 0 (0: no checkpoints)"),
+    "train.checkpoints_kept": (1, "an integer >= 1"),
+    "sweep.pruner_min_epochs": (1, "an integer >= 1"),
+    "sweep.pruner_reduction_factor": (2, "an integer >= 2"),
 }
 # Zero is not allowed for these, although it is their lower bound.
 _STRICTLY_POSITIVE = {"train.learning_rate", "tracking.heartbeat_s"}

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -473,6 +474,38 @@ def read_text_artifact(store: Store, run_id: str, path: str) -> str | None:
         return None
 
 
+def read_artifact_bytes(store: Store, run_id: str, path: str) -> bytes | None:
+    """The bytes of a run's artifact, or None when it is missing or unreadable."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_artifact(store, run_id, path, Path(tmp))
+        return local.read_bytes() if local is not None and local.is_file() else None
+
+
+def artifact_paths(store: Store, run_id: str, directory: str) -> list[str]:
+    """The files directly under a directory of a run's artifacts (none when it is missing)."""
+    try:
+        return [f.path for f in store.client.list_artifacts(run_id, directory) if not f.is_dir]
+    except Exception:  # no such directory, or an artifact store that cannot list
+        return []
+
+
+def delete_artifact(store: Store, run_id: str, path: str) -> bool:
+    """Remove one of a run's artifacts; False where the artifact store cannot delete.
+
+    MlflowClient has no delete; each run's artifact repository (the local one, and the
+    server's proxied one) can.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        uri = store.client.get_run(run_id).info.artifact_uri
+        get_artifact_repository(uri).delete_artifacts(path)
+    except Exception as error:  # not supported by this store, or already gone
+        log.debug("Could not delete %s of run %s: %s", path, run_id, error)
+        return False
+    return True
+
+
 def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, by step."""
     return sorted((m.step, m.value) for m in store.client.get_metric_history(run_id, name))
@@ -575,6 +608,14 @@ class Run:
 
     def log_text(self, text: str, path: str) -> None:
         self._client.log_text(self.run_id, text, path)
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """One file of `data` at `path` among the run's artifacts."""
+        directory, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self._client.log_artifact(self.run_id, str(local), directory or None)
 
     def log_dataset(
         self, name: str, digest: str, url: str, profile: Mapping[str, Any], context: str
@@ -689,6 +730,15 @@ def delete_run(store: Store, run_id: str) -> None:
 def reopen_run(store: Store, run_id: str) -> None:
     with _writing(store):
         store.client.update_run(run_id, status="RUNNING")
+
+
+def resume_run(store: Store, run_id: str, tags: Mapping[str, Any]) -> Run:
+    """A KILLED run RUNNING again in this process (its heartbeat renewed from now)."""
+    reopen_run(store, run_id)
+    run = Run(store, run_id)
+    _HEARTBEATS.add(store, run_id)
+    run.log(tags=tags, heartbeat=True)
+    return run
 
 
 def close_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:

@@ -6,10 +6,10 @@ model with the final weights, and what it was measured by). It never writes a ru
 recorder (`rules.recorder`) turns the events into MLflow runs, whichever engine sent them.
 A solo run is a batch of one.
 
-After every epoch an engine asks `Events.should_stop` whether a job ends there (it then
-finishes at that epoch: pruning), and a job may carry a saved state to start from instead of
-its initial weights (resume). Engines know nothing of MLflow, Hydra or the config: jobs are
-plain values, built from the config by the orchestration.
+After every epoch an engine reports the job's state when it is due (`Events.saved`: resume),
+asks `Events.should_stop` whether the job ends there (pruning), and a job may carry a saved
+state to start from instead of its initial weights (`Job.start`). Engines know nothing of
+MLflow, Hydra or the config: jobs are plain values, built from the config by the orchestration.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from vaelab.vae.data import Pools
-from vaelab.vae.losses import LossSpec
-from vaelab.vae.plots import Pictures
 from vaelab.vocab import metrics
 from vaelab.vocab.metrics import TERMS
+
+if TYPE_CHECKING:  # the types only: importing the model's modules imports Keras
+    from vaelab.vae.data import Pools
+    from vaelab.vae.losses import LossSpec
+    from vaelab.vae.plots import Pictures
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,21 @@ class Job:
     n_images: int  # digits in the figures
     n_latent_points: int  # digits whose latent means are mapped and counted (active units)
     iw_samples: int  # K of the importance-weighted estimate; 0: none
+    checkpoint_every: int = 0  # save the state every this many epochs (0: never)
+    start: Checkpoint | None = None  # a saved state to resume from, else the initial weights
+
+    def saves_at(self, epoch: int) -> bool:
+        return self.checkpoint_every > 0 and epoch % self.checkpoint_every == 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A job's state at the end of an epoch: what resumes it exactly (`rules.checkpoints`)."""
+
+    epoch: int  # the last epoch it holds: training resumes at epoch + 1
+    engine: str  # the engine that saved it, the only one that can resume from it
+    arrays: dict[str, np.ndarray]  # the engine's named state (weights, optimiser, streams)
+    history: dict[str, list[float]]  # each epoch's numbers, 1..epoch
 
 
 @dataclass
@@ -64,15 +81,23 @@ class Outcome:
 
 
 class Events(Protocol):
-    """Where an engine reports; the recorder implements it."""
+    """Where an engine reports; the recorder implements it.
+
+    After each epoch of a job: `epoch_ended`, then (when the job saves then) `saved`, then
+    `should_stop`; a job told to stop is reported `job_stopped` and not measured.
+    """
 
     def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None: ...
+
+    def saved(self, job: int, checkpoint: Checkpoint) -> None: ...
+
+    def should_stop(self, job: int, epoch: int) -> bool: ...
+
+    def job_stopped(self, job: int, epoch: int) -> None: ...
 
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None: ...
 
     def job_finished(self, job: int, outcome: Outcome) -> None: ...
-
-    def should_stop(self, job: int, epoch: int) -> bool: ...
 
 
 class Engine(Protocol):

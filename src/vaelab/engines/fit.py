@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+from keras import ops
 
 from vaelab.engines.base import Job, epoch_metrics, non_finite_message
 from vaelab.engines.batches import (
@@ -51,6 +52,34 @@ def compile_model(model: keras.Model, job: Job) -> keras.optimizers.Optimizer:
     return optimizer
 
 
+def state_arrays(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
+    """Everything that fixes what the next epoch computes, by position.
+
+    The model's variables (weights and its sampling stream's state) and the optimiser's
+    (iteration, learning rate, moments). By position, not Keras's paths: a subclass model's
+    layer names depend on what the process built before, its variables' order does not.
+    """
+    arrays = {f"model/{i:03d}": ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
+    arrays.update(
+        {f"optimizer/{i:03d}": ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
+    )
+    return arrays
+
+
+def load_state(model: keras.Model, optimizer: keras.optimizers.Optimizer, arrays: dict) -> None:
+    """Put a saved state back (`state_arrays`) into a model built and compiled as it was."""
+    optimizer.build(model.trainable_variables)
+    for prefix, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
+        saved = sorted(k for k in arrays if k.startswith(f"{prefix}/"))
+        if len(saved) != len(variables):
+            raise ValueError(
+                f"the checkpoint holds {len(saved)} {prefix} arrays, the model has "
+                f"{len(variables)}: it was saved by another architecture"
+            )
+        for key, variable in zip(saved, variables, strict=True):
+            variable.assign(arrays[key])
+
+
 class _EpochReporter(keras.callbacks.Callback):
     """Turns Keras logs into our metric names, times epochs and stops on NaN."""
 
@@ -83,14 +112,19 @@ def train_with_fit(
 
     One `fit` call per epoch gives each epoch exactly its own batches (Keras's multi-step
     execution would otherwise run on into the next epoch's); the compiled step is reused.
-    Between calls, `on_epoch` may end training after that epoch.
+    Between calls, `on_epoch` may end training after that epoch. A job with a saved state
+    starts from it, at the epoch after the one it holds.
     """
-    compile_model(model, job)
+    optimizer = compile_model(model, job)
+    if job.start is not None:
+        load_state(model, optimizer, job.start.arrays)
     validation = batched(x_val, EVAL_BATCH)
     orders = epoch_orders(len(x_train), job.epochs, job.seed, job.shuffle)
     reporter = _EpochReporter(on_epoch)
     images = resident(x_train, job.resample_pixels)
     for epoch, order in enumerate(orders, start=1):
+        if job.start is not None and epoch <= job.start.epoch:
+            continue
         reporter.epoch_start = time.perf_counter()  # the epoch's data is part of its time
         if images is not None:
             data = gathered(images, order, job.batch_size)

@@ -20,7 +20,7 @@ import numpy as np
 from vaelab.engines.base import Job, epoch_metrics
 from vaelab.engines.batches import epoch_inputs, epoch_orders, equal_batches
 from vaelab.engines.evaluation import evaluate
-from vaelab.engines.fit import EpochCallback, compile_model, raise_if_non_finite
+from vaelab.engines.fit import EpochCallback, compile_model, load_state, raise_if_non_finite
 from vaelab.vocab import metrics
 from vaelab.vocab.metrics import TERMS
 
@@ -152,14 +152,19 @@ def train_with_loop(
 ) -> None:
     """The notebook's last section: a hand-written loop with its own progress and metrics.
 
-    After each epoch, `on_epoch` may end training there.
+    After each epoch, `on_epoch` may end training there; a job with a saved state starts
+    from it.
     """
     optimizer = compile_model(model, job)  # compiled only so evaluate() can run
+    if job.start is not None:
+        load_state(model, optimizer, job.start.arrays)
     run_chunk, to_device = _chunk_runner(model, optimizer, job.batch_size)
     n = len(x_train)
     steps = math.ceil(n / job.batch_size)
     orders = epoch_orders(n, job.epochs, job.seed, job.shuffle)
     for epoch, order in enumerate(orders, start=1):
+        if job.start is not None and epoch <= job.start.epoch:
+            continue
         start = time.perf_counter()
         images = to_device(epoch_inputs(x_train, order, epoch, job.seed, job.resample_pixels))
         sums = np.zeros(len(TERMS))

@@ -41,7 +41,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vaelab.engines import backend
-from vaelab.engines.base import Events, Job, Outcome, epoch_metrics, non_finite_message
+from vaelab.engines.base import (
+    Checkpoint,
+    Events,
+    Job,
+    Outcome,
+    epoch_metrics,
+    non_finite_message,
+)
 from vaelab.engines.batches import epoch_orders, equal_batches
 from vaelab.vae.data import Pools
 from vaelab.vae.losses import LossWeights, log_importance_weights, vae_loss_terms
@@ -79,6 +86,9 @@ _ENCODER_ARRAYS = 2 * DENSE_NAMES.index("decoder_hidden")
 _LATENT_BIAS = 2 * DENSE_NAMES.index("z_mean") + 1
 # Compiled programs kept in this process, one per group shape (see `program`).
 _PROGRAMS_KEPT = 4
+# Members are laid out afresh on fewer lanes once this share or less of them still trains: a
+# new lane count compiles the epoch again, so not after every member that leaves.
+_SHRINK_AT = 0.75
 
 
 def _pad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -123,16 +133,20 @@ def _stack(rows: Sequence) -> jnp.ndarray:
     return jnp.asarray(np.stack(rows))
 
 
-def _fold(keys: jnp.ndarray, *numbers: int) -> jnp.ndarray:
-    """Each member's key (as key data) folded with the same numbers, in turn."""
+def _fold(keys: jnp.ndarray, *numbers: int | np.ndarray) -> jnp.ndarray:
+    """Each member's key (as key data) folded with the numbers in turn.
 
-    def fold(key_data):
+    A number is the same for every member, or an array of one per member (its epoch).
+    """
+    columns = [jnp.broadcast_to(jnp.asarray(n), (keys.shape[0],)) for n in numbers]
+
+    def fold(key_data, *own):
         key = jax.random.wrap_key_data(key_data)
-        for number in numbers:
+        for number in own:
             key = jax.random.fold_in(key, number)
         return jax.random.key_data(key)
 
-    return jax.vmap(fold)(keys)
+    return jax.vmap(fold)(keys, *columns)
 
 
 class Program:
@@ -156,7 +170,7 @@ class Program:
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(template.trainable_variables)
         self.train_epoch = jax.jit(
-            jax.vmap(self._member_epoch, in_axes=(0, 0, 0, None, None, 0, 0, 0, None))
+            jax.vmap(self._member_epoch, in_axes=(0, 0, 0, 0, None, 0, 0, 0, None))
         )
         self.evaluate = jax.jit(jax.vmap(self._member_eval, in_axes=(0, 0, 0, 0, None)))
         self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0, None)))
@@ -330,13 +344,20 @@ def _batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
     ]
 
 
-class _Stacked:
-    """The per-member values of a group, stacked for the vmapped calls."""
+class _Members:
+    """Each member's own values, by its index in the group, whatever lanes it is laid out on.
+
+    Its Keras model (built from its seed, as a solo run builds it), its padded initial
+    weights and optimiser state (or those of its checkpoint), its masks, loss weights, key and
+    the rows of each of its epochs.
+    """
 
     def __init__(self, program: Program, jobs: Sequence[Job], train_rows: np.ndarray):
-        shapes = _shapes(program.pixels, program.hidden, program.latent)
-        self.models, weights = [], []
-        for job in jobs:
+        self.program, self.jobs = program, jobs
+        self.shapes = _shapes(program.pixels, program.hidden, program.latent)
+        self.models, self.params, self.opt_state = [], [], []
+        fresh = program.optimizer_state([job.learning_rate for job in jobs])
+        for i, job in enumerate(jobs):
             keras.utils.set_random_seed(job.seed)  # as a solo run seeds before it builds
             model = build_vae(
                 job.architecture,
@@ -347,27 +368,76 @@ class _Stacked:
                 job.loss,
             )
             self.models.append(model)
-            weights.append([_pad(w, s) for w, s in zip(dense_weights(model), shapes, strict=True)])
-        self.params = [_stack(arrays) for arrays in zip(*weights, strict=True)]
-        self.state = program.optimizer_state([job.learning_rate for job in jobs])
-        masks = [_masks(program.pixels, program.hidden, program.latent, job) for job in jobs]
-        losses = [job.loss.weights() for job in jobs]
-        self.consts = {
+            if job.start is None:
+                weights = dense_weights(model)
+                self.params.append([_pad(w, s) for w, s in zip(weights, self.shapes, strict=True)])
+                self.opt_state.append([np.asarray(v[i]) for v in fresh])
+            else:
+                params, opt_state = self._padded(job, job.start.arrays)
+                self.params.append(params)
+                self.opt_state.append(opt_state)
+        self.masks = [_masks(program.pixels, program.hidden, program.latent, job) for job in jobs]
+        self.losses = [job.loss.weights() for job in jobs]
+        self.keys = [jax.random.key_data(jax.random.key(job.seed)) for job in jobs]
+        n = len(train_rows)
+        self.orders = [
+            train_rows[epoch_orders(n, job.epochs, job.seed, job.shuffle)] for job in jobs
+        ]
+
+    def consts(self, members: Sequence[int]) -> dict:
+        """The members' masks and loss weights, stacked in the order given (one per lane)."""
+        masks = [self.masks[i] for i in members]
+        losses = [self.losses[i] for i in members]
+        return {
             "latent_mask": _stack([mask[_LATENT_BIAS] for mask in masks]),
             "gradient_masks": [_stack(arrays) for arrays in zip(*masks, strict=True)],
             "loss": {
                 f: jnp.asarray([getattr(w, f) for w in losses], jnp.float32) for f in _LOSS_FIELDS
             },
         }
-        self.keys = _stack([jax.random.key_data(jax.random.key(job.seed)) for job in jobs])
-        n = len(train_rows)
-        self.orders = [
-            train_rows[epoch_orders(n, job.epochs, job.seed, job.shuffle)] for job in jobs
-        ]
 
-    def rows_for(self, epoch: int) -> np.ndarray:
-        """Each member's training rows for this epoch (its last one once it has stopped)."""
-        return np.stack([order[min(epoch, len(order)) - 1] for order in self.orders])
+    def own_shapes(self, i: int) -> list[tuple[int, ...]]:
+        job = self.jobs[i]
+        return _shapes(self.program.pixels, job.intermediate_dim, job.latent_dim)
+
+    def _optimizer_shapes(self, params: list[tuple[int, ...]]) -> list[tuple[int, ...] | None]:
+        """The shape of each of Adam's arrays (None: a scalar): a moment per weight array."""
+        return [None, None] + [shape for shape in params for _ in (0, 1)]
+
+    def saved_state(self, i: int, params: list, opt_state: list) -> dict[str, np.ndarray]:
+        """Member i's state as a checkpoint holds it: cropped to its own sizes, by position."""
+        shapes = self.own_shapes(i)
+        arrays = {
+            f"params/{k:02d}": _crop(w, s)
+            for k, (w, s) in enumerate(zip(params, shapes, strict=True))
+        }
+        for k, (value, shape) in enumerate(
+            zip(opt_state, self._optimizer_shapes(shapes), strict=True)
+        ):
+            arrays[f"optimizer/{k:02d}"] = (
+                np.asarray(value) if shape is None else _crop(value, shape)
+            )
+        return arrays
+
+    def _padded(self, job: Job, arrays: dict[str, np.ndarray]) -> tuple[list, list]:
+        """A checkpoint's state padded to this group's sizes (zero weights, zero moments)."""
+        params = [_pad(arrays[f"params/{k:02d}"], s) for k, s in enumerate(self.shapes)]
+        opt_shapes = self._optimizer_shapes(self.shapes)
+        opt_state = [
+            np.asarray(arrays[f"optimizer/{k:02d}"]) if shape is None
+            else _pad(arrays[f"optimizer/{k:02d}"], shape)
+            for k, shape in enumerate(opt_shapes)
+        ]  # fmt: skip
+        return params, opt_state
+
+    def rows_for(self, members: Sequence[int], epochs: Sequence[int]) -> np.ndarray:
+        """Each member's training rows for its epoch (its last one once it has stopped)."""
+        return np.stack(
+            [
+                self.orders[i][min(e, len(self.orders[i])) - 1]
+                for i, e in zip(members, epochs, strict=True)
+            ]
+        )
 
 
 class _Lanes:
@@ -424,94 +494,160 @@ class _Shared:
 
 
 class _LaidOut:
-    """A group laid out on the devices: its program, its members' state and its data."""
+    """Some members of a group laid out on the devices, with their current state.
 
-    def __init__(self, jobs: Sequence[Job], data: Pools, shared: _Shared):
-        self.lanes = _Lanes(len(jobs))
-        laid_out = [jobs[i] for i in self.lanes.indices(range(len(jobs)))]
-        hidden = max(job.intermediate_dim for job in jobs)
-        latent = max(job.latent_dim for job in jobs)
-        pixels = data.train_pool.shape[1]
-        self.program = program(pixels, hidden, latent, shared.resample_pixels, shared.iw_samples)
-        self.state = _Stacked(self.program, laid_out, data.train_rows)
-        lanes = self.lanes
-        self.params, self.opt_state = lanes.put(self.state.params), lanes.put(self.state.state)
-        self.consts, self.keys = lanes.put(self.state.consts), lanes.put(self.state.keys)
-        self.train_pool = lanes.share(data.train_pool)
-        same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
-        self.val_pool = self.train_pool if same else lanes.share(data.val_pool)
+    Lane j holds member `members[j]` (the lanes beyond the members repeat the first, idle).
+    Laid out afresh, with only the members still training, when enough have left (`shrunk`).
+    """
+
+    def __init__(
+        self,
+        registry: _Members,
+        members: Sequence[int],
+        params: Sequence[list],
+        opt_state: Sequence[list],
+        data: Pools,
+        shared: _Shared,
+        pools: tuple | None = None,
+    ):
+        self.registry, self.program = registry, registry.program
+        self.lanes = _Lanes(len(members))
+        self.members = [int(i) for i in self.lanes.indices(list(members))]
+        lanes, rows = self.lanes, list(range(len(members))) + [0] * (self.lanes.size - len(members))
+        self.params = lanes.put(
+            [_stack([params[r][k] for r in rows]) for k in range(len(params[0]))]
+        )
+        self.opt_state = lanes.put(
+            [_stack([opt_state[r][k] for r in rows]) for k in range(len(opt_state[0]))]
+        )
+        self.consts = lanes.put(registry.consts(self.members))
+        self.key_data = _stack([registry.keys[i] for i in self.members])
+        self.keys = lanes.put(self.key_data)
+        if pools is None:
+            train_pool = lanes.share(data.train_pool)
+            same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
+            pools = (train_pool, train_pool if same else lanes.share(data.val_pool))
+        self.pools = pools
         val_rows = np.stack([data.val_rows] * lanes.size)
         self.val_rows = _batches(val_rows, even_batch(val_rows.shape[1], EVAL_BATCH))
         self.batch_size = shared.batch_size
 
-    def train_epoch(self, epoch: int, active: np.ndarray) -> np.ndarray:
-        """One epoch for every active member; each lane's summed loss terms."""
-        sums, first_step, on = np.zeros((self.lanes.size, len(TERMS))), 0, self.lanes.put(active)
-        for rows in _batches(self.state.rows_for(epoch), self.batch_size):
+    def train_epoch(self, epochs: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """One epoch of each active lane, at its member's own epoch; each lane's loss sums."""
+        sums, first_step = np.zeros((self.lanes.size, len(TERMS))), 0
+        on, epoch = self.lanes.put(active), self.lanes.rows(epochs)
+        for rows in _batches(self.registry.rows_for(self.members, epochs), self.batch_size):
             self.params, self.opt_state, part = self.program.train_epoch(
                 self.params, self.opt_state, self.lanes.rows(rows), epoch, first_step,
-                self.keys, self.consts, on, self.train_pool,
+                self.keys, self.consts, on, self.pools[0],
             )  # fmt: skip
             sums += np.asarray(part)
             first_step += rows.shape[1]
         return sums
 
-    def validate(self, epoch: int) -> np.ndarray:
-        """Each lane's summed loss terms over its validation digits."""
-        keys = self.lanes.put(_fold(self.state.keys, Stream.EVAL, epoch))
+    def validate(self, epochs: np.ndarray) -> np.ndarray:
+        """Each lane's summed loss terms over its validation digits, at its member's epoch."""
+        keys = self.lanes.put(_fold(self.key_data, Stream.EVAL, epochs))
         return sum(
             np.asarray(
                 self.program.evaluate(
-                    self.params, self.lanes.rows(rows), keys, self.consts, self.val_pool
+                    self.params, self.lanes.rows(rows), keys, self.consts, self.pools[1]
                 )
             )
             for rows in self.val_rows
         )
 
-    def host_weights(self) -> list[np.ndarray]:
-        """Every lane's current (padded) weights, on the host: lanes x ... each."""
-        return [np.asarray(p) for p in self.params]
+    def host_state(self) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+        """Each lane's current (padded) weights and optimiser state, on the host."""
+        params, opt_state = (
+            [np.asarray(p) for p in self.params],
+            [np.asarray(o) for o in self.opt_state],
+        )
+        return (
+            [[p[j] for p in params] for j in range(self.lanes.size)],
+            [[o[j] for o in opt_state] for j in range(self.lanes.size)],
+        )
+
+    def shrunk(self, keep: Sequence[int], data: Pools, shared: _Shared) -> _LaidOut:
+        """The members in `keep` (lanes), laid out alone with their current state."""
+        params, opt_state = self.host_state()
+        return _LaidOut(
+            self.registry,
+            [self.members[j] for j in keep],
+            [params[j] for j in keep],
+            [opt_state[j] for j in keep],
+            data,
+            shared,
+            self.pools,
+        )
 
 
 class _Roster:
-    """Who still trains, each member's history, and the weights of those that are done."""
+    """Each member's epoch, history and fate: training, done (its weights kept), or not."""
 
-    def __init__(self, jobs: Sequence[Job], lanes: int, data: Pools, events: Events):
+    def __init__(self, jobs: Sequence[Job], data: Pools, events: Events):
         self.jobs, self.events = jobs, events
         self.n, self.n_val = len(data.train_rows), len(data.val_rows)
-        self.history: list[dict[str, list[float]]] = [{} for _ in jobs]
-        self.active = np.arange(lanes) < len(jobs)  # the padding lanes never train
+        self.epoch = [job.start.epoch if job.start else 0 for job in jobs]  # the last done
+        self.history = [
+            {k: list(v) for k, v in job.start.history.items()} if job.start else {} for job in jobs
+        ]
+        self.training = {i for i, job in enumerate(jobs) if self.epoch[i] < job.epochs}
         self.final: dict[int, list[np.ndarray]] = {}  # weights at each member's last epoch
+        for i in set(range(len(jobs))) - self.training:  # resumed at their last epoch
+            self.final[i] = None
 
-    def epoch_ended(self, group: _LaidOut, epoch: int, train, val, seconds: float) -> None:
-        """Report each active member's epoch, or its failure; keep the weights of those done.
+    def round_ended(self, group: _LaidOut, train, val, seconds: float) -> None:
+        """Each member's epoch reported (or its failure), its state saved when due.
 
-        A member is done at its own last epoch, or at an earlier one it is told to stop at.
+        Then the members told to stop leave, and those at their last epoch keep their
+        weights. Every member's numbers are reported before any is asked whether to stop, so that a
+        pruner compares each with all of the group's at that epoch.
         """
-        trained = int(self.active.sum())
-        host = None  # fetched once, when the first member ends
-        for i, job in enumerate(self.jobs):
-            if not self.active[i]:
-                continue
+        lanes = [j for j, i in enumerate(group.members[: group.lanes.count]) if i in self.training]
+        trained = len(lanes)
+        host = group.host_state() if self._needs_host(group, lanes) else None
+        reported = []
+        for j in lanes:
+            i = group.members[j]
+            epoch = self.epoch[i] + 1
             values = epoch_metrics(
-                dict(zip(TERMS, train[i] / self.n, strict=True)),
-                dict(zip(TERMS, val[i] / self.n_val, strict=True)),
+                dict(zip(TERMS, train[j] / self.n, strict=True)),
+                dict(zip(TERMS, val[j] / self.n_val, strict=True)),
                 seconds,
             )
             # The group's wall time, named as such: not this member's own epoch time.
             values[metrics.GROUP_EPOCH_SECONDS] = values.pop(metrics.EPOCH_SECONDS)
             values[metrics.EPOCH_SECONDS_PER_MODEL] = seconds / trained
+            self.epoch[i] = epoch
             if message := non_finite_message(epoch, values):
-                self.active[i] = False
+                self.training.discard(i)
                 self.events.job_failed(i, epoch, NonFiniteLossError(message))
                 continue
             for name, value in values.items():
                 self.history[i].setdefault(name, []).append(value)
             self.events.epoch_ended(i, epoch, values)
-            if epoch == job.epochs or self.events.should_stop(i, epoch):
-                self.active[i] = False
-                host = host or group.host_weights()
-                self.final[i] = [weights[i] for weights in host]
+            if self.jobs[i].saves_at(epoch):
+                state = group.registry.saved_state(i, host[0][j], host[1][j])
+                history = {k: list(v) for k, v in self.history[i].items()}
+                self.events.saved(i, Checkpoint(epoch, PackedEngine.name, state, history))
+            reported.append((i, j, epoch))
+        for i, j, epoch in reported:
+            if epoch < self.jobs[i].epochs and self.events.should_stop(i, epoch):
+                self.training.discard(i)
+                self.events.job_stopped(i, epoch)
+            elif epoch == self.jobs[i].epochs:
+                self.training.discard(i)
+                self.final[i] = (host or group.host_state())[0][j]
+
+    def _needs_host(self, group: _LaidOut, lanes: Sequence[int]) -> bool:
+        """Whether a member saves or ends this round: its state is then read off the device."""
+        for j in lanes:
+            i = group.members[j]
+            epoch = self.epoch[i] + 1
+            if self.jobs[i].saves_at(epoch) or epoch == self.jobs[i].epochs:
+                return True
+        return False
 
 
 @dataclass
@@ -535,28 +671,55 @@ class PackedEngine:
         return backend.device_name()
 
     def train(self, jobs: Sequence[Job], data: Pools, events: Events) -> None:
-        """Train every job; report each epoch, each failure and each finished job."""
+        """Train every job; report each epoch, each failure and each finished job.
+
+        Round by round, every member still training does its own next epoch (a resumed one
+        starts after its checkpoint's). Once a quarter or more of the laid-out members have
+        left (finished, stopped, failed), the rest are laid out again on fewer lanes: a member
+        that is done stops costing compute.
+        """
         started = time.perf_counter()
         shared = _Shared.of(jobs)
-        group = _LaidOut(jobs, data, shared)
-        roster = _Roster(jobs, group.lanes.size, data, events)
+        hidden = max(job.intermediate_dim for job in jobs)
+        latent = max(job.latent_dim for job in jobs)
+        pixels = data.train_pool.shape[1]
+        prog = program(pixels, hidden, latent, shared.resample_pixels, shared.iw_samples)
+        registry = _Members(prog, jobs, data.train_rows)
+        roster = _Roster(jobs, data, events)
+        members = sorted(roster.training)
+        group = None
+        if members:
+            group = _LaidOut(
+                registry, members, [registry.params[i] for i in members],
+                [registry.opt_state[i] for i in members], data, shared,
+            )  # fmt: skip
         self.timing.setup += time.perf_counter() - started
-        longest = max(job.epochs for job in jobs)
-        for epoch in range(1, longest + 1):
-            start, trained = time.perf_counter(), int(roster.active.sum())
-            train, val = group.train_epoch(epoch, roster.active), group.validate(epoch)
+        while group is not None and roster.training:
+            count = group.lanes.count
+            start = time.perf_counter()
+            epochs = np.asarray([roster.epoch[i] + 1 for i in group.members])
+            active = np.asarray(
+                [j < count and i in roster.training for j, i in enumerate(group.members)]
+            )
+            train, val = group.train_epoch(epochs, active), group.validate(epochs)
             seconds = time.perf_counter() - start
             self.timing.training += seconds
-            roster.epoch_ended(group, epoch, train, val, seconds)
+            trained = int(active.sum())
+            roster.round_ended(group, train, val, seconds)
             log.info(
-                "packed epoch %d/%d: %d models in %.1f s (%.3f s per model)",
-                epoch, longest, trained, seconds, seconds / max(trained, 1),
+                "packed round: %d models on %d lanes at epochs %d-%d in %.1f s (%.3f s per model)",
+                trained, group.lanes.size, epochs[active].min(), epochs[active].max(), seconds,
+                seconds / max(trained, 1),
             )  # fmt: skip
-            if not roster.active.any():
-                break
-        if roster.final:
+            left = [j for j in range(count) if group.members[j] in roster.training]
+            if left and len(left) <= count * _SHRINK_AT:
+                group = group.shrunk(left, data, shared)
+        done = {i: w for i, w in roster.final.items() if w is not None}
+        for i in [i for i, w in roster.final.items() if w is None]:  # resumed after training
+            done[i] = registry.params[i]
+        if done:
             started = time.perf_counter()
-            _evaluate(group, jobs, data, shared, roster, events)
+            _evaluate(registry, jobs, data, shared, roster, done, events)
             self.timing.evaluation += time.perf_counter() - started
 
 
@@ -564,16 +727,16 @@ class _Finished:
     """The members that finished, laid out afresh with their final weights for evaluation."""
 
     def __init__(
-        self, group: _LaidOut, final: dict[int, list[np.ndarray]], data: Pools, shared: _Shared
+        self, registry: _Members, final: dict[int, list[np.ndarray]], data: Pools, shared: _Shared
     ):
         self.done = sorted(final)
         self.lanes = _Lanes(len(self.done))
         self.slots = self.lanes.indices(self.done)
-        self.program, self.data, self.shared = group.program, data, shared
+        self.program, self.data, self.shared = registry.program, data, shared
         stacked = [_stack(arrays) for arrays in zip(*(final[i] for i in self.slots), strict=True)]
         self.params = self.lanes.put(stacked)
-        self.consts = self.lanes.put(jax.tree.map(lambda a: a[self.slots], group.state.consts))
-        self.keys = group.state.keys[self.slots]
+        self.consts = self.lanes.put(registry.consts(self.slots))
+        self.keys = _stack([registry.keys[i] for i in self.slots])
         self.test = self.lanes.share(data.x_test)
 
     def _test_rows(self, limit: int) -> list[np.ndarray]:
@@ -655,11 +818,12 @@ class _Finished:
 
 
 def _evaluate(
-    group: _LaidOut,
+    registry: _Members,
     jobs: Sequence[Job],
     data: Pools,
     shared: _Shared,
     roster: _Roster,
+    final: dict[int, list[np.ndarray]],
     events: Events,
 ) -> None:
     """Everything measured after training, for every finished member, at its last epoch.
@@ -667,16 +831,15 @@ def _evaluate(
     Test metrics, the importance-weighted estimate and the pictures, in vmapped calls; then
     each member's own Keras model is given its weights and the member is reported finished.
     """
-    finished = _Finished(group, roster.final, data, shared)
+    finished = _Finished(registry, final, data, shared)
     test = finished.test_means()
     iw = finished.iw_bounds() if shared.iw_samples > 0 else None
     for slot, (i, (pictures, val_z_mean)) in enumerate(
         zip(finished.done, finished.pictures(jobs), strict=True)
     ):
-        job, model = jobs[i], group.state.models[i]
-        shapes = _shapes(group.program.pixels, job.intermediate_dim, job.latent_dim)
-        weights = roster.final[i]
-        set_dense_weights(model, [_crop(w, s) for w, s in zip(weights, shapes, strict=True)])
+        job, model = jobs[i], registry.models[i]
+        shapes = registry.own_shapes(i)
+        set_dense_weights(model, [_crop(w, s) for w, s in zip(final[i], shapes, strict=True)])
         outcome = Outcome(
             history=roster.history[i],
             test=dict(zip(TERMS, map(float, test[slot]), strict=True)),

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 
 from vaelab.engines import backend, evaluation
-from vaelab.engines.base import Events, Job, Outcome
-from vaelab.engines.fit import train_with_fit
+from vaelab.engines.base import Checkpoint, Events, Job, Outcome
+from vaelab.engines.fit import state_arrays, train_with_fit
 from vaelab.engines.loop import train_with_loop
 from vaelab.vae.data import Pools
 from vaelab.vae.models import build_vae, reseed
@@ -67,6 +67,10 @@ def measure(model: keras.Model, job: Job, data: Pools, history: dict[str, list[f
     )
 
 
+def history_copy(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {name: list(values) for name, values in history.items()}
+
+
 class SoloEngine:
     name = "solo"
 
@@ -94,15 +98,27 @@ class SoloEngine:
     ) -> None:
         backend.configure_backend(job.seed, job.deterministic)
         model = build_model(job)
-        history: dict[str, list[float]] = {}
+        history = {k: list(v) for k, v in job.start.history.items()} if job.start else {}
+        stopped = []
 
         def on_epoch(epoch: int, values: dict[str, float]) -> bool:
             reached[0] = epoch
             for name, value in values.items():
                 history.setdefault(name, []).append(value)
             events.epoch_ended(index, epoch, values)
-            return events.should_stop(index, epoch)
+            if job.saves_at(epoch):
+                arrays = state_arrays(model, model._vaelab_optimizer)
+                events.saved(
+                    index, Checkpoint(epoch, SoloEngine.name, arrays, history_copy(history))
+                )
+            if epoch < job.epochs and events.should_stop(index, epoch):
+                stopped.append(epoch)
+                return True
+            return False
 
         trainer = train_with_loop if job.loop else train_with_fit
         trainer(model, x_train, x_val, job, on_epoch)
-        events.job_finished(index, measure(model, job, data, history))
+        if stopped:
+            events.job_stopped(index, stopped[0])
+        else:
+            events.job_finished(index, measure(model, job, data, history))

@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.edges import tracking
-from vaelab.edges.config import Config, to_run_config
+from vaelab.edges.config import Config, default_config, to_run_config
 from vaelab.orchestration.train import RunResult, train_and_evaluate
 from vaelab.rules import identity, lifecycle, recorder
 from vaelab.vae import data as mnist_data
@@ -135,7 +135,8 @@ def compare(store: tracking.Store, original_id: str, rerun_id: str) -> Compariso
 def prepare(store: tracking.Store, cfg: DictConfig, run_id: str) -> tuple[Original, Config]:
     """The original and the config to retrain it with, here; strict mode refuses drift now."""
     original = load_original(store, run_id)
-    config = to_run_config(identity.relocate(original.config, cfg, Config))
+    relocated = identity.relocate(original.config, cfg, Config, default_config())
+    config = to_run_config(relocated)
     check_drift(original, config, cfg.strict)
     return original, config
 

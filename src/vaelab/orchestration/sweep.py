@@ -122,16 +122,17 @@ def run_job(cfg: DictConfig) -> float:
     costs a second, not the framework's start-up.
     """
     from vaelab.edges.config import to_run_config
-    from vaelab.rules import lifecycle, recorder
     from vaelab.vocab.errors import RunFailed
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        config = to_run_config(cfg)
+        config = to_run_config(cfg)  # before any framework or the store is imported
         from vaelab.orchestration.train import train_and_evaluate
 
-        return _sweeper_value(train_and_evaluate(config, overrides).metrics, config.objective)
+        return sweeper_value(train_and_evaluate(config, overrides), config.objective)
+    from vaelab.rules import lifecycle, recorder
+
     context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
     number = hydra_cfg.job.num + 1
     log.info(
@@ -151,11 +152,13 @@ def run_job(cfg: DictConfig) -> float:
             open_store(cfg, patient=True), context, recorder.run_name(cfg), overrides, error
         )
         return math.inf
-    return _sweeper_value(result.metrics, config.objective)
+    return sweeper_value(result, config.objective)
 
 
-def _sweeper_value(values: dict[str, float], objective: str) -> float:
-    """The objective as ranking sees it: a collapsed or failed run is never the minimum."""
-    from vaelab.rules.ranking import sweeper_value
+def sweeper_value(result, objective: str) -> float:
+    """The objective as ranking sees it: a collapsed, failed or pruned run is never the minimum."""
+    from vaelab.rules import ranking
 
-    return sweeper_value(values, objective)
+    if result.pruned_at is not None:
+        return ranking.Pruned(result.pruned_at)
+    return ranking.sweeper_value(result.metrics, objective)

@@ -11,6 +11,7 @@ into runs. A group that fails fails its own runs only.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import logging
@@ -23,12 +24,13 @@ from omegaconf import DictConfig
 from vaelab.edges import process, provenance, tracking
 from vaelab.edges.config import Binarize, Config, Style, Submission, as_dict, to_run_config
 from vaelab.engines import backend
-from vaelab.engines.base import Engine, Events, Job, Outcome
+from vaelab.engines.base import Checkpoint, Engine, Events, Job, Outcome
 from vaelab.engines.solo import SoloEngine
-from vaelab.rules import identity, lifecycle, packing
+from vaelab.rules import checkpoints, identity, lifecycle, packing
 from vaelab.rules.recorder import (
     Recorder,
     Request,
+    Resumed,
     RunResult,
     environment_tags,
     run_name,
@@ -37,6 +39,7 @@ from vaelab.rules.recorder import (
 from vaelab.vae import data as mnist_data
 from vaelab.vae.losses import LossSpec
 from vaelab.vae.sizes import estimated_training_bytes
+from vaelab.vocab import metrics
 from vaelab.vocab.errors import ConfigError, RunFailed
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,8 @@ def _train(
         store = stores.of(request.config)
         held = lifecycle.holder(store, context, request.config_hash, request.config.force)
         if held is None:
+            resumed = _resumable(store, context, request, engine.name)
+            requests[i] = dataclasses.replace(request, resumed=resumed)
             todo.append(i)
         else:
             log.info(lifecycle.skipping(store, context, held))
@@ -127,6 +132,27 @@ def _train(
         for i, outcome in zip(group, trained, strict=True):
             outcomes[i] = outcome
     return outcomes
+
+
+def _resumable(
+    store: tracking.Store,
+    context: lifecycle.SweepContext | None,
+    request: Request,
+    engine: str,
+) -> Resumed | None:
+    """A killed attempt at this configuration to carry on, with its newest valid checkpoint."""
+    run = lifecycle.resumable(store, context, request.config_hash, engine)
+    if run is None:
+        live = None if context else lifecycle.live_attempt(store, request.config_hash, engine)
+        if live is not None:
+            log.info(lifecycle.not_resuming(store, live))
+        return None
+    saved = tracking.artifact_paths(store, run.run_id, checkpoints.DIRECTORY)
+    checkpoint = checkpoints.newest_valid(
+        saved, lambda path: tracking.read_artifact_bytes(store, run.run_id, path), run.run_id
+    )
+    logged = {step for step, _ in tracking.metric_history(store, run.run_id, metrics.OBJECTIVES[0])}
+    return Resumed(run, checkpoint, frozenset(logged))
 
 
 def _groups(
@@ -186,7 +212,7 @@ def _train_group(
             kept = recorder.open_runs(tags, sizes)
             if kept:
                 _announce(engine, requests, kept, tags, recorder, sizes)
-                jobs = [engine_job(requests[i].config) for i in kept]
+                jobs = [_engine_job(requests[i]) for i in kept]
                 if engine.name == "packed":
                     kept_requests = [requests[i] for i in kept]
                     recorder.warm_up(_model_logging_warm_up(jobs, kept_requests, pools))
@@ -225,6 +251,12 @@ class _Kept:
 
     def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None:
         self.events.epoch_ended(self.kept[job], epoch, values)
+
+    def saved(self, job: int, checkpoint: Checkpoint) -> None:
+        self.events.saved(self.kept[job], checkpoint)
+
+    def job_stopped(self, job: int, epoch: int) -> None:
+        self.events.job_stopped(self.kept[job], epoch)
 
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
         self.events.job_failed(self.kept[job], epoch, error)
@@ -324,6 +356,13 @@ def loss_spec(config: Config) -> LossSpec:
     )
 
 
+def _engine_job(request: Request) -> Job:
+    """The engine's job for a request, from its checkpoint when it carries on a killed run."""
+    resumed = request.resumed
+    start = resumed.checkpoint if resumed is not None else None
+    return dataclasses.replace(engine_job(request.config), start=start)
+
+
 def engine_job(config: Config) -> Job:
     """What an engine needs of a config: plain values."""
     m, t, e = config.model, config.train, config.eval
@@ -345,6 +384,7 @@ def engine_job(config: Config) -> Job:
         n_images=e.n_images,
         n_latent_points=e.n_latent_points,
         iw_samples=e.iw_samples if wants_iw_estimate(config) else 0,
+        checkpoint_every=t.checkpoint_every,
     )
 
 

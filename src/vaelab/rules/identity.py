@@ -18,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 # Top-level config sections (and keys) that say where or how, never what.
 LOCATION_ROOTS = ("paths", "tracking", "force", "hydra")
+# Keys elsewhere that change how a run is carried out, never a number it computes: how often it
+# saves a checkpoint, how many it keeps, where a sweep's pruning decisions are stored.
+HOW_KEYS = ("train.checkpoint_every", "train.checkpoints_kept", "sweep.pruner_storage")
 
 
 def override_key(override: str) -> str:
@@ -31,7 +34,7 @@ def override_key(override: str) -> str:
 
 def is_location(key: str) -> bool:
     """True for a dotted config key (or a `params.`-less MLflow param) that says where/how."""
-    return key.split(".", 1)[0] in LOCATION_ROOTS
+    return key.split(".", 1)[0] in LOCATION_ROOTS or key in HOW_KEYS
 
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,13 +63,17 @@ def sweep_id(experiment: str, sweeper: str, overrides: Iterable[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def relocate(original: DictConfig, here: DictConfig, schema: type) -> DictConfig:
+def relocate(
+    original: DictConfig, here: DictConfig, schema: type, defaults: DictConfig | None = None
+) -> DictConfig:
     """A recorded config with this machine's locations swapped in; what it computes is kept.
 
     A run's resolved config holds the absolute paths and store of the machine that ran it;
-    every location section that `here` has replaces the recorded one.
+    every location section that `here` has replaces the recorded one. A setting the run did
+    not record (older code) takes its value from `defaults`.
     """
-    merged = OmegaConf.merge(OmegaConf.structured(schema), original)
+    base = [defaults] if defaults is not None else []
+    merged = OmegaConf.merge(OmegaConf.structured(schema), *base, original)
     for root in LOCATION_ROOTS:
         if root in here and root in merged:
             section = merged[root]

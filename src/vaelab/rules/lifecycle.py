@@ -47,7 +47,7 @@ LAUNCHER = "sweep.launcher"
 SWEEP_SIZE = "sweep.size"
 SWEEP_OBJECTIVE = "sweep.objective"
 CONTEXT_FILE = "vaelab_sweep.json"
-STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
+STATUSES = ("FINISHED", "PRUNED", "FAILED", "KILLED", "RUNNING")
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,69 @@ def holder(
     return None if first is None or first.run_id == mine else first
 
 
+def resumable(
+    store: tracking.Store, context: SweepContext | None, config_hash: str, engine: str
+) -> tracking.RunRecord | None:
+    """The newest attempt at this configuration that was killed before it finished.
+
+    KILLED (Ctrl-C, SIGTERM, marked stale), or RUNNING with a stale heartbeat (a SIGKILL
+    outside a sweep), trained by the same engine (only it can read its checkpoints): a
+    relaunch carries it on in the same run. Outside a sweep, among runs of no sweep.
+    """
+    found = tracking.find_runs(store, {CONFIG_HASH: config_hash})
+    if context is None:
+        found = [r for r in found if SWEEP_ID not in r.tags]
+    else:
+        found = [r for r in found if r.tags.get(SWEEP_ID) == context.sweep_id]
+    now = time.time()
+    dead = [
+        r
+        for r in found
+        if r.tags.get(ENGINE) == engine
+        and (r.status == "KILLED" or tracking.is_stale(store, r, now))
+    ]
+    return max(dead, key=lambda r: (r.start_time, r.run_id)) if dead else None
+
+
+def live_attempt(store: tracking.Store, config_hash: str, engine: str) -> tracking.RunRecord | None:
+    """Outside a sweep, a RUNNING attempt at this configuration whose heartbeat is fresh.
+
+    A single run is never skipped (training the same configuration twice on purpose is
+    legitimate), but a relaunch right after a SIGKILL would otherwise start anew silently:
+    this is the run it could have resumed, had its claim expired.
+    """
+    found = tracking.find_runs(store, {CONFIG_HASH: config_hash}, status="RUNNING")
+    now = time.time()
+    live = [
+        r
+        for r in found
+        if SWEEP_ID not in r.tags
+        and r.tags.get(ENGINE) == engine
+        and not tracking.is_stale(store, r, now)
+    ]
+    return max(live, key=lambda r: (r.start_time, r.run_id)) if live else None
+
+
+def claim_expiry(store: tracking.Store, run: tracking.RunRecord) -> tuple[float, str]:
+    """The age of a run's heartbeat, and the clock time at which its claim expires."""
+    age = tracking.heartbeat_age(run.tags, run.start_time)
+    expires = time.strftime(
+        "%H:%M:%S", time.localtime(time.time() + max(store.stale_after_s - age, 0))
+    )
+    return age, expires
+
+
+def not_resuming(store: tracking.Store, live: tracking.RunRecord) -> str:
+    """The line a single run prints when it starts anew beside a live attempt."""
+    age, expires = claim_expiry(store, live)
+    return (
+        f"Run {live.run_id} of this configuration is RUNNING (heartbeat {age:.0f} s ago), so "
+        f"this launch trains a new run; if that process is dead, its claim expires at "
+        f"{expires} (tracking.stale_after_s={store.stale_after_s:g}) and the same command "
+        f"then resumes it"
+    )
+
+
 def skipping(store: tracking.Store, context: SweepContext, held_by: tracking.RunRecord) -> str:
     """The line a user reads when a job trains nothing: finished, or training elsewhere."""
     if held_by.status == "FINISHED":
@@ -201,10 +264,7 @@ def skipping(store: tracking.Store, context: SweepContext, held_by: tracking.Run
             f"Skipping: this configuration already FINISHED in sweep {context.sweep_id} as run "
             f"{held_by.run_id} (force=true trains it again)"
         )
-    age = tracking.heartbeat_age(held_by.tags, held_by.start_time)
-    expires = time.strftime(
-        "%H:%M:%S", time.localtime(time.time() + max(store.stale_after_s - age, 0))
-    )
+    age, expires = claim_expiry(store, held_by)
     return (
         f"Skipping: run {held_by.run_id} is training this configuration (heartbeat {age:.0f} s "
         f"ago); if its process is dead, its claim expires at {expires} "
@@ -310,9 +370,10 @@ def summarise(store: tracking.Store, sweep_id: str, objective: str) -> Summary:
     """Counts by status and the ranking of each configuration's current attempt."""
     every = children(store, sweep_id)
     runs = current_attempts(every)
-    counts = {status: sum(r.status == status for r in runs) for status in STATUSES}
+    ranked = ranking.rank(records_frame(runs), objective)  # a pruned run reads PRUNED
+    statuses = list(ranked["status"]) if len(ranked) else []
+    counts = {status: statuses.count(status) for status in STATUSES}
     counts["SUPERSEDED"] = len(every) - len(runs)
-    ranked = ranking.rank(records_frame(runs), objective)
     live = len(live_children(store, sweep_id))
     return Summary(sweep_id, objective, ranked, counts, live)
 

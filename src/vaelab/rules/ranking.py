@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from vaelab.vocab import metrics
+from vaelab.vocab.tags import PRUNED
 
 # Settings that change what the objective measures, or on which digits it is measured:
 # the loss and its weights; continuous or binarised pixels (a training loss against a bound
@@ -64,6 +65,18 @@ def is_collapsed(frame: pd.DataFrame) -> pd.Series:
     return units.eq(0) | (units.isna() & kl.lt(COLLAPSE_KL))
 
 
+class Pruned(float):
+    """What a sweeper receives for a run its pruner stopped: infinite, and marked as such.
+
+    Never a minimum, and a search records the trial as pruned rather than failed.
+    """
+
+    def __new__(cls, epoch: int) -> Pruned:
+        value = super().__new__(cls, math.inf)
+        value.epoch = epoch
+        return value
+
+
 def sweeper_value(values: Mapping[str, float], objective: str) -> float:
     """What a sweeper minimises: the objective, or inf for a run that ranking would never pick.
 
@@ -109,14 +122,17 @@ def _labels(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
 def rank(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """The frame sorted for display, with `group`, `rank`, `collapsed` and `tied_with` columns.
 
-    `rank` counts within the group, finished and not collapsed runs only. Groups come largest
-    first (their values are in different units: no order between them means anything);
-    within a group, ranked runs by the metric (lower is better), then the rest (collapsed,
-    failed, running) as they started.
+    `rank` counts within the group, finished and not collapsed runs only; a run its sweep's
+    pruner stopped reads PRUNED and is never ranked. Groups come largest first (their values
+    are in different units: no order between them means anything); within a group, ranked
+    runs by the metric (lower is better), then the rest (collapsed, pruned, failed, running)
+    as they started.
     """
     ranked = frame.copy()
     ranked["group"] = comparable_groups(frame)
     ranked["collapsed"] = is_collapsed(frame)
+    pruned = column(frame, f"tags.{PRUNED}").notna()
+    ranked["status"] = ranked["status"].where(~pruned, "PRUNED")  # its numbers: fewer epochs
     value = metric(frame, by)
     rankable = ranked["status"].eq("FINISHED") & ~ranked["collapsed"] & value.notna()
     ranked = ranked.assign(_value=value.where(rankable), _unranked=~rankable)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,14 +29,19 @@ from omegaconf import DictConfig
 from vaelab.edges import config as config_schema
 from vaelab.edges import process, provenance, tracking
 from vaelab.edges.config import Config
-from vaelab.rules import lifecycle
+from vaelab.engines.base import Checkpoint
+from vaelab.rules import checkpoints, lifecycle, pruning
 from vaelab.vae import data as mnist_data
 from vaelab.vae import plots
 from vaelab.vae.plots import Pictures
 from vaelab.vocab import metrics
 from vaelab.vocab.choices import Binarize
+from vaelab.vocab.tags import PRUNED, RESUME_CLAIM, RESUME_COUNT, RESUMED_FROM
 
 log = logging.getLogger(__name__)
+
+# How long claims on runs to resume settle before they are read back (see `_resume_runs`).
+_CLAIM_SETTLE_S = 1.0
 
 # Model packages a logged model needs, when installed (the flavour pins the rest).
 _MODEL_PACKAGES = ("keras", "tensorflow-cpu", "tensorflow", "jax")
@@ -232,6 +239,17 @@ class RunResult:
     # True when a sweep found this configuration already FINISHED (or trained elsewhere) and
     # did not train it again.
     skipped: bool = False
+    # The epoch at which the sweep's pruner stopped it: its numbers are not a whole run's.
+    pruned_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A run killed before it finished, to be carried on where its last checkpoint left it."""
+
+    run: tracking.RunRecord
+    checkpoint: Checkpoint | None  # its newest valid one; None: from epoch 0
+    logged: frozenset[int]  # the epochs it already logged (never logged twice)
 
 
 @dataclass(frozen=True)
@@ -242,6 +260,7 @@ class Request:
     overrides: list[str]
     config_hash: str
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    resumed: Resumed | None = None
 
 
 # Threads that write a group's runs while the main thread trains and draws. Most of that work
@@ -274,6 +293,9 @@ class Recorder:
         self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="vaelab-record")
         self._last: dict[int, Future] = {}
         self._epoch: dict[int, Future] = {}  # each run's last epoch write
+        self._logged: dict[int, frozenset[int]] = {}  # epochs a resumed run already has
+        self._trials: dict[int, pruning.Trial] = {}  # each run's trial, when the sweep prunes
+        self._checkpoints: dict[int, list[str]] = {}  # each run's checkpoint files, once listed
         self._stopping = False
 
     @property
@@ -292,8 +314,13 @@ class Recorder:
         """
         kept, self.test_digits = [], sizes[2]
         parent = self.context.parent_run_id if self.context else None
+        resumed = self._resume_runs()
         for i, request in enumerate(self.requests):
             config = request.config
+            if request.resumed is not None:
+                if i in resumed:
+                    kept.append(i)
+                continue
             tags_of_run = {
                 **run_tags(config, self.environment, request.overrides, tags["engine"]),
                 **tags,
@@ -318,7 +345,76 @@ class Recorder:
             kept.append(i)
             texts = input_texts(config, request.overrides)
             self.write(i, partial(_write_inputs, run, config, texts, sizes, self.environment))
+        for i in kept:
+            self._join_pruning(i)
         return kept
+
+    def _join_pruning(self, i: int) -> None:
+        """The run's trial in its comparable group's pruning study (the one it had, if any)."""
+        request = self.requests[i]
+        if self.context is None or not pruning.enabled(request.config):
+            return
+        earlier = request.resumed.run.tags.get(pruning.TRIAL_TAG) if request.resumed else None
+        trial = pruning.trial_for(
+            self.context.sweep_id, request.config, int(earlier) if earlier else None
+        )
+        self._trials[i] = trial
+        self.write(i, partial(self.open[i].set_tags, {pruning.TRIAL_TAG: trial.number}))
+
+    def _resume_runs(self) -> set[int]:
+        """Claim the killed runs this group carries on, in the same MLflow runs.
+
+        Each is reopened with a claim token; after a moment every claim is read back, and a
+        run whose token another process overwrote is left to it (skipped here).
+        """
+        tokens = {}
+        for i, request in enumerate(self.requests):
+            if (resumed := request.resumed) is None:
+                continue
+            tokens[i] = uuid.uuid4().hex
+            epoch = resumed.checkpoint.epoch if resumed.checkpoint else 0
+            earlier = resumed.run.tags.get(RESUMED_FROM, "")
+            tags = {
+                RESUME_CLAIM: tokens[i],
+                RESUMED_FROM: f"{earlier},{epoch}" if earlier else str(epoch),
+                RESUME_COUNT: int(resumed.run.tags.get(RESUME_COUNT, 0)) + 1,
+                lifecycle.STALE: "",
+            }
+            with process.interrupts_held():
+                self.open[i] = tracking.resume_run(self.store, resumed.run.run_id, tags)
+            self.created[i] = resumed.run.run_id
+        if tokens:
+            time.sleep(_CLAIM_SETTLE_S)
+        claimed = set()
+        for i, token in tokens.items():
+            run = self.requests[i].resumed.run
+            if tracking.get_run(self.store, run.run_id).tags.get(RESUME_CLAIM) != token:
+                log.info("Skipping: run %s was resumed by another process", run.run_id)
+                del self.open[i]
+                self.results[i] = RunResult(run.run_id, {}, skipped=True)
+                continue
+            claimed.add(i)
+            self._backfill(i, self.requests[i].resumed)
+        return claimed
+
+    def _backfill(self, i: int, resumed: Resumed) -> None:
+        """Epochs its checkpoint holds that the run never logged (it died between the two)."""
+        checkpoint = resumed.checkpoint
+        self._logged[i] = resumed.logged
+        epoch = checkpoint.epoch if checkpoint else 0
+        log.info(
+            "Resuming run %s at epoch %d (%s)",
+            resumed.run.run_id, epoch + 1,
+            f"its checkpoint of epoch {epoch}" if checkpoint else "no valid checkpoint: anew",
+        )  # fmt: skip
+        if checkpoint is None:
+            return
+        run = self.open[i]
+        for step in range(1, epoch + 1):
+            if step not in resumed.logged:
+                values = {name: values[step - 1] for name, values in checkpoint.history.items()}
+                self.write(i, partial(run.log, values, step))
+        self._logged[i] = resumed.logged | set(range(1, epoch + 1))
 
     # -- engines.base.Events --------------------------------------------------------------
 
@@ -328,14 +424,47 @@ class Recorder:
             wait([self._epoch[job]])
         if (run := self.open.get(job)) is None:  # its run failed meanwhile
             return
+        if (trial := self._trials.get(job)) is not None:
+            trial.report(epoch, values)
+        if epoch in self._logged.get(job, ()):  # a resumed run's epoch, logged before its death
+            return
         self._epoch[job] = self.write(job, partial(run.log, dict(values), epoch, heartbeat=True))
         if len(self.requests) == 1:
             epochs = self.requests[job].config.train.epochs
             log.info(describe_epoch(epoch, epochs, values))
 
+    def saved(self, job: int, checkpoint: Checkpoint) -> None:
+        """Write the checkpoint after the epoch's numbers, then drop the ones beyond the kept.
+
+        A write that fails (a full disk) loses nothing: the run goes on with its previous
+        checkpoint, and says so in one warning line.
+        """
+        if (run := self.open.get(job)) is not None:
+            kept = self.requests[job].config.train.checkpoints_kept
+            known = self._checkpoints.setdefault(job, [])
+            write = partial(_write_checkpoint, self.store, run, checkpoint, kept, known)
+            self.write(job, write)
+
+    def should_stop(self, job: int, epoch: int) -> bool:
+        """Whether the sweep's pruner stops the run at this epoch (never without a pruner)."""
+        trial = self._trials.get(job)
+        return trial is not None and trial.should_prune()
+
+    def job_stopped(self, job: int, epoch: int) -> None:
+        """Pruned at this epoch: ended FINISHED, tagged with the epoch, never measured."""
+        if (trial := self._trials.get(job)) is not None:
+            trial.pruned()
+        if (run := self.open.get(job)) is None:
+            return
+        log.info("[sweep %s] run %s pruned at epoch %d", self.sweep_id, run.run_id, epoch)
+        self.write(job, partial(run.set_tags, {PRUNED: epoch}))
+        self.end(job, "FINISHED", result=RunResult(run.run_id, {}, pruned_at=epoch))
+
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
         """FAILED with its error (the traceback goes to the run's error.txt, not the console)."""
         self.errors[job] = error
+        if (trial := self._trials.get(job)) is not None:
+            trial.finished(None)
         self.end(job, "FAILED", error)
 
     def job_finished(self, job: int, outcome: Any) -> None:
@@ -349,12 +478,11 @@ class Recorder:
             return
         if (run := self.open.get(job)) is None:
             return
+        if (trial := self._trials.get(job)) is not None:
+            trial.finished(final.get(config.objective))
         self.write(job, partial(_write_results, run, config, outcome, final, figures))
         said = describe_result(run.run_id, final, config.model.latent_dim)
         self.end(job, "FINISHED", result=RunResult(run.run_id, final), said=said)
-
-    def should_stop(self, job: int, epoch: int) -> bool:
-        return False
 
     # -- writing --------------------------------------------------------------------------
 
@@ -433,6 +561,33 @@ class Recorder:
             self.errors.setdefault(i, error)
         tracking.end_runs(list(self.open.values()), error, self.log_path)
         self.open.clear()
+
+
+def _write_checkpoint(
+    store: tracking.Store, run: tracking.Run, checkpoint: Checkpoint, kept: int, known: list[str]
+) -> None:
+    """Store the checkpoint, then remove the ones beyond the newest `kept`.
+
+    `known` holds the run's checkpoint files: listed from the store once (a resumed run has
+    its earlier attempt's), then kept up to date here, since listing costs more per epoch than
+    the write itself.
+    """
+    if not known:
+        known.extend(tracking.artifact_paths(store, run.run_id, checkpoints.DIRECTORY))
+    try:
+        run.log_bytes(checkpoints.encode(checkpoint), checkpoints.path(checkpoint.epoch))
+    except OSError as error:
+        log.warning(
+            "Run %s: the checkpoint of epoch %d could not be written (%s); the run goes on, "
+            "resumable from its previous checkpoint",
+            run.run_id, checkpoint.epoch, error,
+        )  # fmt: skip
+        return
+    if checkpoints.path(checkpoint.epoch) not in known:  # a resumed run rewrites a corrupt one
+        known.append(checkpoints.path(checkpoint.epoch))
+    for old in checkpoints.superseded(known, kept):
+        tracking.delete_artifact(store, run.run_id, old)
+        known.remove(old)
 
 
 def _write_inputs(

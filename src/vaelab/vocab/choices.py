@@ -33,3 +33,12 @@ class Binarize(StrEnum):
     none = "none"
     dynamic = "dynamic"
     static = "static"
+
+
+class Pruner(StrEnum):
+    """What stops a sweep's bad configurations early (Optuna's rule of the same name)."""
+
+    none = "none"
+    successive_halving = "successive_halving"
+    hyperband = "hyperband"
+    median = "median"

@@ -11,3 +11,10 @@ HEARTBEAT_TAG = "heartbeat_at"
 # Why a run ended FAILED or KILLED (the traceback is its error.txt artifact).
 ERROR_TAG = "error"
 PARENT_TAG = "mlflow.parentRunId"
+# A run carried on after it was killed: how often, from which epochs (comma-separated), and
+# the claim of the process that carries it now.
+RESUME_COUNT = "resume.count"
+RESUMED_FROM = "resume.from_epochs"
+RESUME_CLAIM = "resume.claim"
+# A run the sweep's pruner stopped: the epoch it stopped at (its numbers are not a whole run's).
+PRUNED = "pruned_at_epoch"

@@ -81,9 +81,9 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 # The local store has no logins: python -m vaelab.edges.ui refuses a HOST other than loopback unless
 # OPEN=1 says so, then becomes `mlflow ui` with these arguments.
-ui: $(STAMP) ## MLflow UI on the run store, http://127.0.0.1:5000 (PORT=...; HOST=0.0.0.0 OPEN=1: shared, no logins)
+ui: $(STAMP) ## MLflow UI on the run store; prints the runs table's address (BROWSE=1 opens it; HOST=0.0.0.0 OPEN=1: shared, no logins)
 	$(PY) -m vaelab.edges.ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT) \
-		--url-file '$(ROOT)/mlruns/ui_url.txt' $(if $(filter 1,$(OPEN)),--open)
+		--url-file '$(ROOT)/mlruns/ui_url.txt' $(if $(filter 1,$(OPEN)),--open) $(if $(filter 1,$(BROWSE)),--browse)
 
 # docs/team.md: DATABASE_URI (an existing PostgreSQL), ARTIFACTS (a directory or s3://...),
 # ALLOWED_HOSTS (the names workers use, when HOST=0.0.0.0), AUTH=1 (MLflow's basic-auth app).

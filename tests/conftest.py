@@ -115,6 +115,11 @@ def run_app(tmp_path: Path) -> Callable[..., AppResult]:
     """Run a pipeline's real Hydra app in this process, as its command line would, with its
     store and outputs under tmp_path: the same composition, callbacks, launchers and exit
     code, without paying a new interpreter's framework start-up for every sweep."""
+    return app_in(tmp_path)
+
+
+def app_in(tmp_path: Path) -> Callable[..., AppResult]:
+    """`run_app` for any directory (a module's shared store, say)."""
 
     def run(script: str, *args: str) -> AppResult:
         path = str(REPO / "pipelines" / script)

@@ -1,6 +1,7 @@
 """The command line: one clear line for a user's mistake, and fast answers that load nothing."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -44,7 +45,34 @@ def test_help_and_the_composed_config_load_no_framework(script, args):
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "LOADED []"
-    assert "model" in result.stdout  # the groups, or the composed config
+    assert ("run_id" if script == "rerun.py" else "model") in result.stdout
+
+
+@pytest.mark.parametrize(
+    "script, accepted, refused, example",
+    [
+        ("train.py", ["model.latent_dim=32", "style: custom_loop, [functional], subclass",
+                      "sweep (with --multirun): demo, grid, optuna"], [], "--multirun sweep=grid"),
+        ("report.py", ["sweep_id=null", "metric=val/total", "top_k=3", "tracking: [local]"],
+         ["style:", "model.", "loss:"], "report.py sweep_id=<id>"),
+        ("rerun.py", ["run_id=null", "strict=", "tracking: [local]"], ["style:", "model."],
+         "rerun.py run_id=<id>"),
+    ],
+)  # fmt: skip
+def test_each_help_lists_what_its_command_accepts_a_line_per_key_and_examples(
+    script, accepted, refused, example
+):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / script), "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    text = result.stdout
+    assert all(line in text for line in accepted), text
+    assert not any(line in text for line in refused), text
+    examples = text.split("Examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(examples) >= 2 and any(example in line for line in examples), examples
+    keys = [line for line in text.splitlines() if re.match(r"  [\w.]+=", line)]
+    assert len(keys) >= 10 and all(len(line) <= 100 for line in keys)
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,9 @@ def check_axes(fig, epoch_axes: bool) -> None:
         else:
             assert UNIT.search(ax.get_xlabel()), ax.get_xlabel()
         handles, labels = ax.get_legend_handles_labels()
-        assert labels and ax.get_legend() is not None
-        assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+        legend = ax.get_legend() or (fig.legends[0] if fig.legends else None)  # below the axes
+        assert labels and legend is not None
+        assert [t.get_text() for t in legend.get_texts()] == labels
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 7])
@@ -47,10 +48,34 @@ def test_learning_curves_name_each_run_and_draw_identical_curves_once():
     fig = figures.learning_curves(histories, labels, ["f", "s", "c"], "val/total", "continuous")
     check_axes(fig, epoch_axes=True)
     assert figures.legend_texts(fig) == (
-        "f (style=functional) = s (style=subclass) (identical)",
+        "f (style=functional) = s (identical)",
         "c (style=custom)",
     )
     assert fig.axes[0].get_ylabel() == "val −ELBO on intensities (nats)"
+
+
+def test_the_longest_legend_a_sweep_can_produce_never_squeezes_the_plot():
+    """Ten distinct curves named (the most a legend names), each of many identical runs with
+    the longest labels a run gets, and more runs beyond them."""
+    label = "0123abcd (style=custom_loop, model.intermediate_dim=64, model.latent_dim=16, seed=6)"
+    histories, labels = {}, {}
+    for curve in range(14):
+        for twin in range(7):  # identical curves: functional = subclass = custom_loop ...
+            run = f"{curve}-{twin}"
+            histories[run] = [(e, 100.0 + curve + 1 / e) for e in range(1, 10)]
+            labels[run] = f"{run} {label}"
+    fig = figures.learning_curves(histories, labels, list(histories), "val/total", "continuous")
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    plot = ax.get_position()  # in figure fractions, after the layout
+    assert plot.width > 0.8 and plot.height * fig.get_figheight() > 2.5, plot
+    legend = fig.legends[0].get_window_extent()
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+    assert legend.y1 < ax.get_window_extent().y0  # below the plot, never over it
+    texts = figures.legend_texts(fig)
+    assert len(texts) == 11 and texts[-1] == "4 more runs"
+    assert texts[0].replace("\n", " ").endswith("= 0-1 = 0-2 and 4 more (identical)")
+    assert max(len(line) for t in texts for line in t.splitlines()) <= figures.LEGEND_WRAP
 
 
 def test_effect_plots_label_the_size_they_vary_and_one_line_per_style():

@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab.edges import tracking
 from vaelab.edges.server import free_port
-from vaelab.orchestration.report import experiment_url, make_report
+from vaelab.edges.ui import ML_VIEW
+from vaelab.orchestration.report import experiment_url, make_report, run_url
 from vaelab.orchestration.train import train_and_evaluate
 from vaelab.rules import lifecycle
 from vaelab.vocab import metrics
@@ -377,3 +378,30 @@ def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_
         screenshot = artifacts / "mlflow_ui.png"
         _chromium("--virtual-time-budget=20000", f"--screenshot={screenshot}", url, tmp=tmp_path)
     assert screenshot.stat().st_size > 20_000
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_the_models_view_lists_each_model_with_its_metrics_and_a_run_shows_its_user(
+    smoke_cfg, tmp_path
+):
+    """The experiment's Models view lists the run's LoggedModel, named after the run, with the
+    final metrics logged against it; the run's page shows who made it (its User)."""
+    cfg = smoke_cfg(*TINY[1:-1])  # with its model
+    run_id = train_and_evaluate(cfg).run_id
+    store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
+    (model,) = store.client.search_logged_models([store.experiment_id])
+    artifacts = REPO / "outputs" / "e2e"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with _mlflow_server(store.uri) as base:
+        models = f"{base}/#/experiments/{store.experiment_id}/models?{ML_VIEW}"
+        dom = _chromium("--virtual-time-budget=20000", "--dump-dom", models, tmp=tmp_path).stdout
+        text = _visible_text(dom)
+        assert model.name in text and "test/total" in text, text[:3000]
+        screenshot = artifacts / "mlflow_models.png"
+        _chromium("--virtual-time-budget=20000", f"--screenshot={screenshot}", models, tmp=tmp_path)
+        page = run_url(base, store.experiment_id, run_id)
+        dom = _chromium("--virtual-time-budget=20000", "--dump-dom", page, tmp=tmp_path).stdout
+        text = _visible_text(dom)
+        user = store.client.get_run(run_id).data.tags["mlflow.user"]
+        assert re.search(rf"Created by\s*{re.escape(user)}|User\s*{re.escape(user)}", text), text

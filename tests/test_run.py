@@ -80,9 +80,27 @@ def test_each_style_logs_a_complete_run(style, smoke_cfg, client):
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
-    loaded = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+    # Params are what the run computes; where it ran is kept in tags.
+    assert not [k for k in run.data.params if k.split(".")[0] in ("paths", "tracking", "force")]
+    assert run.data.tags["config.paths.root"] and run.data.tags["config.tracking.uri"]
+    # Its model: named after the run, with an input example, the final metrics on its data.
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert (
+        model.name == f"{style}-z=32-h=64-2ep-elbo-seed=1"
+        and model.source_run_id == run.info.run_id
+    )
+    linked = {m.key: m for m in model.metrics}
+    assert linked["test/total"].value == run.data.metrics["test/total"]
+    assert (linked["test/total"].dataset_name, linked["test/total"].dataset_digest) == (
+        dataset.dataset.name, dataset.dataset.digest
+    )  # fmt: skip
+    loaded = mlflow.keras.load_model(f"models:/{model.model_id}")
     digits = np.random.default_rng(0).uniform(size=(4, 784)).astype("float32")
-    assert loaded.predict(digits, verbose=0)["reconstruction"].shape == (4, 784)
+    assert loaded.predict(digits, verbose=0).shape == (4, 784)
+    example = mlflow.models.Model.load(f"models:/{model.model_id}").load_input_example(
+        mlflow.artifacts.download_artifacts(f"models:/{model.model_id}")
+    )
+    assert np.asarray(example).shape == (4, 784)
 
 
 def test_non_finite_loss_fails_the_run_with_the_epoch(smoke_cfg, client):

@@ -7,19 +7,19 @@ import logging
 import os
 
 import jax
-import mlflow
 import numpy as np
 import pytest
 
 from tests.conftest import TINY, Collected, compose_config, isolated
 from vaelab.edges import tracking
-from vaelab.edges.config import Submission, flatten, to_run_config
+from vaelab.edges.config import Submission, to_run_config
 from vaelab.engines import packed
 from vaelab.engines.base import Job
 from vaelab.engines.packed import PackedEngine
 from vaelab.orchestration import rerun
 from vaelab.orchestration import train as orchestration
 from vaelab.rules import lifecycle, recorder
+from vaelab.rules.recorder import run_params
 from vaelab.vae import data
 from vaelab.vae.losses import LossSpec
 from vaelab.vae.sizes import PACKED_IW_ROWS, iw_layout, parameter_count
@@ -195,7 +195,9 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     assert good.status == other.status == "FINISHED"
     assert "non-finite loss at epoch 1" in failed.tags["error"]
     # Everything a solo run logs, column for column, plus what says it was packed.
-    assert good.params == {k: str(v) for k, v in flatten(jobs[0].config).items()}
+    params, locations = run_params(jobs[0].config)
+    assert good.params == {k: str(v) for k, v in params.items()}
+    assert {k: good.tags[k] for k in locations} == locations and "paths.root" not in good.params
     assert good.tags["engine"] == "packed" and good.tags["pack.group"] == other.tags["pack.group"]
     assert good.tags["mlflow.parentRunId"] == context.parent_run_id
     for name in metrics.EPOCH_METRICS:
@@ -212,7 +214,7 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     assert {"config.yaml", "overrides.yaml", "requirements.txt", "run.log", "plots"} <= artifacts
     plots = {a.path for a in store.client.list_artifacts(good.run_id, "plots")}
     assert len(plots) == 4
-    model = mlflow.keras.load_model(f"runs:/{good.run_id}/model")
+    model = tracking.load_logged_keras_model(store, good.run_id)
     assert model.count_params() == parameter_count(784, 64, 32)
     assert tracking.read_text_artifact(store, good.run_id, "overrides.yaml") == (
         "- train.epochs=2\n- tracking.log_model=true\n"

@@ -91,7 +91,7 @@ class PackedLauncher(Launcher):
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
             raise refused(self.config, error, "the packed launcher refused the sweep") from None
         from vaelab.engines.packed import PackedEngine
-        from vaelab.orchestration.sweep import sweeper_value
+        from vaelab.orchestration.sweep import SweepBar, sweeper_value
         from vaelab.orchestration.train import train_batch
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
@@ -99,7 +99,9 @@ class PackedLauncher(Launcher):
             jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
         )
         returns = []
+        bar = SweepBar.of(context, initial_job_idx)
         for config, job, result in zip(configs, jobs, results, strict=True):
+            bar.record(result)
             objective = math.inf if result is None else sweeper_value(result, job.config.objective)
             HydraConfig.instance().set_config(config)
             returns.append(

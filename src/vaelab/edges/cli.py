@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+from vaelab.edges import progress
 from vaelab.vocab.errors import is_users_to_fix
 
 # What TensorFlow's C++ runtime writes to fd 2 before absl's logging is set up, whatever
@@ -89,6 +90,7 @@ def _filter_native_stderr() -> None:
         start_new_session=True,  # Ctrl-C stops the command, not the copy of its last lines
     )
     os.close(read_end)
+    progress.remember_console(2)
     console = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -177,37 +179,16 @@ def help_requested() -> bool:
 
 
 def print_help(config_name: str) -> None:
-    """What --help shows: the config groups and their options, and the composed config.
+    """What --help shows (vaelab.edges.help): the command's presets, keys and examples.
 
     Hydra's own `--help` composes every group of every installed plugin and takes seconds;
-    this reads conf/ and composes once. `--hydra-help` still shows Hydra's.
+    this composes the command's config once. `--hydra-help` still shows Hydra's.
     """
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from vaelab.edges.config import project_root
+    from vaelab.edges.help import help_text
 
     conf = Path(project_root()) / "conf"
     script = Path(sys.argv[0]).name
-    groups = sorted(
-        (d.name, sorted(f.stem for f in d.glob("*.yaml")))
-        for d in conf.iterdir()
-        if d.is_dir() and d.name != "hydra"
-    )
-    launchers = sorted(f.stem for f in (conf / "hydra" / "launcher").glob("*.yaml"))
     overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        composed = compose(config_name=config_name, overrides=overrides)
-    lines = [
-        f"{script}: override any setting as key=value, choose a preset as group=option.",
-        f"  python pipelines/{script} --cfg job      the composed config, nothing run",
-        f"  python pipelines/{script} --hydra-help   Hydra's own options",
-        "",
-        "Config groups (conf/):",
-        *[f"  {name}: {', '.join(options)}" for name, options in groups],
-        f"  hydra/launcher (with --multirun): {', '.join(launchers)}",
-        "",
-        "The composed config:",
-        OmegaConf.to_yaml(composed),
-    ]
-    print("\n".join(lines))
+    doc = getattr(sys.modules.get("__main__"), "__doc__", None) or ""
+    print(help_text(script, config_name, conf, overrides, doc))

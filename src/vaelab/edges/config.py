@@ -76,6 +76,7 @@ class SweepConfig:
     pruner_min_epochs: int = MISSING
     pruner_reduction_factor: int = MISSING
     pruner_storage: str = MISSING
+    register_best: bool = MISSING
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TrackingConfig:
     experiment: str = MISSING
     run_name: str | None = None
     log_model: bool = MISSING
+    system_metrics: bool = MISSING
     heartbeat_s: float = MISSING
     stale_after_s: float = MISSING
 

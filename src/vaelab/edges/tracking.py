@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -524,6 +525,53 @@ def runs_frame(store: Store, filter_string: str = "", run_ids: list[str] | None 
     return frame.reset_index(drop=True)
 
 
+def logged_model_id(store: Store, run_id: str) -> str:
+    """The id of the model a run logged (its newest, should it have several)."""
+    found = store.client.search_logged_models(
+        experiment_ids=[store.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        max_results=1,
+    )
+    if not found:
+        run = get_run(store, run_id)  # says so if the run itself is not in the store
+        raise TrackingError(
+            f"run {run_id} ({run.status}) logged no model: it did not finish, or it was "
+            "trained with tracking.log_model=false"
+        )
+    return found[0].model_id
+
+
+def register_version(
+    store: Store, name: str, run_id: str, tags: Mapping[str, str], description: str
+) -> str:
+    """The run's logged model as a new version of registered model `name`; its number.
+
+    The registered model is created on first use.
+    """
+    model_id = logged_model_id(store, run_id)
+    client = store.client
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="The best run of a vaelab sweep's comparable group, per sweep."
+        )
+    version = client.create_model_version(
+        name, f"models:/{model_id}", run_id=run_id, tags=dict(tags), description=description,
+        model_id=model_id,
+    )  # fmt: skip
+    return str(version.version)
+
+
+def load_logged_keras_model(store: Store, run_id: str) -> Any:
+    """The Keras model a run logged, loaded through MLflow's keras flavour."""
+    import mlflow.keras
+
+    mlflow.set_tracking_uri(store.uri)
+    return mlflow.keras.load_model(f"models:/{logged_model_id(store, run_id)}")
+
+
 def download_artifact(store: Store, run_id: str, path: str, destination: Path) -> Path | None:
     """A run's artifact as a local file, or None when it is missing."""
     try:
@@ -640,26 +688,81 @@ class Run:
                 raise
             self._client.log_inputs(self.run_id, datasets=inputs)
 
-    def log_keras_model(self, model: Any, example: Any, requirements: list[str]) -> None:
-        """A loadable model (MLflow 3: a LoggedModel of this run) with an inferred signature."""
-        import mlflow.keras
+    def create_logged_model(self, name: str) -> str:
+        """A LoggedModel of this run, its files to come (`log_keras_model`); its id.
+
+        Created first so that the run's final metrics can be logged against it before
+        anything else that could fail (a figure, the model's files) is written.
+        """
+        model = self._client.create_logged_model(
+            self.store.experiment_id, name=name, source_run_id=self.run_id
+        )
+        return model.model_id
+
+    def log_keras_model(
+        self, model: Any, model_id: str, example: Any, requirements: list[str]
+    ) -> None:
+        """The model's files into its LoggedModel (`create_logged_model`), which loads anywhere.
+
+        Logged with an input example and the signature inferred from it, so the UI shows
+        what goes in and comes out, and `mlflow models serve` can check a request.
+        """
         from keras import ops
         from mlflow.models import Model, infer_signature
 
         # A direct call, not predict(): no data pipeline (and no TensorFlow data-op noise).
-        outputs = {k: ops.convert_to_numpy(v) for k, v in model(example).items()}
+        outputs = model(example)
+        if isinstance(outputs, dict):
+            outputs = {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
+        else:
+            outputs = ops.convert_to_numpy(outputs)
         Model.log(
             artifact_path=None,
-            name="model",
-            flavor=mlflow.keras,
+            model_id=model_id,
+            flavor=_KERAS_FLAVOUR,
             model=model,
             run_id=self.run_id,
             signature=infer_signature(example, outputs),
+            input_example=example,
             pip_requirements=requirements,
         )
 
+    def log_model_metrics(
+        self, metrics: Mapping[str, float], step: int, model_id: str, dataset: tuple[str, str]
+    ) -> None:
+        """Metrics of the run that also belong to its LoggedModel, measured on `dataset`.
+
+        (name, digest) as the run's dataset input was logged: the UI's Models view lists and
+        compares models by these.
+        """
+        now = int(time.time() * 1000)
+        name, digest = dataset
+        entries = [
+            Metric(k, float(v), now, step, model_id=model_id, dataset_name=name,
+                   dataset_digest=digest)
+            for k, v in metrics.items()
+        ]  # fmt: skip
+        for start in range(0, len(entries), _BATCH_LIMIT):
+            self._client.log_batch(self.run_id, metrics=entries[start : start + _BATCH_LIMIT])
+
+    def monitor_system(self) -> None:
+        """MLflow's system metrics beside the run's own, every 10 s until it ends.
+
+        `system/*`: CPU, memory, disk, network, and NVIDIA GPUs' utilisation and memory
+        (`tracking.system_metrics=true`).
+        """
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            self.run_id, tracking_uri=self.store.uri, resume_logging=True
+        )
+        monitor.start()
+        _SYSTEM_MONITORS[self.run_id] = monitor
+
     def end(self, status: str, error: BaseException | str | None = None) -> None:
         """Close the run, recording why when it did not finish."""
+        if (monitor := _SYSTEM_MONITORS.pop(self.run_id, None)) is not None:
+            monitor.finish()
         if error is not None:
             text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
             self.set_tags({ERROR_TAG: text})
@@ -672,6 +775,24 @@ class Run:
         _HEARTBEATS.remove(self.run_id)
         self._client.set_terminated(self.run_id, status=status)
 
+
+def _save_keras_model(path: str, **kwargs: Any) -> None:
+    """mlflow.keras.save_model, into a directory that exists first.
+
+    MLflow 3.17's keras flavour writes the input example before it creates the model's
+    directory (FileNotFoundError: .../model/input_example.json).
+    """
+    import mlflow.keras
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    mlflow.keras.save_model(path=path, **kwargs)
+
+
+# What `Model.log` needs of a flavour: its name and `save_model`.
+_KERAS_FLAVOUR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+
+# Each run's system-metrics monitor, while it is open (Run.monitor_system).
+_SYSTEM_MONITORS: dict[str, Any] = {}
 
 # Where MLflow's UI reads a run's owner and origin (its User and Source columns).
 USER_TAG = "mlflow.user"

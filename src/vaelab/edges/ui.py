@@ -1,7 +1,15 @@
 """`make ui`: MLflow's UI on the local run store, for this machine unless the user says otherwise.
 
     make ui                          # python -m vaelab.edges.ui: http://127.0.0.1:5000
+    make ui BROWSE=1                 # and open the runs table in a browser once it listens
     make ui HOST=0.0.0.0 OPEN=1      # every interface, no logins: on purpose only
+
+MLflow 3.17's UI opens its GenAI views at the plain address and at an experiment's page,
+whatever the experiment's `mlflow.experimentKind` tag says (the UI keeps the choice in the
+browser's storage, GenAI until the user picks "Model training" in the sidebar once); no
+server option changes that. Only an address that asks for the training view
+(`?workflowType=machine_learning`) opens the runs table, so that is the address printed
+first (and opened, with BROWSE=1).
 
 The local store has no logins: whoever reaches the UI can write and delete runs. So a host
 other than loopback is refused, in one line and before anything listens, unless `--open`
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +47,49 @@ def ui_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+# What makes MLflow's UI open an experiment on its runs table rather than its GenAI views.
+ML_VIEW = "workflowType=machine_learning"
+
+
+def runs_table_url(ui_url: str, experiment_id: str | None) -> str:
+    """The experiment's runs table (the experiments list when its id is not known yet)."""
+    if experiment_id is None:
+        return f"{ui_url}/#/experiments?{ML_VIEW}"
+    return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
+
+
+def experiment_id(store: str, name: str) -> str | None:
+    """The id of the named experiment in a sqlite store, read without MLflow (None if absent)."""
+    if not store.startswith("sqlite:///"):
+        return None
+    db = Path(store.removeprefix("sqlite:///"))
+    if not db.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            row = connection.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = "
+                "'active'", (name,)
+            ).fetchone()  # fmt: skip
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+# Waits until the UI answers, then opens the address in the user's browser; a process of its
+# own, since this one becomes `mlflow ui`.
+_BROWSE = """
+import sys, time, urllib.request, webbrowser
+for _ in range(120):
+    try:
+        urllib.request.urlopen(sys.argv[1].split("#")[0], timeout=1)
+        break
+    except Exception:
+        time.sleep(0.5)
+webbrowser.open(sys.argv[1])
+"""
+
+
 def mlflow_ui_command(store: str, host: str, port: int) -> list[str]:
     return [
         *(sys.executable, "-m", "mlflow", "ui"),
@@ -51,6 +104,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend-store-uri", required=True, help="the run store (sqlite:///...)")
     parser.add_argument("--url-file", type=Path, help="where the report finds the UI's address")
     parser.add_argument("--open", action="store_true", help="allow any host, with no logins")
+    parser.add_argument("--experiment", default="vaelab", help="the experiment whose runs to show")
+    parser.add_argument("--browse", action="store_true", help="open the runs table in a browser")
     return parser
 
 
@@ -62,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.url_file:
         args.url_file.parent.mkdir(parents=True, exist_ok=True)
         args.url_file.write_text(ui_url(args.host, args.port) + "\n")
+    address = runs_table_url(
+        ui_url(args.host, args.port), experiment_id(args.backend_store_uri, args.experiment)
+    )
+    print(f"The runs table (MLflow's plain address opens its GenAI views): {address}", flush=True)
+    if args.browse:
+        subprocess.Popen([sys.executable, "-c", _BROWSE, address], start_new_session=True)
     command = mlflow_ui_command(args.backend_store_uri, args.host, args.port)
     os.execv(command[0], command)
 

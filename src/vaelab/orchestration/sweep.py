@@ -91,12 +91,15 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from vaelab.rules import lifecycle
 
+        SweepBar.close()
         try:
             context = lifecycle.read_context(Path(config.hydra.sweep.dir))
             summary = lifecycle.finish(open_store(config, patient=True), context)
         except Exception as error:
             raise exit_for(error, "cannot record the end of the sweep") from error
         print(lifecycle.verdict(summary))
+        if config.sweep.register_best:
+            register_best(open_store(config, patient=True), config.experiment_name, summary)
         lifecycle.raise_if_failed(summary)
 
 
@@ -138,6 +141,7 @@ def run_job(cfg: DictConfig) -> float:
     log.info(
         "[sweep %s] run %d/%d: %s", context.sweep_id, number, context.total, " ".join(overrides)
     )
+    bar = SweepBar.of(context, done_before=number - 1)
     try:
         config = to_run_config(cfg)
         from vaelab.orchestration.train import train_and_evaluate
@@ -145,14 +149,92 @@ def run_job(cfg: DictConfig) -> float:
         result = train_and_evaluate(config, overrides, sweep=context)
     except RunFailed as failure:  # recorded as FAILED in the store; the sweep goes on
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, failure.__cause__)
+        bar.record(None)
         return math.inf
     except Exception as error:  # failed before its run existed: record it now
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, error)
         lifecycle.record_early_failure(
             open_store(cfg, patient=True), context, recorder.run_name(cfg), overrides, error
         )
+        bar.record(None)
         return math.inf
+    bar.record(result)
     return sweeper_value(result, config.objective)
+
+
+def register_best(store: Any, experiment: str, summary: Any) -> None:
+    """The best run of each comparable group as a new version of its registered model.
+
+    Named `<experiment>-<group>` ("vaelab" alone when every run compares), so each sweep
+    adds a version and the Registry lists a group's best across sweeps.
+    """
+    import re
+
+    from vaelab.edges import tracking
+
+    for _, row in summary.best.iterrows():
+        group = str(row["group"])
+        suffix = (
+            "" if group == "all runs" else "-" + re.sub(r"[^A-Za-z0-9]+", "-", group).strip("-")
+        )
+        name = f"{experiment}{suffix}"
+        objective = float(row[f"metrics.{summary.objective}"])
+        tags = {"sweep.id": summary.sweep_id, "group": group, summary.objective: f"{objective}"}
+        description = (
+            f"Best of sweep {summary.sweep_id} ({group}) by {summary.objective} = "
+            f"{objective:.4f}: run {row['run_id']}"
+        )
+        try:
+            version = tracking.register_version(store, name, row["run_id"], tags, description)
+        except Exception as error:  # a run without a model, a store without a registry
+            log.warning("Sweep %s: could not register %s: %s", summary.sweep_id, name, error)
+            continue
+        log.info("Sweep %s: registered %s version %s (run %s)", summary.sweep_id, name, version,
+                 row["run_id"])  # fmt: skip
+
+
+class SweepBar:
+    """A sweep's progress on a terminal: runs done, pruned, failed and skipped of the total.
+
+    One per sweep, in the process that runs its jobs (the basic and packed launchers; the
+    workers of a parallel one show plain lines).
+    """
+
+    _current: SweepBar | None = None
+
+    def __init__(self, sweep_id: str, total: int, done_before: int):
+        from vaelab.edges import progress
+
+        self.counts = {"done": 0, "pruned": 0, "failed": 0, "skipped": 0}
+        self.bar = progress.bar(total, f"sweep {sweep_id}", "runs")
+        if self.bar is not None:
+            self.bar.update(done_before)
+
+    @classmethod
+    def of(cls, context: Any, done_before: int = 0) -> SweepBar:
+        if cls._current is None or cls._current.sweep_id != context.sweep_id:
+            cls._current = cls(context.sweep_id, context.total, done_before)
+            cls._current.sweep_id = context.sweep_id
+        return cls._current
+
+    def record(self, result: Any) -> None:
+        """One job's end: a RunResult, or None for a run that failed."""
+        kind = (
+            "failed" if result is None
+            else "skipped" if result.skipped
+            else "pruned" if result.pruned_at is not None
+            else "done"
+        )  # fmt: skip
+        self.counts[kind] += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(f"{n} {k}" for k, n in self.counts.items()), False)
+            self.bar.update(1)
+
+    @classmethod
+    def close(cls) -> None:
+        if cls._current is not None and cls._current.bar is not None:
+            cls._current.bar.close()
+        cls._current = None
 
 
 def sweeper_value(result, objective: str) -> float:

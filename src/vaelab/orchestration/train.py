@@ -15,13 +15,14 @@ import dataclasses
 import gc
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
 from omegaconf import DictConfig
 
-from vaelab.edges import process, provenance, tracking
+from vaelab.edges import process, progress, provenance, tracking
 from vaelab.edges.config import Binarize, Config, Style, Submission, as_dict, to_run_config
 from vaelab.engines import backend
 from vaelab.engines.base import Checkpoint, Engine, Events, Job, Outcome
@@ -216,7 +217,9 @@ def _train_group(
                 if engine.name == "packed":
                     kept_requests = [requests[i] for i in kept]
                     recorder.warm_up(_model_logging_warm_up(jobs, kept_requests, pools))
-                engine.train(jobs, pools, _Kept(recorder, kept))
+                shown = _Shown(_Kept(recorder, kept), jobs, sizes[0], _bar_title(recorder, kept))
+                with shown, progress.logs_above_bars():
+                    engine.train(jobs, pools, shown)
             recorder.wait()
         except Exception as error:  # the group's runs are FAILED; later groups go on
             group = tags.get(lifecycle.PACK_GROUP, "")
@@ -266,6 +269,85 @@ class _Kept:
 
     def should_stop(self, job: int, epoch: int) -> bool:
         return self.events.should_stop(self.kept[job], epoch)
+
+
+class _Shown:
+    """The events, and on a terminal a progress bar of them: one per group.
+
+    A solo run's bar is its own; a packed group's is one for all its members. Steps count
+    each member's epochs in batches; the bar moves at epoch ends (seconds apart on MNIST).
+    """
+
+    def __init__(self, events: Events, jobs: Sequence[Job], train_rows: int, title: str):
+        self.events, self.jobs = events, jobs
+        self.steps = [-(-train_rows // job.batch_size) for job in jobs]  # batches per epoch
+        total = sum(job.epochs * steps for job, steps in zip(jobs, self.steps, strict=True))
+        start = [job.start.epoch if job.start else 0 for job in jobs]
+        self.bar = progress.bar(total, title, "steps")
+        self.reached = dict(enumerate(start))
+        self.stopped = self.failed = 0
+        if self.bar is not None:
+            self.bar.update(sum(e * n for e, n in zip(start, self.steps, strict=True)))
+
+    def __enter__(self) -> _Shown:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None:
+        self.events.epoch_ended(job, epoch, values)
+        if self.bar is None:
+            return
+        self.bar.update((epoch - self.reached[job]) * self.steps[job])
+        self.reached[job] = epoch
+        loss = values.get(metrics.name("val", "total"), math.nan)
+        if len(self.jobs) == 1:
+            train = values.get(metrics.name("train", "total"), math.nan)
+            postfix = f"epoch {epoch}/{self.jobs[job].epochs}, train/total {train:.2f}, "
+            self.bar.set_postfix_str(postfix + f"val/total {loss:.2f}", refresh=False)
+        else:
+            training = len(self.jobs) - self.stopped - self.failed - self._finished()
+            self.bar.set_postfix_str(
+                f"epoch {max(self.reached.values())}, {training} of {len(self.jobs)} training, "
+                f"{self.stopped} pruned, {self.failed} failed",
+                refresh=False,
+            )
+
+    def _finished(self) -> int:
+        return sum(self.reached[j] >= job.epochs for j, job in enumerate(self.jobs))
+
+    def _left(self, job: int) -> None:
+        """A member that stops early: its remaining steps leave the total."""
+        if self.bar is not None:
+            self.bar.total -= (self.jobs[job].epochs - self.reached[job]) * self.steps[job]
+            self.bar.refresh()
+
+    def saved(self, job: int, checkpoint: Checkpoint) -> None:
+        self.events.saved(job, checkpoint)
+
+    def job_stopped(self, job: int, epoch: int) -> None:
+        self.events.job_stopped(job, epoch)
+        self.stopped += 1
+        self._left(job)
+
+    def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
+        self.events.job_failed(job, epoch, error)
+        self.failed += 1
+        self._left(job)
+
+    def job_finished(self, job: int, outcome: Outcome) -> None:
+        self.events.job_finished(job, outcome)
+
+    def should_stop(self, job: int, epoch: int) -> bool:
+        return self.events.should_stop(job, epoch)
+
+
+def _bar_title(recorder: Recorder, kept: Sequence[int]) -> str:
+    if len(kept) == 1:
+        return f"run {recorder.open[kept[0]].run_id[:8]}"
+    return f"{len(kept)} runs"
 
 
 def _announce(
@@ -398,7 +480,7 @@ def _model_logging_warm_up(
     (docs/benchmarks.md). One model of each shape, built here, is called and serialised in a
     writer thread; the members' own models then find both done.
     """
-    from vaelab.vae.models import build_vae
+    from vaelab.vae.models import build_vae, portable
 
     shapes = {}
     for job, request in zip(jobs, requests, strict=True):
@@ -408,12 +490,14 @@ def _model_logging_warm_up(
         build_vae(j.architecture, j.input_dim, j.intermediate_dim, j.latent_dim, j.seed, j.loss)
         for j in shapes.values()
     ]
-    example = pools.x_test[:8]
+    example = pools.x_test[:4]  # as many rows as the logged input example
 
     def warm_up() -> None:
         for model in models:
             model(example)
-            keras.saving.serialize_keras_object(model)
+            logged = portable(model)  # what is logged: the same weights in Keras's layers
+            logged(example)
+            keras.saving.serialize_keras_object(logged)
 
     return warm_up
 

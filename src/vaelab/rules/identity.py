@@ -19,8 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 # Top-level config sections (and keys) that say where or how, never what.
 LOCATION_ROOTS = ("paths", "tracking", "force", "hydra")
 # Keys elsewhere that change how a run is carried out, never a number it computes: how often it
-# saves a checkpoint, how many it keeps, where a sweep's pruning decisions are stored.
-HOW_KEYS = ("train.checkpoint_every", "train.checkpoints_kept", "sweep.pruner_storage")
+# saves a checkpoint, how many it keeps, where a sweep's pruning decisions are stored, whether
+# its best models are registered.
+HOW_KEYS = (
+    "train.checkpoint_every",
+    "train.checkpoints_kept",
+    "sweep.pruner_storage",
+    "sweep.register_best",
+)
 
 
 def override_key(override: str) -> str:

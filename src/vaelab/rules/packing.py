@@ -40,6 +40,7 @@ SHARED = (
     "sweep.pruner_min_epochs",
     "sweep.pruner_reduction_factor",
     "sweep.pruner_storage",
+    "sweep.register_best",
     "tracking.uri",
     "tracking.experiment",
     "tracking.artifact_root",
@@ -65,6 +66,7 @@ PER_MEMBER = (
     "eval.active_unit_threshold",
     "tracking.run_name",
     "tracking.log_model",
+    "tracking.system_metrics",
 )
 # Settings of the solo engines that change no number of a packed run: how many batches one
 # compiled call of Keras takes (a packed group compiles whole epochs), and TensorFlow's op

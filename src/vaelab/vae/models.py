@@ -334,3 +334,35 @@ def reseed(model: keras.Model, seed: int) -> None:
             state.assign(np.array([seed, 0]).astype(state.dtype))
         if hasattr(layer, "seed"):
             layer.seed = seed
+
+
+def portable(model: keras.Model) -> keras.Model:
+    """The trained VAE as a plain Keras model that loads where vaelab was never imported.
+
+    Keras finds a custom class on load only if its module was imported first (it imports
+    modules of its own packages alone), so the trained model, a vaelab class, would not load
+    in a fresh Python. This one is built from Keras's own layers with the same weights:
+    `encoder` (pixels -> z_mean, z_log_var) and `decoder` (z -> pixels) as sub-models, and
+    one output, the decoded mean: the deterministic reconstruction (the random draw of
+    `Sampling` belongs to training). One array out is what MLflow's pyfunc and a served
+    model can return (a dict of tensors comes back from pyfunc as an object array).
+    """
+    kernels = [layer.kernel for layer in dense_layers(model)]
+    input_dim, intermediate_dim = kernels[0].shape
+    latent_dim = kernels[1].shape[1]
+    pixels = keras.Input(shape=(input_dim,), name="pixels")
+    hidden = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(pixels)
+    encoding = [layers.Dense(latent_dim, name=n)(hidden) for n in ("z_mean", "z_log_var")]
+    encoder = keras.Model(pixels, encoding, name="encoder")
+    z = keras.Input(shape=(latent_dim,), name="z")
+    hidden = layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden")(z)
+    pixels_out = layers.Dense(input_dim, activation="sigmoid", name="reconstruction")(hidden)
+    decoder = keras.Model(z, pixels_out, name="decoder")
+    inputs = keras.Input(shape=(input_dim,), name="pixels")
+    z_mean, _ = encoder(inputs)
+    plain = keras.Model(inputs, decoder(z_mean), name=model.name)
+    dense = [encoder.get_layer(n) for n in DENSE_NAMES[:3]]
+    dense += [decoder.get_layer(n) for n in DENSE_NAMES[3:]]
+    for target, source in zip(dense, dense_layers(model), strict=True):
+        target.set_weights([ops.convert_to_numpy(source.kernel), ops.convert_to_numpy(source.bias)])
+    return plain

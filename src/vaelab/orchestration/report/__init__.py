@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from vaelab.edges import mlflow_tables, tracking
 from vaelab.edges.config import check_objective
 from vaelab.edges.mlflow_tables import LocalStore
+from vaelab.edges.ui import ML_VIEW, runs_table_url
 from vaelab.orchestration.report import figures, render, tables
 from vaelab.rules import lifecycle
 from vaelab.vae import plots
@@ -35,8 +36,10 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 UI_URL_FILE = "ui_url.txt"
 # MLflow 3.17's UI ignores the experiment's `mlflow.experimentKind` tag: it opens every
 # experiment and run on its GenAI (traces) view unless the address asks for the training
-# view, or the user once picked "Model training" in its sidebar (the browser remembers).
-ML_VIEW = "workflowType=machine_learning"
+# view (ML_VIEW), or the user once picked "Model training" in its sidebar.
+# Report figures are read on a screen at their own size: at 110 dpi a 9-inch figure is
+# 990 px wide and its 7-point text about 11 px high (run artifacts keep 80 dpi).
+REPORT_DPI = 110
 # Figures are drawn for the largest comparable groups only; every group has its table.
 FIGURE_GROUPS = 3
 
@@ -138,7 +141,7 @@ def ui_address(configured: str | None, store_dir: str) -> str:
 
 def experiment_url(ui_url: str, experiment_id: str) -> str:
     """The experiment's runs table in the MLflow UI (its training view, see ML_VIEW)."""
-    return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
+    return runs_table_url(ui_url, experiment_id)
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
@@ -164,7 +167,8 @@ def _epoch_times(source: RunSource, run_ids: list[str]) -> dict[str, dict[str, f
 
 
 def _chart(name: str, caption: str, figure: MplFigure) -> render.Figure:
-    return render.Figure(name, caption, plots.png_bytes(figure), figures.legend_texts(figure))
+    png = plots.png_bytes(figure, dpi=REPORT_DPI)
+    return render.Figure(name, caption, png, figures.legend_texts(figure))
 
 
 def _figures(

@@ -132,6 +132,7 @@ def test_a_run_prints_vaelabs_own_progress_and_result_only(tmp_path):
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert lines, "nothing printed"
     assert all("][vaelab." in line for line in lines), "\n".join(lines)
+    assert "\r" not in done.stdout + done.stderr  # no progress bar off a terminal
     assert "epoch 1/1" in lines[-2] and " FINISHED: val/total " in lines[-1]
 
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab.edges import provenance, tracking
 from vaelab.orchestration.report import make_report
-from vaelab.rules import lifecycle
+from vaelab.rules import lifecycle, pruning
 
 
 def output(result):
@@ -335,9 +335,11 @@ def test_a_run_the_pruner_stops_is_recorded_pruned_and_the_sweeper_is_told(run_a
     assert slow.tags["pruned_at_epoch"] == "1" and "test/total" not in slow.metrics
     assert "1 pruned" in output(result)
     # The pruning study holds one trial per run, told what became of it.
-    url = f"sqlite:///{store_uri.removeprefix('sqlite:///').rsplit('/', 1)[0]}/optuna.db"
-    (summary,) = optuna.get_all_study_summaries(url)
-    trials = optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
+    journal = pruning.storage(
+        f"{store_uri.removeprefix('sqlite:///').rsplit('/', 1)[0]}/optuna.journal"
+    )
+    (summary,) = optuna.get_all_study_summaries(journal)
+    trials = optuna.load_study(study_name=summary.study_name, storage=journal).get_trials()
     states = {t.number: t.state.name for t in trials}
     assert states[int(slow.tags["prune.trial"])] == "PRUNED"
     assert states[int(runs["0.001"].tags["prune.trial"])] == "COMPLETE"

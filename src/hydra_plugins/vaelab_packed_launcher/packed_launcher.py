@@ -90,16 +90,18 @@ class PackedLauncher(Launcher):
             use_jax(self.compilation_cache)
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
             raise refused(self.config, error, "the packed launcher refused the sweep") from None
+        from vaelab.edges import progress
         from vaelab.engines.packed import PackedEngine
         from vaelab.orchestration.sweep import SweepBar, sweeper_value
         from vaelab.orchestration.train import train_batch
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
-        results = train_batch(
-            jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
-        )
-        returns = []
         bar = SweepBar.of(context, initial_job_idx)
+        with progress.logs_above_bars():  # the groups' bars below the sweep's
+            results = train_batch(
+                jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
+            )
+        returns = []
         for config, job, result in zip(configs, jobs, results, strict=True):
             bar.record(result)
             objective = math.inf if result is None else sweeper_value(result, job.config.objective)

@@ -49,9 +49,9 @@ def bar(total: int, description: str, unit: str, leave: bool = True) -> Any:
 
     return tqdm(
         total=total, desc=description, unit=unit, file=stream, leave=leave,
-        dynamic_ncols=True, smoothing=0.3, mininterval=0.2,
+        ncols=_columns(stream), smoothing=0.3, mininterval=0.2,
         bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
-                   "[{elapsed}<{remaining}]{postfix}",
+                   "[{elapsed}<{remaining}{postfix}]",
     )  # fmt: skip
 
 
@@ -70,6 +70,15 @@ class _AboveBars(logging.Handler):
             tqdm.write(self.format(record), file=self.stream)
         except Exception:
             self.handleError(record)
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 100 where it reports none (a new pseudo-terminal reports 0)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    return columns or 100
 
 
 @contextlib.contextmanager

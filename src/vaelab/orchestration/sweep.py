@@ -125,7 +125,6 @@ def run_job(cfg: DictConfig) -> float:
     costs a second, not the framework's start-up.
     """
     from vaelab.edges.config import to_run_config
-    from vaelab.vocab.errors import RunFailed
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -134,32 +133,40 @@ def run_job(cfg: DictConfig) -> float:
         from vaelab.orchestration.train import train_and_evaluate
 
         return sweeper_value(train_and_evaluate(config, overrides), config.objective)
-    from vaelab.rules import lifecycle, recorder
+    from vaelab.edges import progress
+    from vaelab.rules import lifecycle
 
     context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
-    number = hydra_cfg.job.num + 1
+    bar = SweepBar.of(context, done_before=hydra_cfg.job.num)
+    # Hydra set up this job's console handler just now: its lines go above the bars.
+    with progress.logs_above_bars():
+        result = _sweep_job(cfg, context, hydra_cfg.job.num + 1, overrides)
+    bar.record(result)
+    return math.inf if result is None else sweeper_value(result, cfg.objective)
+
+
+def _sweep_job(cfg: DictConfig, context: Any, number: int, overrides: list[str]) -> Any:
+    """One job of a sweep: its RunResult, or None when it failed (recorded FAILED)."""
+    from vaelab.edges.config import to_run_config
+    from vaelab.rules import lifecycle, recorder
+    from vaelab.vocab.errors import RunFailed
+
     log.info(
         "[sweep %s] run %d/%d: %s", context.sweep_id, number, context.total, " ".join(overrides)
     )
-    bar = SweepBar.of(context, done_before=number - 1)
     try:
         config = to_run_config(cfg)
         from vaelab.orchestration.train import train_and_evaluate
 
-        result = train_and_evaluate(config, overrides, sweep=context)
+        return train_and_evaluate(config, overrides, sweep=context)
     except RunFailed as failure:  # recorded as FAILED in the store; the sweep goes on
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, failure.__cause__)
-        bar.record(None)
-        return math.inf
     except Exception as error:  # failed before its run existed: record it now
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, error)
         lifecycle.record_early_failure(
             open_store(cfg, patient=True), context, recorder.run_name(cfg), overrides, error
         )
-        bar.record(None)
-        return math.inf
-    bar.record(result)
-    return sweeper_value(result, config.objective)
+    return None
 
 
 def register_best(store: Any, experiment: str, summary: Any) -> None:
@@ -205,6 +212,7 @@ class SweepBar:
     def __init__(self, sweep_id: str, total: int, done_before: int):
         from vaelab.edges import progress
 
+        self.sweep_id = sweep_id
         self.counts = {"done": 0, "pruned": 0, "failed": 0, "skipped": 0}
         self.bar = progress.bar(total, f"sweep {sweep_id}", "runs")
         if self.bar is not None:
@@ -214,7 +222,6 @@ class SweepBar:
     def of(cls, context: Any, done_before: int = 0) -> SweepBar:
         if cls._current is None or cls._current.sweep_id != context.sweep_id:
             cls._current = cls(context.sweep_id, context.total, done_before)
-            cls._current.sweep_id = context.sweep_id
         return cls._current
 
     def record(self, result: Any) -> None:

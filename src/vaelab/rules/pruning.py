@@ -17,6 +17,7 @@ import logging
 import random
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vaelab.edges.config import Config, Pruner, flatten
@@ -108,6 +109,24 @@ def _pruner(config: Config) -> Any:
     return optuna.pruners.MedianPruner(n_warmup_steps=s.pruner_min_epochs - 1)
 
 
+def storage(location: str) -> Any:
+    """Optuna's storage at `location`: a database URL, or a journal file (a plain path).
+
+    A journal file by default: with Optuna's sqlite storage, creating a study and asking a
+    trial for 96 members took 7.1 s here and judging them at one rung 2.4 s (every judgement
+    reads every trial); from a journal file, 0.12 s and 0.05 s. Processes on
+    one machine share the file through its lock; workers on several machines need a database
+    that they all reach (the team's PostgreSQL URL).
+    """
+    if "://" in location:
+        return location
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(location))
+
+
 def study_name(sweep_id: str, config: Config) -> str:
     """The study of the sweep's comparable group this run belongs to."""
     flat = flatten(config)
@@ -125,7 +144,7 @@ def trial_for(sweep_id: str, config: Config, earlier: int | None) -> Trial:
         warnings.simplefilter("ignore")
         study = optuna.create_study(
             study_name=study_name(sweep_id, config),
-            storage=config.sweep.pruner_storage,
+            storage=storage(config.sweep.pruner_storage),
             load_if_exists=True,
             direction="minimize",
             pruner=_pruner(config),

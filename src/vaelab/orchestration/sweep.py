@@ -236,6 +236,10 @@ class SweepBar:
         if self.bar is not None:
             self.bar.set_postfix_str(", ".join(f"{n} {k}" for k, n in self.counts.items()), False)
             self.bar.update(1)
+            if self.bar.n < self.bar.total:
+                # Hydra's launcher logs the next job's line itself, past our handlers: a clean
+                # line for it. The bar comes back with the next job's first line.
+                self.bar.clear()
 
     @classmethod
     def close(cls) -> None:

@@ -192,6 +192,25 @@ def understands(filter_string: str) -> bool:
     return True
 
 
+def _experiment(db: Path, name: str) -> tuple[str, str] | None:
+    """(id, artifact location) of a live experiment of the store, None if it has none."""
+    with _connection(db) as connection:
+        return connection.execute(
+            "SELECT experiment_id, artifact_location FROM experiments WHERE name = ? "
+            "AND lifecycle_stage = 'active'",
+            (name,),
+        ).fetchone()
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of a sqlite store's experiment, None for a server, a new store or no such one."""
+    db = sqlite_file(uri)
+    if db is None or not db.is_file() or not understood(db, "reading experiments"):
+        return None
+    found = _experiment(db, name)
+    return str(found[0]) if found else None
+
+
 @dataclass(frozen=True)
 class LocalStore:
     """One experiment of a sqlite store, read directly."""
@@ -212,12 +231,7 @@ class LocalStore:
         if db is None or not db.is_file() or not understood(db, "reading runs"):
             return None
         wanted = Path(artifact_root or db.parent / "artifacts").resolve()
-        with _connection(db) as connection:
-            found = connection.execute(
-                "SELECT experiment_id, artifact_location FROM experiments WHERE name = ? "
-                "AND lifecycle_stage = 'active'",
-                (experiment,),
-            ).fetchone()
+        found = _experiment(db, experiment)
         if found is None or local_path(found[1]).resolve() != wanted or not wanted.is_dir():
             return None
         return cls(uri, db, str(found[0]))

@@ -628,12 +628,29 @@ class Run:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         heartbeat: bool = False,
+        model: tuple[str, tuple[str, str]] | None = None,
     ) -> None:
-        """Metrics at one step, params and tags: one call to the store (or a few, if huge)."""
+        """Metrics at one step, params and tags: one call to the store (or a few, if huge).
+
+        `model`: (model id, (dataset name, digest)) when the metrics also belong to the run's
+        LoggedModel, measured on that dataset (the Models view compares models by them).
+        """
         now = int(time.time() * 1000)
         tags = {**(tags or {}), **({HEARTBEAT_TAG: f"{time.time():.3f}"} if heartbeat else {})}
+        model_id, (dataset, digest) = model or (None, (None, None))
         entries = (
-            [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            [
+                Metric(
+                    k,
+                    float(v),
+                    now,
+                    step,
+                    model_id=model_id,
+                    dataset_name=dataset,
+                    dataset_digest=digest,
+                )
+                for k, v in (metrics or {}).items()
+            ],  # fmt: skip
             [Param(k, v) for k, v in loggable_params(params or {}).items()],
             [RunTag(k, v) for k, v in loggable_tags(tags).items()],
         )
@@ -726,24 +743,6 @@ class Run:
             input_example=example,
             pip_requirements=requirements,
         )
-
-    def log_model_metrics(
-        self, metrics: Mapping[str, float], step: int, model_id: str, dataset: tuple[str, str]
-    ) -> None:
-        """Metrics of the run that also belong to its LoggedModel, measured on `dataset`.
-
-        (name, digest) as the run's dataset input was logged: the UI's Models view lists and
-        compares models by these.
-        """
-        now = int(time.time() * 1000)
-        name, digest = dataset
-        entries = [
-            Metric(k, float(v), now, step, model_id=model_id, dataset_name=name,
-                   dataset_digest=digest)
-            for k, v in metrics.items()
-        ]  # fmt: skip
-        for start in range(0, len(entries), _BATCH_LIMIT):
-            self._client.log_batch(self.run_id, metrics=entries[start : start + _BATCH_LIMIT])
 
     def monitor_system(self) -> None:
         """MLflow's system metrics beside the run's own, every 10 s until it ends.

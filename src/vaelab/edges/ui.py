@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -56,24 +55,6 @@ def runs_table_url(ui_url: str, experiment_id: str | None) -> str:
     if experiment_id is None:
         return f"{ui_url}/#/experiments?{ML_VIEW}"
     return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
-
-
-def experiment_id(store: str, name: str) -> str | None:
-    """The id of the named experiment in a sqlite store, read without MLflow (None if absent)."""
-    if not store.startswith("sqlite:///"):
-        return None
-    db = Path(store.removeprefix("sqlite:///"))
-    if not db.is_file():
-        return None
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-            row = connection.execute(
-                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = "
-                "'active'", (name,)
-            ).fetchone()  # fmt: skip
-    except sqlite3.Error:
-        return None
-    return str(row[0]) if row else None
 
 
 # Waits until the UI answers, then opens the address in the user's browser; a process of its
@@ -117,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.url_file:
         args.url_file.parent.mkdir(parents=True, exist_ok=True)
         args.url_file.write_text(ui_url(args.host, args.port) + "\n")
+    from vaelab.edges.mlflow_tables import experiment_id
+
     address = runs_table_url(
         ui_url(args.host, args.port), experiment_id(args.backend_store_uri, args.experiment)
     )

@@ -102,7 +102,7 @@ def dataset_identity(config: Config, sha256: str) -> tuple[str, str]:
 LOCATION_TAG_PREFIX = "config."
 
 
-def run_params(config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+def run_params(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's params (what it computes), and its locations as tags.
 
     Paths, the store and how a run is carried out differ between machines and relaunches of
@@ -111,8 +111,7 @@ def run_params(config: Config) -> tuple[dict[str, Any], dict[str, str]]:
     """
     flat = config_schema.flatten(config)
     params = identity.identity(flat)
-    locations = {f"{LOCATION_TAG_PREFIX}{k}": v for k, v in flat.items() if k not in params}
-    return params, tracking.loggable_tags(locations)
+    return params, {f"{LOCATION_TAG_PREFIX}{k}": v for k, v in flat.items() if k not in params}
 
 
 def model_name(config: Config) -> str:
@@ -687,7 +686,7 @@ def _write_results(
     from vaelab.vae import models  # Keras: only where a model is logged
 
     model_id = run.create_logged_model(model_name(config))
-    run.log_model_metrics(logged_at_end(final), last_epoch, model_id, dataset)
+    run.log(logged_at_end(final), step=last_epoch, model=(model_id, dataset))
     write_artifacts(run, figures=figures)
     example = outcome.pictures.originals[:4]
     run.log_keras_model(models.portable(outcome.model), model_id, example, model_requirements())

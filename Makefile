@@ -80,7 +80,9 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format src pipelines tests benchmarks
 
 # The local store has no logins: python -m vaelab.edges.ui refuses a HOST other than loopback unless
-# OPEN=1 says so, then becomes `mlflow ui` with these arguments.
+# OPEN=1 says so, and a PORT already in use; then it makes the store private, turns MLflow's
+# telemetry off (unless MLFLOW_DISABLE_TELEMETRY=false) and becomes `mlflow ui` with these
+# arguments; ui_url.txt is written once the UI answers.
 ui: $(STAMP) ## MLflow UI on the run store; prints the runs table's address (BROWSE=1 opens it; HOST=0.0.0.0 OPEN=1: shared, no logins)
 	$(PY) -m vaelab.edges.ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT) \
 		--url-file '$(ROOT)/mlruns/ui_url.txt' $(if $(filter 1,$(OPEN)),--open) $(if $(filter 1,$(BROWSE)),--browse)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from vaelab.edges.cli import quiet_frameworks, run_command, user_errors
 from vaelab.edges.config import register_configs
+from vaelab.edges.ui import browse_hint
 
 register_configs()
 quiet_frameworks()
@@ -20,7 +21,7 @@ def main(cfg: DictConfig) -> None:
 
     with user_errors():
         paths = make_report(cfg)
-    print(f"Report: {paths['html']}\nBrowse the runs themselves with: make ui")
+    print(f"Report: {paths['html']}\nBrowse the runs themselves: {browse_hint(cfg.tracking.uri)}")
 
 
 if __name__ == "__main__":

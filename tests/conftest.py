@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -183,3 +184,28 @@ class Collected:
 
     def should_stop(self, job, epoch):
         return self.stop_at.get(job) == epoch
+
+
+def count_permutations(monkeypatch: pytest.MonkeyPatch, limit: int) -> list[int]:
+    """Count numpy's permutations drawn from now on (`[count]`); the one past `limit` fails.
+
+    Orders built up front for `train.epochs=10**9` would draw for minutes before failing on
+    memory: counted, they fail at once, and a lazy engine shows it drew only what it trained.
+    """
+    drawn = [0]
+    real = np.random.default_rng
+
+    class Counted:
+        def __init__(self, *args, **kwargs):
+            self._rng = real(*args, **kwargs)
+
+        def permutation(self, *args, **kwargs):
+            drawn[0] += 1
+            assert drawn[0] <= limit, f"more than {limit} epoch orders drawn: built up front?"
+            return self._rng.permutation(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._rng, name)
+
+    monkeypatch.setattr(np.random, "default_rng", Counted)
+    return drawn

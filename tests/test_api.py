@@ -4,6 +4,7 @@ One smoke sweep (two configurations, two epochs, with models) is trained once fo
 by the real Hydra app; every value the API returns is checked against what MLflow returns.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -92,14 +93,15 @@ def test_a_logged_model_loads_in_a_python_that_never_imports_vaelab(store):
         .model_id
     )
     probe = f"""
-import sys, numpy as np, mlflow
+import json, sys, numpy as np, mlflow
 mlflow.set_tracking_uri({store!r})
 x = np.random.default_rng(0).uniform(size=(2, 784)).astype("float32")
 keras_model = mlflow.keras.load_model("models:/{model_id}")
 pyfunc_model = mlflow.pyfunc.load_model("models:/{model_id}")
 a = np.asarray(keras_model(x))
 b = np.asarray(pyfunc_model.predict(x))
-print(a.shape, float(abs(a - b).max()), [m for m in sys.modules if m.startswith("vaelab")])
+ours = [m for m in sys.modules if m.startswith("vaelab")]
+print(json.dumps([a.shape, float(abs(a - b).max()), ours]))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
@@ -107,7 +109,12 @@ print(a.shape, float(abs(a - b).max()), [m for m in sys.modules if m.startswith(
         cwd="/", check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "(2, 784) 0.0 []"
+    shape, difference, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shape == [2, 784] and modules == []
+    # Two libraries' paths through the same weights (a Keras call, pyfunc's predict) may run
+    # different CPU kernels (oneDNN picks them by instruction set): pixel probabilities in
+    # [0, 1] agree to 1e-6, a few float32 steps at 1 (1.2e-7 measured on an AMD EPYC).
+    assert float(difference) <= 1e-6
 
 
 def test_compose_and_train_record_a_run_like_any_other(store, home, monkeypatch):

@@ -169,3 +169,66 @@ def test_the_last_lines_of_a_native_crash_reach_the_terminal_and_the_noise_does_
     assert lines[-2:] == ["native line 2999", LAST_WORDS]
     assert len([line for line in lines if line.startswith("native line")]) == 3000
     assert not any("start-up noise" in line for line in lines)
+
+
+def _help(script: str, config_name: str) -> str:
+    from vaelab.edges.help import help_text
+
+    doc = (REPO / "pipelines" / script).read_text().split('"""')[1]
+    return help_text(script, config_name, REPO / "conf", [], doc)
+
+
+# Each command's presets by default: where the descriptions of its keys come from.
+DEFAULTS = {
+    "config": {"style": "functional", "model": "dense", "loss": "elbo", "data": "mnist",
+               "train": "default", "eval": "default", "pruning": "default"},
+    "report": {},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [60, 100, 160])
+@pytest.mark.parametrize("script, config_name", [("train.py", "config"), ("report.py", "report")])
+def test_help_wraps_every_description_whole_at_the_terminals_width(
+    monkeypatch, width, script, config_name
+):
+    from vaelab.edges.help import key_docs
+
+    monkeypatch.setenv("COLUMNS", str(width))  # what shutil.get_terminal_size reads first
+    text = _help(script, config_name)
+    settings = text.split("Settings (", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    described = [line for line in settings if len(line.split()) > 1]
+    assert described and all(len(line) <= width for line in described), (width, described)
+    flowing = " ".join(text.split())
+    choices = {"tracking": "local", "paths": "default", **DEFAULTS[config_name]}
+    docs = key_docs(REPO / "conf", config_name, choices)
+    assert len(docs) >= 10
+    assert all(" ".join(doc.split()) in flowing for doc in docs.values())  # none cut
+    assert not [line for line in described if line.endswith("...")]
+
+
+def test_help_off_a_terminal_is_100_columns(monkeypatch):
+    from vaelab.edges.help import terminal_width
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert terminal_width() == 100  # pytest's stdout is not a terminal
+
+
+def test_report_help_keeps_its_examples_after_e_g(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    text = _help("report.py", "report")
+    assert "Run ids to compare instead of a sweep, e.g. runs=[<id>,<id>]" in text
+    assert "e.g. filter=\"params.`style.name` = 'subclass'\"" in text
+
+
+def test_rerun_help_describes_each_of_its_own_keys(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    lines = {
+        line.split("=", 1)[0].strip(): line for line in _help("rerun.py", "rerun").splitlines()
+    }
+    for key, words in [
+        ("run_id", "The run to re-create"),
+        ("sweep_id", "The sweep whose every run is re-created"),
+        ("strict", "Refuse to rerun when the code version"),
+        ("experiment_name", "The MLflow experiment"),
+    ]:
+        assert words in lines[key], lines[key]

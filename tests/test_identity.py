@@ -4,18 +4,29 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config, isolated
-from vaelab.edges import tracking
-from vaelab.edges.config import Config, as_dict, to_run_config
+from tests.conftest import REPO, TINY, app_in, compose_config, isolated
+from vaelab.edges import provenance, tracking
+from vaelab.edges.config import Config, as_dict, flatten, to_run_config
 from vaelab.orchestration.report.tables import varying_params
 from vaelab.orchestration.train import train_and_evaluate
 from vaelab.rules import identity, lifecycle
+from vaelab.rules.recorder import LOCATION_TAG_PREFIX, run_params
 
-# key -> (another value, is it a location?)
+# key -> (another value, is it a location?): every paths.* key and every HOW key (a test
+# checks that), and settings of the same sections that are not.
 KEYS = {
     "paths.root": ("/elsewhere", True),
+    "paths.data_dir": ("/elsewhere/data", True),
+    "paths.output_dir": ("/elsewhere/outputs", True),
     "paths.mnist_dir": ("/elsewhere/mnist", True),
+    "paths.mnist_source": ("/elsewhere/mnist.npz", True),
     "paths.store_dir": ("/elsewhere/mlruns", True),
+    "train.checkpoint_every": (3, True),
+    "train.checkpoints_kept": (5, True),
+    "sweep.pruner_storage": ("/elsewhere/mlruns/optuna.journal", True),
+    "sweep.register_best": (True, True),
+    "sweep.pruner": ("median", False),
+    "train.batch_size": (32, False),
     "tracking.uri": ("http://host:5000", True),
     "tracking.artifact_root": ("/elsewhere/artifacts", True),
     "tracking.run_name": ("mine", True),
@@ -37,18 +48,29 @@ def with_value(config: dict, key: str, value) -> dict:
 
 
 @pytest.fixture(scope="module")
-def config() -> dict:
-    return as_dict(to_run_config(compose_config()))
+def typed() -> Config:
+    return to_run_config(compose_config())
+
+
+@pytest.fixture(scope="module")
+def config(typed) -> dict:
+    """Nested, exactly as orchestration/train.py hashes it."""
+    return as_dict(typed)
+
+
+def test_the_table_names_every_path_and_every_how_key(typed):
+    paths = {key for key in flatten(typed) if key.startswith("paths.")}
+    assert paths | set(identity.HOW_KEYS) <= set(KEYS)
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_the_four_users_of_the_policy_agree_on_each_key(config, key):
+def test_the_five_users_of_the_policy_agree_on_each_key(config, typed, key):
     value, location = KEYS[key]
     assert identity.is_location(key) is location
     # 1. the config hash changes exactly when what the run computes changes
     changed = with_value(config, key, value)
-    same_hash = identity.config_hash(config, "c0") == identity.config_hash(changed, "c0")
-    assert same_hash is location
+    hashes = [identity.config_hash(c, "c0", "tensorflow") for c in (config, changed)]
+    assert (hashes[0] == hashes[1]) is location
     # 2. the sweep id ignores exactly the locations among the overrides
     base = ["model.latent_dim=2,16"]
     same_sweep = identity.sweep_id("vaelab", "basic", base) == identity.sweep_id(
@@ -62,6 +84,15 @@ def test_the_four_users_of_the_policy_agree_on_each_key(config, key):
     # 4. a report never calls a location a varying parameter
     frame = pd.DataFrame({f"params.{key}": [str(OmegaConf.select(here, key)), "x"]})
     assert (varying_params(frame) == []) is location
+    # 5. a run logs it as a param exactly when it is not a location (else as a config.* tag)
+    params, tags = run_params(typed)
+    assert (key in params) is not location
+    assert (f"{LOCATION_TAG_PREFIX}{key}" in tags) is location
+
+
+def test_the_backend_is_part_of_the_config_hash(config):
+    tensorflow, jax = (identity.config_hash(config, "c0", b) for b in ("tensorflow", "jax"))
+    assert tensorflow != jax and identity.config_hash(config, "c0", "jax") == jax
 
 
 def test_launcher_and_group_overrides_are_read_by_their_key():
@@ -100,3 +131,49 @@ def test_a_sweep_relaunched_from_another_root_with_the_same_store_trains_nothing
     assert len(runs) == 2 and all(
         r.tags["mlflow.parentRunId"] == context.parent_run_id for r in runs
     )
+
+
+def test_a_run_of_another_backend_is_neither_skipped_nor_resumed(smoke_cfg):
+    cfg = smoke_cfg(*TINY)
+    store = tracking.open_store(cfg.tracking.uri, "vaelab", cfg.tracking.artifact_root)
+    context = lifecycle.start(store, "s1", {}, total=1, objective="val/total")
+    first = train_and_evaluate(cfg, sweep=context)
+    tags = tracking.get_run(store, first.run_id).tags
+    here = tags["backend"]
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[here]
+    code = tags[provenance.CODE_HASH_TAG]
+    config = as_dict(to_run_config(cfg))
+    hashes = {b: identity.config_hash(config, code, b) for b in (here, other)}
+    assert tags[lifecycle.CONFIG_HASH] == hashes[here]  # the training path hashes its backend
+    # FINISHED: it holds its configuration on its own backend only.
+    assert lifecycle.holder(store, context, hashes[here]).run_id == first.run_id
+    assert lifecycle.holder(store, context, hashes[other]) is None
+    # KILLED: only its own backend resumes it (the other trains its own run).
+    tracking.close_run(store, first.run_id, "KILLED")
+    assert lifecycle.resumable(store, context, hashes[here], "solo").run_id == first.run_id
+    assert lifecycle.resumable(store, context, hashes[other], "solo") is None
+
+
+def test_a_finished_sweep_relaunched_from_another_home_trains_nothing(tmp_path, monkeypatch):
+    """The real thing: another VAELAB_HOME (paths.root, paths.*, sweep.pruner_storage all
+    differ), the same store named by tracking.uri."""
+    first_home, second_home = tmp_path / "first", tmp_path / "second"
+    sweep = ["--multirun", *TINY, "model.latent_dim=2,4", f"paths.mnist_dir={REPO}/data/mnist"]
+    monkeypatch.setenv("VAELAB_HOME", str(first_home))
+    assert app_in(first_home)("train.py", *sweep).returncode == 0
+    store = tracking.open_store(f"sqlite:///{first_home}/mlruns/mlflow.db", "vaelab")
+    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
+    sweep_id = parent.tags[lifecycle.SWEEP_ID]
+    trained = sorted(r.run_id for r in lifecycle.children(store, sweep_id))
+    monkeypatch.setenv("VAELAB_HOME", str(second_home))
+    again = app_in(second_home)(
+        "train.py",
+        *sweep,
+        f"tracking.uri=sqlite:///{first_home}/mlruns/mlflow.db",
+        f"tracking.artifact_root={first_home}/mlruns/artifacts",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("Skipping: this configuration already FINISHED") == 2
+    runs = lifecycle.children(store, sweep_id)
+    assert sorted(r.run_id for r in runs) == trained and {r.status for r in runs} == {"FINISHED"}
+    assert len(tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})) == 1

@@ -204,7 +204,8 @@ def test_run_links_follow_the_address_make_ui_serves(sweep_store):
     assert f'href="http://127.0.0.1:5077/#/experiments/{store.experiment_id}/runs/' in page
 
 
-def test_empty_experiment_exits_1_with_one_clear_line(run_app):
+def test_empty_experiment_exits_1_with_one_clear_line(run_app, tmp_path):
+    tracking.open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "vaelab")  # (none: no store)
     result = run_app("report.py")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()

@@ -100,21 +100,30 @@ class Exec(Exception):
         (["--host", "0.0.0.0", "--port", "5002", "--open"], "http://0.0.0.0:5002"),
     ],
 )
-def test_an_allowed_host_records_its_address_and_becomes_mlflow_ui(
+def test_an_allowed_host_records_its_address_once_it_listens_and_becomes_mlflow_ui(
     options, url, tmp_path, monkeypatch
 ):
     executed: list[list[str]] = []
+    announced, masks = [], []
 
     def execv(path: str, argv: list[str]) -> None:
         executed.append([path, *argv])
         raise Exec
 
     monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.setattr(ui, "_announce", lambda *arguments: announced.append(arguments))
+    monkeypatch.setattr(os, "umask", lambda mask: masks.append(mask) or 0o022)
+    monkeypatch.setattr(server, "port_taken", lambda host, port: False)  # tests/test_store_errors
     store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     url_file = tmp_path / "mlruns" / "ui_url.txt"
     with pytest.raises(Exec):
         ui.main(["--backend-store-uri", store, *options, "--url-file", str(url_file)])
-    assert url_file.read_text() == url + "\n"
+    # Recorded by the process that waits for the UI to answer, not before it listens.
+    assert not url_file.exists()
+    ((probe, recorded_in, recorded, browse),) = announced
+    assert (recorded_in, recorded, browse) == (url_file, url, None)
+    assert probe == url.replace("0.0.0.0", "127.0.0.1")
+    assert masks == [0o077]  # what `mlflow ui` creates is private
     host, port = options[1], options[3]
     ui_command = ["-m", "mlflow", "ui", "--backend-store-uri", store, "--host", host]
     assert executed == [[sys.executable, sys.executable, *ui_command, "--port", port]]

@@ -8,11 +8,13 @@ trains or loads a model is called.
 
 Every function reads the project's run store (mlruns/, or `VAELAB_HOME`), unless given
 `store=` (any tracking URI: a sqlite file, whose artifacts are in `artifacts/` beside it, or
-an `mlflow server`) and `experiment=`.
+an `mlflow server`) and `experiment=`. Reading never writes: a store or an experiment that
+is not there is an error naming it (TrackingError), never made on the way.
 """
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from omegaconf import DictConfig
 
 from vaelab.edges.config import Config
 from vaelab.vocab import metrics
+from vaelab.vocab.errors import ConfigError
 
 # The per-epoch metrics `history` returns when not told which.
 EPOCH_METRICS = tuple(
@@ -76,8 +79,11 @@ def runs(
     Filters match a param by its full key or its last part, or a column:
     `runs(latent_dim=8, style="functional", status="FINISHED")`.
     """
+    from vaelab.edges.config import check_objective
     from vaelab.orchestration.report import open_source, select, tables
 
+    check_objective(metric, key="metric")  # what the command line refuses, refused here
+    _check_status(filters.get("status"))
     cfg = _report_config(store, experiment, metric=metric)
     source = open_source(cfg.tracking, None)
     if sweep == "all":
@@ -101,7 +107,7 @@ def runs(
 
 def history(
     runs: pd.DataFrame | str | Iterable[str],
-    metrics: Sequence[str] = EPOCH_METRICS,
+    metrics: str | Sequence[str] | None = None,
     *,
     store: str | None = None,
     experiment: str | None = None,
@@ -109,7 +115,9 @@ def history(
     """Per-epoch values as a long frame: one row per run, metric and epoch.
 
     `runs` is a frame from `runs()` (its run_id column; read from the same store), a run id
-    or several. Columns: run_id, run_name (where the frame had it), metric, epoch, value.
+    or several. `metrics`: a name or several (default: EPOCH_METRICS). Columns: run_id,
+    run_name (where the frame had it), metric, epoch, value. Raises ConfigError for a run
+    the store does not have, or a metric that none of the runs logged.
     """
     from vaelab.orchestration.report import open_source
 
@@ -119,14 +127,19 @@ def history(
         run_ids = list(runs["run_id"])
         store = store or runs.attrs.get("store")  # the store `runs()` read them from
     else:
-        run_ids = [runs] if isinstance(runs, str) else list(runs)
+        run_ids = _names(runs, "runs", "a frame from vaelab.runs(), a run id or a list of them")
+    asked = [] if metrics is None else _names(metrics, "metrics", "a metric name or a list")
     source = open_source(_report_config(store, experiment).tracking, None)
     rows = [
         (run_id, names.get(run_id, run_id), name, step, value)
         for run_id in run_ids
-        for name in metrics
+        for name in asked or EPOCH_METRICS
         for step, value in source.metric_history(run_id, name)
     ]
+    silent = set(run_ids) - {row[0] for row in rows}
+    unlogged = [name for name in asked if name not in {row[2] for row in rows}]
+    if run_ids and (silent or unlogged):
+        _check_history(source, run_ids, unlogged)
     return pd.DataFrame(rows, columns=["run_id", "run_name", "metric", "epoch", "value"])
 
 
@@ -140,7 +153,8 @@ def load_model(run_id: str, *, store: str | None = None, experiment: str | None 
     from vaelab.edges import tracking
 
     cfg = _report_config(store, experiment)
-    return tracking.load_logged_keras_model(tracking.open_configured(cfg.tracking), run_id)
+    store = tracking.open_configured(cfg.tracking, reading=True)
+    return tracking.load_logged_keras_model(store, run_id)
 
 
 def report(
@@ -164,10 +178,17 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra import initialize_config_dir
 
     from vaelab.edges.config import project_root, register_configs
+    from vaelab.edges.config_errors import check_home, config_error
 
+    check_home()
     register_configs()
     with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides)
+        try:
+            return hydra_compose(config_name=config_name, overrides=overrides)
+        except Exception as error:  # the command line's one-line message, as a ConfigError
+            if (mistake := config_error(error, config_name)) is None:
+                raise
+            raise mistake from error
 
 
 def _report_config(store: str | None, experiment: str | None, **settings: Any) -> DictConfig:
@@ -220,8 +241,55 @@ def _column_for(table: pd.DataFrame, key: str) -> str:
         return params[0]
     known = sorted(c.removeprefix("params.") for c in table if c.startswith("params."))
     if len(params) > 1:
-        raise ValueError(f"filter {key!r} is ambiguous: say which of {params}")
-    raise ValueError(
+        raise ConfigError(f"filter {key!r} is ambiguous: say which of {params}")
+    raise ConfigError(
         f"no param or column {key!r} to filter on: use a param's key ({', '.join(known)}) "
         f"or one of {', '.join(c for c in LEADING if c in table)}"
     )
+
+
+def _check_status(status: Any) -> None:
+    """A status filter must name a status a run can have: a typo would match nothing."""
+    from vaelab.rules import lifecycle
+
+    statuses = (*lifecycle.STATUSES, "STALE")  # STALE: see tables.status_with_staleness
+    if status is None or status in statuses:
+        return
+    close = difflib.get_close_matches(str(status).upper(), statuses, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"status={status!r} is not a run status.{hint} The statuses: "
+                      f"{', '.join(statuses)}.")  # fmt: skip
+
+
+def _names(value: Any, argument: str, accepted: str) -> list[str]:
+    """One name or several, as a list; anything else is refused, saying what is accepted."""
+    if isinstance(value, str):
+        return [value]
+    names = list(value) if isinstance(value, Iterable) else None
+    if names is not None and all(isinstance(name, str) for name in names):
+        return names
+    raise TypeError(f"{argument}= takes {accepted}; got {type(value).__name__} {value!r}")
+
+
+def _check_history(source: Any, run_ids: list[str], unlogged: list[str]) -> None:
+    """Refuse run ids the store does not have and metrics none of the runs logged.
+
+    Run only when something came back empty, so it costs nothing otherwise.
+    """
+    frame = source.runs_frame(run_ids=run_ids)
+    if unknown := [r for r in run_ids if r not in set(frame["run_id"])]:
+        raise ConfigError(
+            f"no run {', '.join(unknown)} in the store {source.uri}: use run ids from "
+            "vaelab.runs(), or pass store= and experiment= where they were recorded"
+        )
+    logged = sorted(
+        c.removeprefix("metrics.")
+        for c in frame
+        if c.startswith("metrics.") and frame[c].notna().any()
+    )
+    for name in unlogged:
+        close = difflib.get_close_matches(name, logged, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"none of these runs logged the metric {name!r}.{hint} They have: {', '.join(logged)}"
+        )

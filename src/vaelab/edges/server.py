@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import os
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from vaelab.edges import telemetry
+from vaelab.edges.private import PRIVATE_UMASK
 from vaelab.vocab.errors import ServerError
 
 DATABASE = "mlflow"
@@ -61,8 +64,6 @@ STOP_TIMEOUT_S = 30
 DRIVER = "postgresql+psycopg2"
 # GenAI job runners (several processes) that a store of training runs never uses.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-# What the server creates (its users' sqlite, artifacts) is its owner's only: 0700 and 0600.
-PRIVATE_UMASK = 0o077
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,33 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _listening(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
-        return probe.connect_ex((_reachable(host), port)) == 0
+        return probe.connect_ex((reachable(host), port)) == 0
 
 
-def _reachable(host: str) -> str:
+def port_taken(host: str, port: int) -> bool:
+    """Whether a server could not listen on `host`:`port` now, something else listening there.
+
+    Binding is the test, as the server will bind: it also sees a listener on every interface
+    when `host` is one address, or on one address when `host` is every interface, which a
+    connection to `host` would miss. A host that is not this machine's is left to the server.
+    """
+    try:
+        (family, kind, proto, _, address), *_ = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return False
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn does: a port whose last connections are closing (TIME_WAIT) is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def reachable(host: str) -> str:
     """The address this host reaches a server bound to `host` at."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
@@ -432,14 +456,14 @@ def _pid(layout: Layout) -> int | None:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        command = b"mlflow" if _alive(pid) else b""
-    if b"mlflow" in command and _alive(pid):
+        command = b"mlflow" if is_running(pid) else b""
+    if b"mlflow" in command and is_running(pid):
         return pid
     # The CLI that led the group has gone, but its workers may still serve the port.
     return pid if _group_alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     """Whether the process runs; one of this process's children (tests) is reaped once it ends."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
@@ -481,11 +505,11 @@ def start_server(
     by default the layout's own directory. The server runs with umask 077, so that what it
     creates (basic_auth.db with its users' password hashes, every artifact) is its owner's only.
     """
-    url = f"http://{_reachable(host)}:{port}"
+    url = f"http://{reachable(host)}:{port}"
     _private_dir(layout.server_dir)
     if _pid(layout) is not None:
         return layout.file("url").read_text().strip()
-    if _listening(host, port):
+    if port_taken(host, port):
         raise ServerError(
             f"PORT={port} on {host} is already in use: stop what listens there (make "
             "server-stop, if it is this store's server) or choose another PORT"
@@ -493,7 +517,7 @@ def start_server(
     if artifacts is None:
         _private_dir(layout.artifacts)
         artifacts = str(layout.artifacts)
-    env = {**os.environ, **SERVER_ENV}
+    env = telemetry.off_unless_opted_in({**os.environ, **SERVER_ENV})
     env.update({"PGPASSWORD": password} if password else {})
     env.update(_auth_env(layout, default_permission) if auth else {})
     scheme = urlsplit(database_uri).scheme
@@ -553,7 +577,7 @@ def stop_server(layout: Layout) -> bool:
         return False
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while (_alive(pid) or _group_alive(pid)) and time.monotonic() < deadline:
+    while (is_running(pid) or _group_alive(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _group_alive(pid):
         os.killpg(pid, signal.SIGKILL)

@@ -7,8 +7,8 @@ traceback as an artifact) or KILLED for Ctrl-C and SIGTERM (`end_runs`; `process
 SIGTERM into an exception). Every write goes through `MlflowClient` with an explicit run id
 (no "active run"), so one process can hold many runs open: a packed sweep trains dozens of
 configurations at once, each its own run. Metrics, params and tags of one step go to the
-store in one `log_batch` call. Which URIs are accepted and how credentials are handled is
-decided here too (`_check_uri`: never a password in a URI that every run would record).
+store in one `log_batch` call. Which URIs are accepted is `store_uri`'s to say; a server's
+refusal of a login is turned into what to do here (`_refusal`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from vaelab.edges import mlflow_tables
+from vaelab.edges import mlflow_tables, telemetry
 from vaelab.edges.mlflow_tables import local_path, sqlite_file
+from vaelab.edges.private import PRIVATE_DIR, PRIVATE_FILE
+from vaelab.edges.store_uri import LOGIN as _LOGIN
+from vaelab.edges.store_uri import check_uri
 from vaelab.vocab.errors import TrackingError
 from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG, PARENT_TAG
 
@@ -42,11 +44,20 @@ from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG, PARENT_TAG
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # vaelab's own log names each run; a server store would add two "View run" lines per run.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# No usage reports to MLflow's makers unless the user opts in (`telemetry`).
+telemetry.off_unless_opted_in(os.environ)
 
 import mlflow  # noqa: E402
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.telemetry import get_telemetry_client, set_telemetry_client  # noqa: E402
+from mlflow.telemetry.utils import is_telemetry_disabled  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+# MLflow imported before vaelab (a notebook's `import mlflow`) started its reporter already.
+if (reporter := get_telemetry_client()) is not None and is_telemetry_disabled():
+    set_telemetry_client()
+    reporter.flush(terminate=True)
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +66,6 @@ _SECRET = re.compile(r"(token|password|passwd|secret|api_?key|credential)", re.I
 _MAX_TAG = 5000
 # MLflow's limit on one log_batch call.
 _BATCH_LIMIT = 1000
-# Stores vaelab opens: a sqlite file (tracking=local) or an `mlflow server` (tracking=server).
-_SCHEMES = ("sqlite", "file", "http", "https")
-# Where MLflow's client takes basic-auth credentials from (never logged).
-_LOGIN = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
 
 # MLflow 3's UI opens an experiment of this kind on its runs ("Machine learning"), not on
 # the GenAI traces overview it shows by default.
@@ -93,12 +100,6 @@ def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if not _SECRET.search(k)}
 
 
-# A store holds a team's work and sometimes what it should not (a path, a user name): what
-# vaelab creates is its owner's only, whatever the umask (the store's database file, its
-# artifact directory, and sqlite's journal files, which take the database's mode).
-PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
-
-
 def _prepare_sqlite_dir(uri: str) -> None:
     db = sqlite_file(uri)
     if db is None:
@@ -128,7 +129,7 @@ def _exclusive(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with open(f"{db}.lock", "a") as lock:
+    with os.fdopen(os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -148,37 +149,6 @@ def _no_retries() -> Iterator[None]:
             os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         else:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
-
-
-def _check_uri(uri: str) -> None:
-    """Refuse a tracking.uri that cannot work, or that would record a password with every run.
-
-    A database is never opened directly: its password would sit in every run's config, and its
-    artifacts would have no shared home. An `mlflow server` in front of it holds both.
-    """
-    parts = urlsplit(uri)
-    if parts.scheme not in _SCHEMES:
-        shown = uri.replace(f":{parts.password}@", ":***@") if parts.password else uri
-        raise TrackingError(
-            f"tracking.uri={shown} is not a run store vaelab can open: expected "
-            "sqlite:////absolute/path/mlflow.db (tracking=local) or http://host:port of an "
-            "`mlflow server` (tracking=server; `make server` runs one on PostgreSQL)"
-        )
-    if not parts.scheme.startswith("http"):
-        return
-    if parts.username or parts.password:
-        raise TrackingError(
-            "tracking.uri carries credentials, which would be recorded with every run: remove "
-            f"them from the URI and set {_LOGIN} instead"
-        )
-    try:
-        parts.port  # noqa: B018 (parsing it is the check)
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if not parts.hostname:
-        raise TrackingError(
-            f"tracking.uri={uri} is malformed: expected http://host:port of an `mlflow server`"
-        )
 
 
 def _refusal(uri: str, error: Exception, experiment: str) -> TrackingError | None:
@@ -232,30 +202,86 @@ def open_store(
     restart of the server with MLflow's retries, as every write of a run does. `liveness`:
     (heartbeat_s, stale_after_s), see `Store`.
     """
-    _check_uri(uri)
-    _prepare_sqlite_dir(uri)
+    check_uri(uri)
     db = sqlite_file(uri)
+    if db is not None:
+        _check_store_file(db)  # before anything is written beside it, even a lock file
+    _prepare_sqlite_dir(uri)
     if db is not None and artifact_root is None:
         artifact_root = str(db.parent / "artifacts")
     with _exclusive(uri):
+        if db is not None:  # before MLflow opens it: the journals it creates take its mode
+            mlflow_tables.make_private(db, Path(artifact_root))
         fresh = db is not None and not db.exists()
         if fresh:
-            Path(artifact_root).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             _copy_empty_store(db, Path(artifact_root).resolve())
         store = _open_store(uri, experiment, artifact_root, patient)
-        if fresh:  # the template's copy, or the file MLflow made where there was none
-            db.chmod(PRIVATE_FILE)
-        if db is not None:
+        if db is not None:  # the file MLflow made where there was none, its journals
+            mlflow_tables.make_private(db, Path(artifact_root))
             _check_artifact_location(store, Path(artifact_root).resolve())
     if liveness is not None:
         store = replace(store, heartbeat_s=liveness[0], stale_after_s=liveness[1])
     return store
 
 
-def open_configured(settings: Any, patient: bool = False) -> Store:
-    """The store a config's `tracking` section names, typed or as composed (the same keys)."""
+def open_configured(settings: Any, patient: bool = False, reading: bool = False) -> Store:
+    """The store a config's `tracking` section names, typed or as composed (the same keys).
+
+    `reading`: as it stands, creating and changing nothing (`open_existing`).
+    """
     liveness = (settings.heartbeat_s, settings.stale_after_s)
+    if reading:
+        store = open_existing(settings.uri, settings.experiment)
+        return replace(store, heartbeat_s=liveness[0], stale_after_s=liveness[1])
     return open_store(settings.uri, settings.experiment, settings.artifact_root, patient, liveness)
+
+
+def open_existing(uri: str, experiment: str) -> Store:
+    """The store and its experiment as they stand, for reading: nothing is created or changed.
+
+    No directory, no database, no experiment, no experiment tag, no change of mode or journal:
+    a report or a notebook pointed at the wrong place says what is missing (TrackingError)
+    instead of leaving an empty store behind. A moved store is read where its artifacts are
+    recorded; the next training run moves the records (`_check_artifact_location`).
+    """
+    check_uri(uri)
+    if (db := sqlite_file(uri)) is not None:
+        _check_store_file(db, reading=True)
+    mlflow.set_tracking_uri(uri)  # the process's, for MLflow's fluent reads; not the store's
+    try:
+        with _no_retries():
+            client = MlflowClient(uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is None or found.lifecycle_stage != "active":
+                names = [e.name for e in client.search_experiments()]
+    except Exception as error:  # unreachable, refused, or a schema this MLflow cannot read
+        raise _unusable(uri, error, experiment) from error
+    if found is None or found.lifecycle_stage != "active":
+        raise TrackingError(
+            f"no experiment '{experiment}' in the run store at {uri}; experiments there: "
+            f"{', '.join(names) or 'none'}"
+        )
+    return Store(uri=uri, experiment_id=found.experiment_id)
+
+
+def _check_store_file(db: Path, reading: bool = False) -> None:
+    """Refuse a file that holds no MLflow store in one line, leaving it as it is.
+
+    MLflow would retry a corrupted file for seconds, then print pages of SQLAlchemy's
+    traceback. `reading`: a store not made yet is refused too, rather than made.
+    """
+    try:
+        found = mlflow_tables.has_store(db)
+    except mlflow_tables.NotAStore as error:
+        raise TrackingError(
+            f"the run store {db} {error}: move it aside (a new store is then made there) or "
+            "restore it from a backup; vaelab left it untouched"
+        ) from error
+    if reading and not found:
+        raise TrackingError(
+            f"no run store at {db}: train a run first, or point at an existing one "
+            "(tracking.uri=sqlite:////path/to/mlflow.db; in Python, store=...)"
+        )
 
 
 def _copy_empty_store(db: Path, artifact_root: Path) -> None:
@@ -275,9 +301,9 @@ def _copy_empty_store(db: Path, artifact_root: Path) -> None:
 
 def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: bool) -> Store:
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     try:
         with contextlib.nullcontext() if patient else _no_retries():
+            client = MlflowClient(uri)
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 location = (
@@ -294,16 +320,21 @@ def _open_store(uri: str, experiment: str, artifact_root: str | None, patient: b
             # MLflow 3 files logged models under the process's current experiment.
             mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as error:  # mlflow raises several types for one cause: unreachable
-        if refusal := _refusal(uri, error, experiment):
-            raise refusal from error
-        raise TrackingError(
-            f"cannot use the run store at tracking.uri={uri} ({type(error).__name__}: "
-            f"{str(error)[:300]}). Start the server, fix the URI, or use the local store "
-            "(tracking=local)."
-        ) from error
+        raise _unusable(uri, error, experiment) from error
     if (db := sqlite_file(uri)) is not None:
         mlflow_tables.use_write_ahead_log(db)
     return Store(uri=uri, experiment_id=experiment_id)
+
+
+def _unusable(uri: str, error: Exception, experiment: str) -> TrackingError:
+    """Why a store could not be opened, in one line: a server's refusal, or what MLflow said."""
+    if refusal := _refusal(uri, error, experiment):
+        return refusal
+    text = " ".join(str(error).split())[:300]  # one line, however many MLflow's message has
+    return TrackingError(
+        f"cannot use the run store at tracking.uri={uri} ({type(error).__name__}: {text}). "
+        "Start the server, fix the URI, or use the local store (tracking=local)."
+    )
 
 
 def _create_experiment(client: MlflowClient, name: str, location: str | None) -> str:
@@ -620,6 +651,8 @@ class Run:
     def __init__(self, store: Store, run_id: str):
         self.store, self.run_id = store, run_id
         self._client = store.client
+        # Each metric's newest entry through this handle (`log_to_model` sends it again).
+        self._latest: dict[str, Metric] = {}
 
     def log(
         self,
@@ -637,23 +670,39 @@ class Run:
         """
         now = int(time.time() * 1000)
         tags = {**(tags or {}), **({HEARTBEAT_TAG: f"{time.time():.3f}"} if heartbeat else {})}
-        model_id, (dataset, digest) = model or (None, (None, None))
-        entries = (
-            [
-                Metric(
-                    k,
-                    float(v),
-                    now,
-                    step,
-                    model_id=model_id,
-                    dataset_name=dataset,
-                    dataset_digest=digest,
-                )
-                for k, v in (metrics or {}).items()
-            ],  # fmt: skip
+        entries = [
+            _model_metric(Metric(k, float(v), now, step), model) for k, v in (metrics or {}).items()
+        ]
+        self._latest.update((entry.key, entry) for entry in entries)
+        self._send(
+            entries,
             [Param(k, v) for k, v in loggable_params(params or {}).items()],
             [RunTag(k, v) for k, v in loggable_tags(tags).items()],
         )
+
+    def log_to_model(
+        self, values: Mapping[str, float], step: int, model: tuple[str, tuple[str, str]]
+    ) -> None:
+        """Metrics the run logged at `step` (its last epoch's) against its LoggedModel too.
+
+        The entries this handle sent are sent again (name, value, step and time), now with
+        the model's id: the LoggedModel gets them, so the Models view sorts by the sweep's
+        objective, and the run's history keeps one point each, since MLflow stores a metric
+        logged twice with the same identity once (so that a retried write is harmless). A
+        value this handle did not log (a resumed run's epoch, logged before its process
+        died) is logged anew: the run then shows it twice at that step, nothing worse.
+        """
+        now = int(time.time() * 1000)
+        entries = [
+            self._latest[k]
+            if k in self._latest and self._latest[k].step == step
+            else Metric(k, float(v), now, step)
+            for k, v in values.items()
+        ]
+        self._send([_model_metric(entry, model) for entry in entries], [], [])
+
+    def _send(self, *entries: list) -> None:
+        """Metrics, params and tags in as few `log_batch` calls as MLflow's limit allows."""
         while any(entries):
             batch, room = [], _BATCH_LIMIT
             for entry in entries:
@@ -666,6 +715,10 @@ class Run:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.log(tags=tags)
+
+    def rename(self, name: str) -> None:
+        """The run's name in the UI's runs table (e.g. a pruned run says so)."""
+        self._client.update_run(self.run_id, name=name)
 
     def log_artifacts(self, directory: Path, path: str | None = None) -> None:
         """Every file under `directory`, at `path` in the run's artifacts: one copy operation."""
@@ -705,14 +758,18 @@ class Run:
                 raise
             self._client.log_inputs(self.run_id, datasets=inputs)
 
-    def create_logged_model(self, name: str) -> str:
+    def create_logged_model(self, name: str, params: Mapping[str, Any]) -> str:
         """A LoggedModel of this run, its files to come (`log_keras_model`); its id.
 
         Created first so that the run's final metrics can be logged against it before
-        anything else that could fail (a figure, the model's files) is written.
+        anything else that could fail (a figure, the model's files) is written. It carries
+        the run's `params` too: the Models view shows and sorts models by their own.
         """
         model = self._client.create_logged_model(
-            self.store.experiment_id, name=name, source_run_id=self.run_id
+            self.store.experiment_id,
+            name=name,
+            source_run_id=self.run_id,
+            params=loggable_params(params),
         )
         return model.model_id
 
@@ -722,7 +779,11 @@ class Run:
         """The model's files into its LoggedModel (`create_logged_model`), which loads anywhere.
 
         Logged with an input example and the signature inferred from it, so the UI shows
-        what goes in and comes out, and `mlflow models serve` can check a request.
+        what goes in and comes out, and `mlflow models serve` can check a request. MLflow's
+        own check of the example (`validate_serving_input`) is skipped: it reloads the model
+        and runs Keras' `predict`, which prints a progress bar and, through tf.data's
+        parallel map, a native "E0000 ... node_def_util.cc" line on every run's console; the
+        signature comes from the same example through the same model, called here.
         """
         from keras import ops
         from mlflow.models import Model, infer_signature
@@ -742,6 +803,7 @@ class Run:
             signature=infer_signature(example, outputs),
             input_example=example,
             pip_requirements=requirements,
+            validate_serving_input=False,
         )
 
     def monitor_system(self) -> None:
@@ -775,11 +837,23 @@ class Run:
         self._client.set_terminated(self.run_id, status=status)
 
 
-def _save_keras_model(path: str, **kwargs: Any) -> None:
+def _model_metric(metric: Metric, model: tuple[str, tuple[str, str]] | None) -> Metric:
+    """`metric` as one of a LoggedModel's too: (model id, (dataset name, digest)); or as is."""
+    if model is None:
+        return metric
+    model_id, (dataset, digest) = model
+    return Metric(
+        metric.key, metric.value, metric.timestamp, metric.step,
+        model_id=model_id, dataset_name=dataset, dataset_digest=digest,
+    )  # fmt: skip
+
+
+def _save_keras_model(path: str, validate_serving_input: bool = True, **kwargs: Any) -> None:
     """mlflow.keras.save_model, into a directory that exists first.
 
     MLflow 3.17's keras flavour writes the input example before it creates the model's
-    directory (FileNotFoundError: .../model/input_example.json).
+    directory (FileNotFoundError: .../model/input_example.json). `Model.log` hands its own
+    `validate_serving_input` on to the flavour, whose `save_model` does not take it.
     """
     import mlflow.keras
 
@@ -797,6 +871,8 @@ _SYSTEM_MONITORS: dict[str, Any] = {}
 USER_TAG = "mlflow.user"
 SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"
+# Where MLflow's UI reads a run's description (its page's "Description", markdown).
+NOTE_TAG = "mlflow.note.content"
 
 
 def origin_tags(store: Store) -> dict[str, str]:

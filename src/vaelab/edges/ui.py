@@ -13,9 +13,14 @@ first (and opened, with BROWSE=1).
 
 The local store has no logins: whoever reaches the UI can write and delete runs. So a host
 other than loopback is refused, in one line and before anything listens, unless `--open`
-(OPEN=1) says the user means it; a store shared with logins is `make server AUTH=1`. The check
-imports nothing heavy; once it passes, this process becomes `mlflow ui` (exec), so Ctrl-C and
-signals reach the UI as they did when make ran it directly.
+(OPEN=1) says the user means it; a store shared with logins is `make server AUTH=1`. A port
+already taken is refused the same way (MLflow would print "Address already in use" and exit 0).
+The checks import nothing heavy; once they pass, the store is made private (umask 077 for what
+MLflow creates, `mlflow_tables.make_private` for what is there), MLflow's telemetry is turned
+off unless the user opted in (`telemetry`), and this process becomes `mlflow ui` (exec), so
+Ctrl-C and signals reach the UI as they did when make ran it directly. A small process of its
+own waits until that UI answers, and only then records its address for reports (`--url-file`)
+and opens the browser: a UI that never listened is never linked to.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ import argparse
 import os
 import subprocess
 import sys
+import time
+import urllib.request
+import webbrowser
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from vaelab.edges import server, telemetry
+from vaelab.edges.private import PRIVATE_DIR, PRIVATE_UMASK
 from vaelab.edges.server import is_loopback
 
 
@@ -57,18 +68,109 @@ def runs_table_url(ui_url: str, experiment_id: str | None) -> str:
     return f"{ui_url}/#/experiments/{experiment_id}?{ML_VIEW}"
 
 
-# Waits until the UI answers, then opens the address in the user's browser; a process of its
-# own, since this one becomes `mlflow ui`.
-_BROWSE = """
-import sys, time, urllib.request, webbrowser
-for _ in range(120):
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page, in the training view (see ML_VIEW)."""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+
+
+def server_ui_url(store_uri: str) -> str | None:
+    """The UI of a store an `mlflow server` serves: that server's address; None otherwise.
+
+    The server serves its UI where its clients send their runs (tracking=server); a local
+    sqlite store has a UI only while `make ui` serves one.
+    """
+    if urlsplit(store_uri).scheme in ("http", "https"):
+        return store_uri.rstrip("/")
+    return None
+
+
+def browse_hint(store_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """Where a user browses a store's runs, or one run's page.
+
+    On the server that holds them; for a local store, the command that serves a UI on it.
+    """
+    served = server_ui_url(store_uri)
+    if served is None:
+        return "make ui"
+    if run_id is not None and experiment_id is not None:
+        return run_url(served, experiment_id, run_id)
+    return runs_table_url(served, experiment_id)
+
+
+def busy(host: str, port: int) -> str | None:
+    """Why the UI cannot listen on `port`: something else does already; None when it is free."""
+    if not server.port_taken(host, port):
+        return None
+    spare = next((p for p in range(port + 1, port + 50) if not server.port_taken(host, p)), None)
+    return (
+        f"PORT={port} on {host} is already in use (another `make ui`, or another service): "
+        "stop what listens there, or choose another port"
+        + (f", e.g. make ui PORT={spare}" if spare else "")
+    )
+
+
+def prepare_store(uri: str) -> str | None:
+    """The local store made private before MLflow opens it; why it cannot be served, or None.
+
+    MLflow would create a missing store with the process's umask (readable by all under
+    022), and serve a corrupted file with pages of traceback.
+    """
+    from vaelab.edges import mlflow_tables
+
+    db = mlflow_tables.sqlite_file(uri)
+    if db is None:
+        return None
     try:
-        urllib.request.urlopen(sys.argv[1].split("#")[0], timeout=1)
-        break
-    except Exception:
-        time.sleep(0.5)
-webbrowser.open(sys.argv[1])
-"""
+        mlflow_tables.has_store(db)
+    except mlflow_tables.NotAStore as error:
+        return f"the run store {db} {error}: move it aside or restore it from a backup"
+    db.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    mlflow_tables.make_private(db, None)
+    return None
+
+
+def announce_when_up(
+    pid: int, probe: str, url_file: str, url: str, browse: str,
+    timeout_s: float = server.START_TIMEOUT_S,
+) -> bool:  # fmt: skip
+    """Once the UI that process `pid` serves answers at `probe`: record `url`, open `browse`.
+
+    Run in a process of its own (`_announce`), since the UI's process becomes `mlflow ui`.
+    MLflow answers `/health` with OK; while it does not, or once `pid` has ended (the port was
+    taken after all), nothing is recorded, so a report never links to another service.
+    Empty strings: nothing to record, no browser.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.is_running(pid):
+        try:
+            with urllib.request.urlopen(f"{probe}/health", timeout=1) as answer:
+                healthy = answer.read().strip() == b"OK"
+        except OSError:
+            healthy = False
+        if healthy and server.is_running(pid):
+            if url_file:
+                Path(url_file).write_text(url + "\n")
+            if browse:
+                webbrowser.open(browse)
+            return True
+        time.sleep(0.25)
+    return False
+
+
+_ANNOUNCE = (
+    "import sys; from vaelab.edges.ui import announce_when_up; "
+    "announce_when_up(int(sys.argv[1]), *sys.argv[2:])"
+)
+
+
+def _announce(probe: str, url_file: Path | None, url: str, browse: str | None) -> None:
+    """Start the process that waits for this one's UI (`announce_when_up`)."""
+    arguments = [str(os.getpid()), probe, str(url_file or ""), url, browse or ""]
+    subprocess.Popen(
+        [sys.executable, "-c", _ANNOUNCE, *arguments],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C stops the UI; this one ends when the UI does
+    )
 
 
 def mlflow_ui_command(store: str, host: str, port: int) -> list[str]:
@@ -92,20 +194,26 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if reason := refusal(args.host, args.open):
+    if reason := refusal(args.host, args.open) or busy(args.host, args.port):
         print(f"Error: {reason}", file=sys.stderr)
         raise SystemExit(1)
-    if args.url_file:
-        args.url_file.parent.mkdir(parents=True, exist_ok=True)
-        args.url_file.write_text(ui_url(args.host, args.port) + "\n")
+    os.umask(PRIVATE_UMASK)  # what `mlflow ui` creates: a new store, its journals
+    if reason := prepare_store(args.backend_store_uri):
+        print(f"Error: {reason}", file=sys.stderr)
+        raise SystemExit(1)
+    telemetry.off_unless_opted_in(os.environ)  # `mlflow ui` inherits the environment
     from vaelab.edges.mlflow_tables import experiment_id
 
     address = runs_table_url(
         ui_url(args.host, args.port), experiment_id(args.backend_store_uri, args.experiment)
     )
     print(f"The runs table (MLflow's plain address opens its GenAI views): {address}", flush=True)
-    if args.browse:
-        subprocess.Popen([sys.executable, "-c", _BROWSE, address], start_new_session=True)
+    if args.url_file or args.browse:
+        if args.url_file:
+            args.url_file.parent.mkdir(parents=True, exist_ok=True)
+        probe = ui_url(server.reachable(args.host), args.port)
+        browse = address if args.browse else None
+        _announce(probe, args.url_file, ui_url(args.host, args.port), browse)
     command = mlflow_ui_command(args.backend_store_uri, args.host, args.port)
     os.execv(command[0], command)
 

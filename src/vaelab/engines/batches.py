@@ -7,6 +7,8 @@ batch sizes decide speed only, never what is measured.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -15,11 +17,47 @@ import numpy as np
 from vaelab.vae.data import binarize
 
 
-def epoch_orders(n: int, epochs: int, seed: int, shuffle: bool) -> np.ndarray:
-    """The order in which every style visits the n training images, one row per epoch."""
-    rng = np.random.default_rng(seed)
-    rows = [rng.permutation(n) if shuffle else np.arange(n) for _ in range(epochs)]
-    return np.stack(rows).astype(np.int32)
+class EpochOrders(Sequence[np.ndarray]):
+    """The order in which every style visits the n training images: item k is epoch k + 1's.
+
+    Epoch k's order is the k-th permutation drawn from one generator seeded with the run's
+    seed, a function of (seed, epoch), computed when an engine asks for it: nothing is built
+    for epochs not trained, so `train.epochs=1000000000` costs nothing up front (built
+    eagerly, it allocated for 27 s). The draws cannot be skipped (numpy's shuffle rejects and
+    redraws a varying number of values), so an epoch after the last one asked draws on from
+    there and an earlier one starts again from the seed; a resumed run pays its skipped
+    epochs' draws once.
+    """
+
+    def __init__(self, n: int, epochs: int, seed: int, shuffle: bool):
+        self.n, self.epochs, self.seed, self.shuffle = n, epochs, seed, shuffle
+        self._rng = np.random.default_rng(seed)
+        self._drawn = 0  # permutations drawn from `_rng`; the last is `_last`
+        self._last = np.arange(n, dtype=np.int32)
+        self._last.flags.writeable = False  # handed out as it is: nobody may reorder it
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        k = operator.index(index)
+        k = k + self.epochs if k < 0 else k
+        if not 0 <= k < self.epochs:
+            raise IndexError(f"epoch index {index} out of range for {self.epochs} epochs")
+        if not self.shuffle:
+            return self._last
+        if k < self._drawn - 1:
+            self._rng, self._drawn = np.random.default_rng(self.seed), 0
+        while self._drawn <= k:
+            self._last = self._rng.permutation(self.n).astype(np.int32)
+            self._last.flags.writeable = False
+            self._drawn += 1
+        return self._last
+
+
+def epoch_orders(n: int, epochs: int, seed: int, shuffle: bool) -> EpochOrders:
+    """Every epoch's order of the n training images, each computed when it is asked for."""
+    return EpochOrders(n, epochs, seed, shuffle)
 
 
 def epoch_inputs(

@@ -349,7 +349,7 @@ class _Members:
 
     Its Keras model (built from its seed, as a solo run builds it), its padded initial
     weights and optimiser state (or those of its checkpoint), its masks, loss weights, key and
-    the rows of each of its epochs.
+    its epochs' orders (each computed when its epoch comes: `batches.EpochOrders`).
     """
 
     def __init__(self, program: Program, jobs: Sequence[Job], train_rows: np.ndarray):
@@ -379,10 +379,9 @@ class _Members:
         self.masks = [_masks(program.pixels, program.hidden, program.latent, job) for job in jobs]
         self.losses = [job.loss.weights() for job in jobs]
         self.keys = [jax.random.key_data(jax.random.key(job.seed)) for job in jobs]
+        self.train_rows = train_rows
         n = len(train_rows)
-        self.orders = [
-            train_rows[epoch_orders(n, job.epochs, job.seed, job.shuffle)] for job in jobs
-        ]
+        self.orders = [epoch_orders(n, job.epochs, job.seed, job.shuffle) for job in jobs]
 
     def consts(self, members: Sequence[int]) -> dict:
         """The members' masks and loss weights, stacked in the order given (one per lane)."""
@@ -434,7 +433,7 @@ class _Members:
         """Each member's training rows for its epoch (its last one once it has stopped)."""
         return np.stack(
             [
-                self.orders[i][min(e, len(self.orders[i])) - 1]
+                self.train_rows[self.orders[i][min(e, len(self.orders[i])) - 1]]
                 for i, e in zip(members, epochs, strict=True)
             ]
         )

@@ -104,10 +104,13 @@ def _train(
     for job in jobs:  # ...and every job's split: a bad one refuses the batch
         d = job.config.data
         mnist_data.split_rows(len(mnist.x_train), d.validation_size, d.split_seed, d.train_limit)
-    environment = environment_tags(mnist.sha256, keras.backend.backend())
+    framework = keras.backend.backend()  # part of a run's identity: it changes the numbers
+    environment = environment_tags(mnist.sha256, framework)
     code = environment[provenance.CODE_HASH_TAG]
     requests = [
-        Request(j.config, j.overrides, identity.config_hash(as_dict(j.config), code), extra)
+        Request(
+            j.config, j.overrides, identity.config_hash(as_dict(j.config), code, framework), extra
+        )
         for j in jobs
         for extra in [extra_tags or {}]
     ]

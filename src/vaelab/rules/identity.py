@@ -1,10 +1,14 @@
 """What a run is, as opposed to where and how it runs: one policy, used everywhere.
 
 A run's identity is its config minus its *locations*: every path, the run store, whether it
-may repeat itself (`force`) and how Hydra launches it. Two runs that differ only in locations
+may repeat itself (`force`), how Hydra launches it and how it is carried out (`HOW_KEYS`), plus
+the Keras backend it trains on (it changes the numbers). Two runs that differ only in locations
 compute the same numbers, so they must share a config hash (a relaunched sweep skips them),
 a sweep id, a rerun swaps locations for this machine's, and a report never calls them a
-varying parameter. The four users import `is_location` from here and nothing else decides.
+varying parameter, nor logs them as params. These five users import `is_location` from here
+and nothing else decides.
+A config may come flat (`train.epochs` keys, as params) or nested (`as_dict`, as hashed): the
+rule is applied to every key's dotted path in both.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ HOW_KEYS = (
     "sweep.pruner_storage",
     "sweep.register_best",
 )
+_ABSENT = object()  # what `OmegaConf.select` returns for a key a config lacks
 
 
 def override_key(override: str) -> str:
@@ -43,15 +48,30 @@ def is_location(key: str) -> bool:
     return key.split(".", 1)[0] in LOCATION_ROOTS or key in HOW_KEYS
 
 
-def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a config (as a plain dict) that determines what the run computes."""
-    return {key: value for key, value in config.items() if not is_location(key)}
+def identity(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The part of a config (a plain dict, flat or nested) that determines what the run computes.
+
+    Each key is judged by its dotted path from the config's root (`prefix` while descending):
+    judged by its own name, a nested `sweep: {pruner_storage: ...}` would never match the
+    dotted `sweep.pruner_storage`, and a sweep moved to another home would retrain everything.
+    """
+    kept = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if is_location(path):
+            continue
+        kept[key] = identity(value, f"{path}.") if isinstance(value, Mapping) else value
+    return kept
 
 
-def config_hash(config: Mapping[str, Any], code_version: str) -> str:
-    """Identity of a run for resuming sweeps: what it computes and the code that computes it."""
-    blob = json.dumps([identity(config), code_version], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def config_hash(config: Mapping[str, Any], code_version: str, backend: str) -> str:
+    """Identity of a run for resuming sweeps: what it computes, the code and the Keras backend.
+
+    The backend changes the numbers (TensorFlow's and JAX's kernels and noise differ), so a
+    configuration finished or killed on one backend is neither skipped nor resumed on another.
+    """
+    blob = json.dumps([identity(config), code_version, backend], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def defining_overrides(overrides: Iterable[str]) -> list[str]:
@@ -75,8 +95,8 @@ def relocate(
     """A recorded config with this machine's locations swapped in; what it computes is kept.
 
     A run's resolved config holds the absolute paths and store of the machine that ran it;
-    every location section that `here` has replaces the recorded one. A setting the run did
-    not record (older code) takes its value from `defaults`.
+    every location section and `HOW_KEYS` setting that `here` has replaces the recorded one. A
+    setting the run did not record (older code) takes its value from `defaults`.
     """
     base = [defaults] if defaults is not None else []
     merged = OmegaConf.merge(OmegaConf.structured(schema), *base, original)
@@ -86,6 +106,10 @@ def relocate(
             merged[root] = (
                 OmegaConf.merge(section, here[root]) if OmegaConf.is_config(section) else here[root]
             )
+    for key in HOW_KEYS:
+        value = OmegaConf.select(here, key, default=_ABSENT)
+        if value is not _ABSENT:
+            OmegaConf.update(merged, key, value)
     return merged
 
 

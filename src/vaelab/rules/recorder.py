@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from vaelab.edges import config as config_schema
-from vaelab.edges import process, provenance, tracking
+from vaelab.edges import process, provenance, tracking, ui
 from vaelab.edges.config import Config
 from vaelab.engines.base import Checkpoint
 from vaelab.rules import checkpoints, identity, lifecycle, pruning
@@ -37,6 +37,7 @@ from vaelab.vae import plots
 from vaelab.vae.plots import Pictures
 from vaelab.vocab import metrics
 from vaelab.vocab.choices import Binarize
+from vaelab.vocab.errors import KilledRun, note_killed
 from vaelab.vocab.tags import PRUNED, RESUME_CLAIM, RESUME_COUNT, RESUMED_FROM
 
 log = logging.getLogger(__name__)
@@ -250,13 +251,27 @@ def logged_at_end(final: Mapping[str, float]) -> dict[str, float]:
     }
 
 
-def describe_result(run_id: str, final: Mapping[str, float], latent_dim: int) -> str:
-    """The line a user reads when a run ends: its headline numbers, named, and where to look."""
+def model_metrics_of_epochs(final: Mapping[str, float]) -> dict[str, float]:
+    """The last epoch's validation numbers, which the run's LoggedModel carries as well.
+
+    A sweep ranks by them (its objective is one): without them the Models view could not
+    sort the models as the sweep did.
+    """
+    _, validation = metrics.EPOCH_SPLITS
+    names = {metrics.name(validation, term) for term in metrics.TERMS}
+    return {name: value for name, value in final.items() if name in names}
+
+
+def describe_result(run_id: str, final: Mapping[str, float], latent_dim: int, browse: str) -> str:
+    """The line a user reads when a run ends: its headline numbers, named, and where to look.
+
+    `browse`: the run's page on the server that holds it, or `make ui` (`ui.browse_hint`).
+    """
     names = (metrics.OBJECTIVES[0], metrics.TEST_METRICS[0], metrics.NLL_BOUND_IW, metrics.IW_BCE)
     shown = [f"{name} {final[name]:.3f}" for name in names if name in final]
     if metrics.ACTIVE_UNITS in final:
         shown.append(f"active units {int(final[metrics.ACTIVE_UNITS])} / {latent_dim}")
-    return f"Run {run_id} FINISHED: {', '.join(shown)} (browse: make ui)"
+    return f"Run {run_id} FINISHED: {', '.join(shown)} (browse: {browse})"
 
 
 @dataclass(frozen=True)
@@ -321,6 +336,7 @@ class Recorder:
         self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="vaelab-record")
         self._last: dict[int, Future] = {}
         self._epoch: dict[int, Future] = {}  # each run's last epoch write
+        self._reached: dict[int, int] = {}  # each run's last epoch written: an interrupt says it
         self._logged: dict[int, frozenset[int]] = {}  # epochs a resumed run already has
         self._trials: dict[int, pruning.Trial] = {}  # each run's trial, when the sweep prunes
         self._reported: dict[int, list[int]] = {}  # by epoch: jobs reported, not yet judged
@@ -462,6 +478,7 @@ class Recorder:
         if epoch in self._logged.get(job, ()):  # a resumed run's epoch, logged before its death
             return
         self._epoch[job] = self.write(job, partial(run.log, dict(values), epoch, heartbeat=True))
+        self._reached[job] = epoch
         if len(self.requests) == 1:
             epochs = self.requests[job].config.train.epochs
             log.info(describe_epoch(epoch, epochs, values))
@@ -499,7 +516,8 @@ class Recorder:
         if (run := self.open.get(job)) is None:
             return
         log.info("[sweep %s] run %s pruned at epoch %d", self.sweep_id, run.run_id, epoch)
-        self.write(job, partial(run.set_tags, {PRUNED: epoch}))
+        name, note = pruned_marks(self.requests[job].config, epoch, self.sweep_id)
+        self.write(job, partial(_mark_pruned, run, epoch, name, note))
         self.end(job, "FINISHED", result=RunResult(run.run_id, {}, pruned_at=epoch))
 
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
@@ -525,7 +543,8 @@ class Recorder:
         dataset = dataset_identity(config, self.environment["data.sha256"])
         write = partial(_write_results, run, config, outcome, final, figures, dataset)
         self.write(job, write)
-        said = describe_result(run.run_id, final, config.model.latent_dim)
+        browse = ui.browse_hint(self.store.uri, self.store.experiment_id, run.run_id)
+        said = describe_result(run.run_id, final, config.model.latent_dim, browse)
         self.end(job, "FINISHED", result=RunResult(run.run_id, final), said=said)
 
     # -- writing --------------------------------------------------------------------------
@@ -587,6 +606,11 @@ class Recorder:
 
         self.write(i, ended)
 
+    def _killed(self, i: int) -> KilledRun:
+        reached = self._reached.get(i, max(self._logged.get(i, ()), default=0))
+        epochs, sweep = self.requests[i].config.train.epochs, self.context
+        return KilledRun(self.open[i].run_id, reached, epochs, sweep and sweep.sweep_id)
+
     def wait(self) -> None:
         """Until every queued write is done."""
         wait(list(self._last.values()))
@@ -603,6 +627,8 @@ class Recorder:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for i in self.open:
             self.errors.setdefault(i, error)
+        if isinstance(error, KeyboardInterrupt):  # the entry point's last line names them
+            note_killed(error, [self._killed(i) for i in self.open])
         tracking.end_runs(list(self.open.values()), error, self.log_path)
         self.open.clear()
 
@@ -685,11 +711,32 @@ def _write_results(
         return
     from vaelab.vae import models  # Keras: only where a model is logged
 
-    model_id = run.create_logged_model(model_name(config))
+    model_id = run.create_logged_model(model_name(config), run_params(config)[0])
     run.log(logged_at_end(final), step=last_epoch, model=(model_id, dataset))
+    run.log_to_model(model_metrics_of_epochs(final), last_epoch, (model_id, dataset))
     write_artifacts(run, figures=figures)
     example = outcome.pictures.originals[:4]
     run.log_keras_model(models.portable(outcome.model), model_id, example, model_requirements())
+
+
+def pruned_marks(config: Config, epoch: int, sweep_id: str) -> tuple[str, str]:
+    """A pruned run's name and description in the MLflow UI, which would read "Finished".
+
+    The name keeps the run's (`... 3ep ...` is what it was set to train) and says where it
+    stopped; the description, on the run's page, says by what and what its numbers are.
+    """
+    note = (
+        f"Pruned at epoch {epoch} of {config.train.epochs} by the "
+        f"{config.sweep.pruner.value} pruner (sweep {sweep_id}): its numbers are those of "
+        f"{epoch} epoch{'s' if epoch != 1 else ''}, not a whole run's; it has no test "
+        "metrics and is never ranked."
+    )
+    return f"{run_name(config)} pruned@{epoch}", note
+
+
+def _mark_pruned(run: tracking.Run, epoch: int, name: str, note: str) -> None:
+    run.log(tags={PRUNED: epoch, tracking.NOTE_TAG: note})
+    run.rename(name)
 
 
 def describe_epoch(epoch: int, epochs: int, values: Mapping[str, float]) -> str:

@@ -7,6 +7,9 @@ traceback as well.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 
 class UserError(Exception):
     """Bad input or a missing resource: the message says what is wrong and how to fix it."""
@@ -57,3 +60,29 @@ def is_users_to_fix(error: BaseException) -> bool:
 
 class ServerError(UserError, RuntimeError):
     """The team's store (PostgreSQL + mlflow server) cannot start; the message says why."""
+
+
+@dataclass(frozen=True)
+class KilledRun:
+    """A run that Ctrl-C or SIGTERM ended KILLED, as the command's last line names it."""
+
+    run_id: str
+    epoch: int  # the last epoch it recorded (0: none)
+    epochs: int  # of how many it was to train
+    sweep_id: str | None = None
+
+
+# The attribute of an interrupt that carries the runs it ended KILLED, up to the entry point.
+_KILLED = "vaelab_killed_runs"
+
+
+def note_killed(interrupt: BaseException, runs: Iterable[KilledRun]) -> None:
+    """Attach to an interrupt the runs it ended KILLED.
+
+    The recorder knows them; the entry point that prints the interrupt's line does not.
+    """
+    setattr(interrupt, _KILLED, [*killed_runs(interrupt), *runs])
+
+
+def killed_runs(interrupt: BaseException) -> list[KilledRun]:
+    return list(getattr(interrupt, _KILLED, ()))

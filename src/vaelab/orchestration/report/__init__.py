@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
@@ -22,7 +23,8 @@ from omegaconf import DictConfig
 from vaelab.edges import mlflow_tables, tracking
 from vaelab.edges.config import check_objective
 from vaelab.edges.mlflow_tables import LocalStore
-from vaelab.edges.ui import ML_VIEW, runs_table_url
+from vaelab.edges.store_uri import check_uri
+from vaelab.edges.ui import run_url, runs_table_url, server_ui_url
 from vaelab.orchestration.report import figures, render, tables
 from vaelab.rules import lifecycle
 from vaelab.vae import plots
@@ -52,14 +54,16 @@ def open_source(settings: DictConfig, filter_string: str | None) -> RunSource:
     """The local store read directly where it can answer everything the report asks.
 
     MLflow's client costs a report more than its work (setting up its SQLAlchemy store:
-    docs/benchmarks.md); a server, a store MLflow must first create or repair, and a filter beyond
-    plain equalities go through MLflow.
+    docs/benchmarks.md); a server, a store of another schema or a moved one, and a filter
+    beyond plain equalities go through MLflow. Either way the store is only read: a missing
+    store or experiment is an error naming it, never created (`tracking.open_existing`).
     """
+    check_uri(settings.uri)  # a relative sqlite path would read whatever the folder holds
     if mlflow_tables.understands(filter_string or ""):
         local = LocalStore.open(settings.uri, settings.experiment, settings.artifact_root)
         if local is not None:
             return local
-    return tracking.StoreReader(tracking.open_configured(settings))
+    return tracking.StoreReader(tracking.open_configured(settings, reading=True))
 
 
 @dataclass
@@ -131,21 +135,39 @@ def _latest_runs(source: RunSource, latest: int) -> Selection:
     return Selection(tables.sweep_title(None, len(frame)), frame)
 
 
-def ui_address(configured: str | None, store_dir: str) -> str:
-    """Where the user serves the MLflow UI: the setting, what `make ui` recorded, or 5000."""
+def ui_address(configured: str | None, store_dir: str, store_uri: str) -> str:
+    """Where the MLflow UI shows these runs.
+
+    The setting; else a server store's own address; else what `make ui` recorded for the
+    local store; else its default address.
+    """
     if configured:
-        return configured.rstrip("/")
+        return checked_ui_url(configured, "ui_url")
+    if served := server_ui_url(store_uri):
+        return served
     recorded = Path(store_dir) / UI_URL_FILE
-    return recorded.read_text().strip() if recorded.is_file() else DEFAULT_UI
+    if recorded.is_file():
+        return checked_ui_url(recorded.read_text().strip(), str(recorded))
+    return DEFAULT_UI
+
+
+def checked_ui_url(address: str, origin: str) -> str:
+    """An http(s) address, the only kind a report links to (never `javascript:` and the like).
+
+    `origin`: where the address came from (the setting, or the file `make ui` writes).
+    """
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ReportError(
+            f"{origin}={address!r} is not an http(s) address of the MLflow UI: give one, e.g. "
+            f"ui_url={DEFAULT_UI}, or leave ui_url unset for the address `make ui` serves"
+        )
+    return address.rstrip("/")
 
 
 def experiment_url(ui_url: str, experiment_id: str) -> str:
     """The experiment's runs table in the MLflow UI (its training view, see ML_VIEW)."""
     return runs_table_url(ui_url, experiment_id)
-
-
-def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
 
 
 def _histories(source: RunSource, run_ids: list[str], name: str) -> dict[str, list]:
@@ -279,7 +301,7 @@ def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Pat
         _epoch_times(source, list(frame["run_id"])),
     )
     varying = tables.varying_params(frame)
-    ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir)
+    ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir, source.uri)
     summary = tables.summary_lines(selection.title, table, varying, by, selection.superseded)
     report = render.Report(
         title=selection.title,
@@ -302,6 +324,8 @@ def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Pat
 def make_report(cfg: DictConfig) -> dict[str, Path]:
     """The report pipeline's body: select, build, write, attach to the sweep's parent."""
     check_objective(cfg.metric, "metric")
+    if cfg.ui_url:  # before any work
+        checked_ui_url(cfg.ui_url, "ui_url")
     source = open_source(cfg.tracking, cfg.filter)
     selection = select(source, cfg.sweep_id, cfg.runs, cfg.filter, cfg.latest_runs)
     name = selection.sweep_id or time.strftime("runs-%Y%m%d-%H%M%S")

@@ -69,7 +69,7 @@ test-server: data ## The team store for real: PostgreSQL + mlflow server, faults
 	$(PY) -m pytest -m server tests/server $(ARGS)
 
 e2e: data ## The report and the MLflow UI in headless Chromium (apt-get install chromium); outputs/e2e/*.png
-	$(PY) -m pytest -m "browser and not slow" -n 2 -rs $(ARGS)
+	VAELAB_TEST_KEEP=$(CURDIR)/outputs/e2e $(PY) -m pytest -m "browser and not slow" -n 2 -rs $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check src pipelines tests benchmarks
@@ -95,10 +95,10 @@ SERVER_OPTS = --state-dir '$(ROOT)/mlruns' --host '$(HOST)' --port '$(PORT)' $(i
 	$(if $(ARTIFACTS),--artifacts '$(ARTIFACTS)') $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 server: $(STAMP) ## The team store: PostgreSQL (mlruns/postgres/) + mlflow server on HOST:PORT; AUTH=1 for logins
-	$(PY) -m vaelab.edges.server start $(SERVER_OPTS)
+	$(PY) -m vaelab_server start $(SERVER_OPTS)
 
 server-stop: $(STAMP) ## Stop what `make server` started
-	$(PY) -m vaelab.edges.server stop --state-dir '$(ROOT)/mlruns'
+	$(PY) -m vaelab_server stop --state-dir '$(ROOT)/mlruns'
 
 clean: ## Remove the venv and Hydra outputs (keeps mlruns/ and data/)
 	rm -rf $(VENV) outputs .pytest_cache

@@ -81,9 +81,9 @@ def in_process(overrides: list[str], epochs: int) -> None:
     from vaelab.engines.fit import state_arrays, train_with_fit
     from vaelab.engines.loop import train_with_loop
     from vaelab.engines.solo import build_model
-    from vaelab.orchestration.train import engine_job, group_data
+    from vaelab.orchestration.engine_inputs import engine_job, group_data
     from vaelab.rules import checkpoints
-    from vaelab.rules.recorder import _write_checkpoint
+    from vaelab.rules.run_writes import write_checkpoint
     from vaelab.vocab.metrics import EPOCH_SECONDS
 
     register_configs()
@@ -105,7 +105,7 @@ def in_process(overrides: list[str], epochs: int) -> None:
             start = time.perf_counter()
             arrays = state_arrays(model, model._vaelab_optimizer)
             checkpoint = Checkpoint(epoch, "solo", arrays, {})
-            _write_checkpoint(store, run, checkpoint, config.train.checkpoints_kept, known)
+            write_checkpoint(store, run, checkpoint, config.train.checkpoints_kept, known)
             checkpoint_seconds.append(time.perf_counter() - start)
             train_seconds.append(values[EPOCH_SECONDS])
             return False

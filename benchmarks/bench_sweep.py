@@ -59,7 +59,7 @@ QUICK_BIG = [
     "model.intermediate_dim=16,32", "train.epochs=3",
 ]  # fmt: skip
 PACKED = "hydra/launcher=packed"
-# The packed launcher's account of each group (vaelab.orchestration.train._log_timing).
+# The packed launcher's account of each group (vaelab.rules.console.group_timing).
 _GROUP = re.compile(
     r"packed group \w+: (\d+) runs in ([\d.]+) s: setup ([\d.]+) s, training ([\d.]+) s, "
     r"evaluation ([\d.]+) s, logging ([\d.]+) s"

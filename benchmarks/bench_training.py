@@ -32,7 +32,7 @@ from vaelab.edges.config import to_run_config  # noqa: E402
 from vaelab.engines import backend  # noqa: E402
 from vaelab.engines.fit import train_with_fit  # noqa: E402
 from vaelab.engines.loop import train_with_loop  # noqa: E402
-from vaelab.orchestration.train import engine_job, group_data  # noqa: E402
+from vaelab.orchestration.engine_inputs import engine_job, group_data  # noqa: E402
 from vaelab.vae.losses import LossSpec  # noqa: E402
 from vaelab.vae.models import build_vae  # noqa: E402
 from vaelab.vocab.metrics import TERMS  # noqa: E402

@@ -4,6 +4,7 @@ python pipelines/train.py                                  # the default run, in
 python pipelines/train.py style=subclass model.latent_dim=8 train.epochs=5
 python pipelines/train.py --multirun sweep=demo            # a sweep, grouped in MLflow
 python pipelines/train.py --multirun sweep=grid hydra/launcher=packed   # trained together
+python pipelines/train.py --multirun model.latent_dim=2,16 sweep.seeds=3   # 3 seeds each
 """
 
 import hydra
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from vaelab.edges.cli import quiet_frameworks, run_command, user_errors
 from vaelab.edges.config import register_configs
+from vaelab.rules.replicates import with_seed_axis
 
 register_configs()
 quiet_frameworks()
@@ -26,4 +28,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    run_command(main, "config")
+    run_command(main, "config", prepare=with_seed_axis)

@@ -3,12 +3,15 @@ experiment, and point the run store and outputs at the test's own tmp_path."""
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
 import runpy
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from vaelab.edges import cli
+from vaelab.edges import cli, tracking
 from vaelab.edges.config import register_configs
+from vaelab.edges.tracking.heartbeats import HEARTBEATS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The smallest real run: a few hundred digits, one epoch, no model artifact.
@@ -45,10 +49,46 @@ ON_JAX = os.environ.get("KERAS_BACKEND") == "jax"
 collect_ignore_glob = ["test_*.py", "faults/*"] if ON_JAX else ["jax/*"]
 
 
+@pytest.fixture(autouse=True)
+def process_state_left_by_a_test():
+    """What one test would leave in this process for the next, undone after it.
+
+    Undone: the heartbeats of runs the test left open (the heartbeat thread would go on
+    writing into its store, and a later test's liveness checks would see them), and
+    `gc.freeze` when the test froze (a process's first run freezes what lives then: each test
+    starts unfrozen, as a process does, instead of keeping the first test's objects forever).
+    Kept on purpose: the models, IW estimators and compiled packed programs that later runs
+    reuse (`engines.solo._MODELS`, `engines.evaluation._ESTIMATORS`,
+    `engines.packed.program.program_for`'s cache). A reused model gives exactly a fresh one's
+    numbers (tests/test_run.py); building anew costs ~4 s per training test.
+    """
+    open_before = set(HEARTBEATS._runs)  # no public listing: the runs it renews
+    frozen_before = gc.get_freeze_count()
+    yield
+    for run_id in set(HEARTBEATS._runs) - open_before:
+        HEARTBEATS.remove(run_id)
+    if not frozen_before and gc.get_freeze_count():
+        gc.unfreeze()
+
+
 def compose_config(*overrides: str, name: str = "config") -> DictConfig:
     """The real composition, as the pipeline does it (global Hydra state cleared after)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a test's own server (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts connections at `host`:`port` (a test's server is up)."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
 
 
 def isolated(tmp_path: Path) -> list[str]:
@@ -209,3 +249,36 @@ def count_permutations(monkeypatch: pytest.MonkeyPatch, limit: int) -> list[int]
 
     monkeypatch.setattr(np.random, "default_rng", Counted)
     return drawn
+
+
+def store_for(tmp_path: Path) -> tracking.Store:
+    """The store `isolated(tmp_path)` sends runs to, opened as a reader of it would."""
+    return tracking.open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "vaelab", None)
+
+
+def signal_at_epoch(monkeypatch, signum: int, epoch: int, epochs: int | None = None) -> None:
+    """Deliver a real signal to this process when a run of `epochs` epochs (any run, if
+    None) reports its `epoch`-th epoch: the run's own handlers see it mid-training."""
+    # Here, not at the top: only the tests that interrupt a run pay for the recorder's imports.
+    from vaelab.rules.recorder import Recorder
+
+    real = Recorder.epoch_ended
+
+    def epoch_ended(self, job, step, values):
+        real(self, job, step, values)
+        wanted = epochs is None or self.planned[job].config.train.epochs == epochs
+        if step == epoch and wanted:
+            os.kill(os.getpid(), signum)
+            time.sleep(1)  # the handler raises before this returns
+
+    monkeypatch.setattr(Recorder, "epoch_ended", epoch_ended)
+
+
+@pytest.fixture
+def keep_dir(tmp_path: Path) -> Path:
+    """Where a test leaves what a person may want to look at (a screenshot, a terminal's text):
+    $VAELAB_TEST_KEEP (`make e2e` sets it to outputs/e2e), else the test's own tmp_path, so
+    that no test writes into the repository unless asked to."""
+    kept = Path(os.environ.get("VAELAB_TEST_KEEP") or tmp_path / "kept")
+    kept.mkdir(parents=True, exist_ok=True)
+    return kept

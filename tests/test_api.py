@@ -174,7 +174,7 @@ def test_the_api_imports_no_framework_keeps_fd_2_and_raises_rather_than_exits(st
     assert done.stdout.strip().splitlines()[-1] == "2 [] True ReportError"
 
 
-def test_the_notebook_runs_on_the_sweep(home, monkeypatch):
+def test_the_notebook_runs_on_the_sweep(home, monkeypatch, keep_dir):
     monkeypatch.setenv("VAELAB_HOME", str(home))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3").execute(cwd=str(home))
@@ -183,6 +183,4 @@ def test_the_notebook_runs_on_the_sweep(home, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs)
     assert len(figures) == 2, "the validation curves and the decoded grid"
     assert "sweep " in text and "best: " in text and "decoded 81 latent points" in text
-    artifacts = REPO / "outputs" / "e2e"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, artifacts / "sweep_analysis.ipynb")
+    nbformat.write(notebook, keep_dir / "sweep_analysis.ipynb")

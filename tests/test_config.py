@@ -9,7 +9,8 @@ from tests.conftest import compose_config
 from vaelab.edges.config import Config, ConfigError, Style, flatten, to_run_config
 from vaelab.engines.fit import compile_model
 from vaelab.engines.solo import build_model
-from vaelab.orchestration.train import engine_job, loss_spec, train_and_evaluate
+from vaelab.orchestration.engine_inputs import engine_job, loss_spec
+from vaelab.orchestration.train import train_and_evaluate
 from vaelab.vae.losses import vae_loss_terms
 
 

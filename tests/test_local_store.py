@@ -13,23 +13,26 @@ from tests.conftest import compose_config
 from vaelab.edges import mlflow_tables, tracking
 from vaelab.edges.mlflow_tables import LocalStore, Unsupported
 from vaelab.orchestration import report
-from vaelab.rules import lifecycle
+from vaelab.rules.lifecycle.children import child_tags, children_filter
+from vaelab.rules.lifecycle.parent import PARENTS_FILTER, start_sweep
+from vaelab.rules.lifecycle.verdict import finish_sweep
+from vaelab.vocab.tags import PARENT, SWEEP_ID, SWEEP_ROLE
 
 
 @pytest.fixture
 def store(store_uri):
     """A sweep's parent and children, a stray run, a deleted one, another experiment."""
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "s1", {}, total=3, objective="val/total")
+    context = start_sweep(store, "s1", {}, total=3, objective="val/total")
     for number in range(3):
-        tags = lifecycle.child_tags(context, f"hash{number}")
+        tags = child_tags(context, f"hash{number}")
         run = tracking.create_run(
             store, f"child {number}", tags, {"seed": number, "model.latent_dim": 2**number}
         )
         for epoch in (1, 2, 3):
             run.log({"val/total": 100.0 / (epoch + number), "train/kl": 1.5 * epoch}, step=epoch)
         run.end("FAILED" if number == 2 else "FINISHED", "boom" if number == 2 else None)
-    lifecycle.finish(store, context)
+    finish_sweep(store, context)
     tracking.create_run(store, "stray", {"note": "it's quoted"}).end("KILLED")
     diverged = tracking.create_run(store, "diverged", {})
     diverged.log({"val/total": 3.0}, step=1)
@@ -52,10 +55,10 @@ def local_frame(store, filter_string="", run_ids=None):
 
 FILTERS = [
     "",
-    lifecycle.children_filter("s1"),
-    lifecycle.PARENTS_FILTER,
+    children_filter("s1"),
+    PARENTS_FILTER,
     "attributes.status = 'FINISHED'",
-    f"tags.`{lifecycle.SWEEP_ID}` = 's1' and attributes.status = 'FAILED'",
+    f"tags.`{SWEEP_ID}` = 's1' and attributes.status = 'FAILED'",
     "params.seed = '1'",
 ]
 
@@ -70,7 +73,7 @@ def test_runs_read_directly_are_what_mlflow_reads_column_for_column(store, filte
 
 
 def test_a_selection_by_id_and_the_metric_histories_agree(store):
-    ids = list(mlflow_frame(store, lifecycle.children_filter("s1"))["run_id"])[:2]
+    ids = list(mlflow_frame(store, children_filter("s1"))["run_id"])[:2]
     pd.testing.assert_frame_equal(
         local_frame(store, run_ids=ids),
         mlflow_frame(store, run_ids=ids)[local_frame(store, run_ids=ids).columns],
@@ -94,7 +97,7 @@ def test_what_it_cannot_answer_exactly_is_left_to_mlflow(store, filter_string):
 
 
 def test_artifacts_are_read_and_attached_where_mlflow_keeps_them(store, tmp_path):
-    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
+    (parent,) = tracking.find_runs(store, {SWEEP_ROLE: PARENT})
     local = LocalStore.open(store.uri, "vaelab")
     copy = local.download_artifact(parent.run_id, "summary.txt", tmp_path / "down")
     assert copy.read_text() == tracking.read_text_artifact(store, parent.run_id, "summary.txt")
@@ -116,7 +119,7 @@ def test_no_local_store_or_no_experiment_is_none(tmp_path, store):
 
 def test_non_finite_values_read_back_as_mlflow_reads_them(store):
     runs = tracking.find_runs(store, {}, status="FAILED")
-    (diverged,) = [r for r in runs if lifecycle.SWEEP_ID not in r.tags]
+    (diverged,) = [r for r in runs if SWEEP_ID not in r.tags]
     local = LocalStore.open(store.uri, "vaelab")
     found = local.runs_frame(run_ids=[diverged.run_id]).iloc[0]
     expected = mlflow_frame(store, run_ids=[diverged.run_id]).iloc[0]

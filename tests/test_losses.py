@@ -6,8 +6,6 @@ from vaelab.vae.losses import (
     LossSpec,
     LossWeights,
     kl_per_example,
-    log_importance_weights,
-    negative_log_mean_exp,
     reconstruction_per_example,
     vae_loss_terms,
 )
@@ -99,15 +97,3 @@ def test_per_configuration_flags_select_the_same_numbers_as_python_choices():
             ops.convert_to_numpy(reconstruction_per_example(X, X_HAT, spec)),
             rtol=1e-5,
         )
-
-
-def test_importance_weights_of_an_exact_posterior_give_the_true_log_likelihood():
-    # One binary pixel, p(z) = N(0,1), p(x=1|z) = 0.25 whatever z: log p(x=1) = log 0.25.
-    # With q = p(z) every weight equals p(x|z), so the estimate is exact for any k.
-    k, z = 7, RNG.normal(size=(7, 1, 2)).astype("float32")
-    x = np.ones((1, 1), dtype="float32")
-    x_hat = np.full((k, 1, 1), 0.25, dtype="float32")
-    zeros = np.zeros((1, 2), dtype="float32")
-    log_w = log_importance_weights(x, x_hat, z, zeros, zeros)
-    nll = ops.convert_to_numpy(negative_log_mean_exp(log_w))
-    np.testing.assert_allclose(nll, [-np.log(0.25)], rtol=1e-5)

@@ -49,12 +49,10 @@ def on_a_terminal(command: list[str], tmp_path) -> str:
 
 
 @pytest.mark.long
-def test_a_sweep_on_a_terminal_shows_its_runs_and_each_runs_steps(tmp_path):
+def test_a_sweep_on_a_terminal_shows_its_runs_and_each_runs_steps(tmp_path, keep_dir):
     script = str(REPO / "pipelines" / "train.py")
     shown = on_a_terminal([sys.executable, script, *SWEEP, *isolated(tmp_path)], tmp_path)
-    artifacts = REPO / "outputs" / "e2e"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "sweep_on_a_terminal.txt").write_text(shown)  # what a user sees, kept
+    (keep_dir / "sweep_on_a_terminal.txt").write_text(shown)  # what a user sees, kept
     # The sweep's bar: runs done of the total, with what each ended as and an ETA.
     assert re.search(r"sweep \w+ +100%\|[^|]*\| 2/2 runs \[[\d:]+<00:00, 2 done, 0 pruned, "
                      r"0 failed, 0 skipped\]", shown), shown[-3000:]  # fmt: skip

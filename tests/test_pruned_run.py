@@ -4,7 +4,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY
 from vaelab.edges import tracking
-from vaelab.rules import lifecycle
+from vaelab.vocab.tags import CHILD, SWEEP_ID, SWEEP_ROLE
 
 
 def test_a_pruned_run_says_so_in_its_name_and_description(run_app, store_uri):
@@ -16,7 +16,7 @@ def test_a_pruned_run_says_so_in_its_name_and_description(run_app, store_uri):
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     store = tracking.open_store(store_uri, "vaelab")
-    children = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.CHILD})
+    children = tracking.find_runs(store, {SWEEP_ROLE: CHILD})
     runs = {r.params["train.learning_rate"]: r for r in children}
     pruned, whole = runs["1e-06"], runs["0.001"]
     assert pruned.tags["pruned_at_epoch"] == "1" and pruned.status == "FINISHED"
@@ -24,7 +24,7 @@ def test_a_pruned_run_says_so_in_its_name_and_description(run_app, store_uri):
     info = client.get_run(pruned.run_id).info
     assert info.run_name == "functional z=32 h=64 2ep elbo seed=1 pruned@1"
     assert pruned.tags["mlflow.runName"] == info.run_name
-    sweep_id = pruned.tags[lifecycle.SWEEP_ID]
+    sweep_id = pruned.tags[SWEEP_ID]
     assert pruned.tags["mlflow.note.content"] == (
         f"Pruned at epoch 1 of 2 by the successive_halving pruner (sweep {sweep_id}): its "
         "numbers are those of 1 epoch, not a whole run's; it has no test metrics and is "

@@ -5,7 +5,9 @@ import math
 import pandas as pd
 
 from vaelab.edges import tracking
-from vaelab.rules import lifecycle, ranking
+from vaelab.rules import ranking
+from vaelab.rules.lifecycle.attempts import current_attempt_ids, current_attempts, records_frame
+from vaelab.vocab.tags import CONFIG_HASH
 
 
 def runs(*rows: dict) -> pd.DataFrame:
@@ -70,7 +72,7 @@ def test_a_sweep_summary_and_a_report_name_the_same_best_run():
     ] + [
         tracking.RunRecord("early", "FINISHED", {"loss.name": "elbo"}, {"val/total": 120.0}, {}, 10)
     ]
-    summary_best = ranking.best(ranking.rank(lifecycle.records_frame(records), "val/total"))
+    summary_best = ranking.best(ranking.rank(records_frame(records), "val/total"))
     report_frame = pd.DataFrame(
         {
             "run_id": ["late", "early"],
@@ -175,9 +177,7 @@ def test_current_attempts_are_the_same_for_run_records_and_a_runs_frame():
     # A configuration killed then redone, one trained again with force=true, one that only
     # failed: the sweep's summary (records) and the report (a frame) keep the same runs.
     def record(run_id: str, status: str, config: str, start: int) -> tracking.RunRecord:
-        return tracking.RunRecord(
-            run_id, status, {}, {}, {lifecycle.CONFIG_HASH: config}, start_time=start
-        )
+        return tracking.RunRecord(run_id, status, {}, {}, {CONFIG_HASH: config}, start_time=start)
 
     records = [
         record("killed", "KILLED", "a", 1),
@@ -188,7 +188,7 @@ def test_current_attempts_are_the_same_for_run_records_and_a_runs_frame():
         record("failed_again", "FAILED", "c", 6),
     ]
     kept = ["redone", "first", "failed_again"]
-    assert [r.run_id for r in lifecycle.current_attempts(records)] == kept
-    frame = lifecycle.records_frame(records).iloc[::-1]  # a report's frame is newest first
+    assert [r.run_id for r in current_attempts(records)] == kept
+    frame = records_frame(records).iloc[::-1]  # a report's frame is newest first
     frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms", utc=True)
-    assert lifecycle.current_attempt_ids(frame) == kept
+    assert current_attempt_ids(frame) == kept

@@ -154,3 +154,18 @@ def test_configurations_are_ranked_within_their_comparable_group_only():
     frame["params.loss.reconstruction"] = ["bce", "mse"]
     table = replicates.summarise(ranking.rank(frame, "val/total"), "val/total")
     assert list(table["rank"]) == [1, 1] and table["group"].nunique() == 2
+
+
+def test_sweep_seeds_becomes_a_seed_axis_and_its_mistakes_are_refused():
+    line = ["--multirun", "model.latent_dim=2,4", "sweep.seeds=3"]
+    assert replicates.with_seed_axis(line) == [*line, "seed=1,2,3"]
+    assert replicates.with_seed_axis(["sweep.seeds=1"]) == ["sweep.seeds=1"]
+    assert replicates.with_seed_axis(["model.latent_dim=2"]) == ["model.latent_dim=2"]
+    for wrong, said in [
+        (["-m", "sweep.seeds=0"], "whole number >= 1"),
+        (["-m", "sweep.seeds=two"], "whole number >= 1"),
+        (["sweep.seeds=3"], "add --multirun"),
+        (["-m", "sweep.seeds=3", "seed=4,5"], "keep one"),
+    ]:
+        with pytest.raises(replicates.ConfigError, match=said):
+            replicates.with_seed_axis(wrong)

@@ -1,6 +1,7 @@
 """Reports read the store alone; the MLflow server serves what the runs logged."""
 
 import html
+import itertools
 import json
 import re
 import shutil
@@ -12,18 +13,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow.tracking._tracking_service.client as mlflow_client
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TINY, compose_config, isolated
+from tests.conftest import TINY, compose_config, free_port, isolated
 from vaelab.edges import tracking
-from vaelab.edges.server import free_port
 from vaelab.edges.ui import ML_VIEW
 from vaelab.orchestration.report import experiment_url, make_report, run_url
 from vaelab.orchestration.train import train_and_evaluate
-from vaelab.rules import lifecycle
+from vaelab.rules.lifecycle.children import child_tags
+from vaelab.rules.lifecycle.parent import start_sweep
+from vaelab.rules.lifecycle.verdict import finish_sweep
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import RunFailed, UserError
+from vaelab.vocab.tags import BEST_RUN, CHILD, OVERRIDES, PARENT, SWEEP_ID, SWEEP_ROLE
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def sweep_store(tmp_path_factory):
     base = ["experiment=smoke", *isolated(tmp), "tracking.log_model=false", "train.epochs=2"]
     cfg = compose_config(*base)
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
-    context = lifecycle.start(store, "r1", {}, total=4, objective="val/total")
+    context = start_sweep(store, "r1", {}, total=4, objective="val/total")
     ids = {}
     for name, overrides in {
         "elbo": [],
@@ -46,9 +50,7 @@ def sweep_store(tmp_path_factory):
         except RunFailed as failure:
             ids[name] = failure.run_id
     # A run from an older version: fewer metrics, no artifacts, other params.
-    old = tracking.create_run(
-        store, "old", {lifecycle.SWEEP_ID: "r1", lifecycle.SWEEP_ROLE: lifecycle.CHILD}
-    ).run_id
+    old = tracking.create_run(store, "old", {SWEEP_ID: "r1", SWEEP_ROLE: CHILD}).run_id
     tracking.update_run(store, old, metrics={"val/total": 999.0, "val/kl": 0.0, "test/kl": 0.0})
     tracking.close_run(store, old, "FINISHED")
     ids["old"] = old
@@ -101,7 +103,7 @@ def test_report_ranks_only_comparable_runs_and_never_a_collapsed_one(sweep_store
 
 def _child(store, context, style: str, config: str, status: str, value: float | None) -> str:
     """A child run of the sweep as training would leave it (bit-identical styles: same numbers)."""
-    tags = {**lifecycle.child_tags(context, config), lifecycle.OVERRIDES: f"style={style}"}
+    tags = {**child_tags(context, config), OVERRIDES: f"style={style}"}
     params = {"style.name": style, "loss.name": "elbo", "model.latent_dim": 2}
     run = tracking.create_run(store, style, tags, params, parent_run_id=context.parent_run_id)
     if value is not None:
@@ -110,22 +112,34 @@ def _child(store, context, style: str, config: str, status: str, value: float | 
         final = {metrics.VAL_ACTIVE_UNITS: 2, metrics.ACTIVE_UNITS: 2}
         run.log({"val/total": value, "test/total": value - 1, **final}, step=2)
     run.end(status)
-    time.sleep(0.01)  # distinct start times: the tie-break is the earlier run
     return run.run_id
 
 
-def test_a_sweeps_report_ranks_its_current_attempts_and_names_the_summarys_best(tmp_path):
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    """MLflow's clock, one millisecond on at each reading: runs created in turn start in turn.
+
+    The ranking's tie-break is the earlier run; two runs created within one millisecond would
+    otherwise be ordered by their random ids.
+    """
+    ticks = itertools.count(int(time.time() * 1000))
+    monkeypatch.setattr(mlflow_client, "get_current_time_millis", lambda: next(ticks))
+
+
+def test_a_sweeps_report_ranks_its_current_attempts_and_names_the_summarys_best(
+    tmp_path, ticking_clock
+):
     cfg = compose_config(*isolated(tmp_path))
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
-    context = lifecycle.start(store, "s1", {}, total=3, objective="val/total")
+    context = start_sweep(store, "s1", {}, total=3, objective="val/total")
     functional = _child(store, context, "functional", "a", "FINISHED", 120.0)
     subclass = _child(store, context, "subclass", "b", "FINISHED", 120.0)
     killed = _child(store, context, "custom_loop", "c", "KILLED", None)
     redone = _child(store, context, "custom_loop", "c", "FINISHED", 125.0)
     # force=true trains the functional configuration again: bit-identical, and superseded.
     forced = _child(store, context, "functional", "a", "FINISHED", 120.0)
-    lifecycle.finish(store, context)
-    best = tracking.get_run(store, context.parent_run_id).tags[lifecycle.BEST_RUN]
+    finish_sweep(store, context)
+    best = tracking.get_run(store, context.parent_run_id).tags[BEST_RUN]
 
     paths = make_report(report_cfg(tmp_path, "sweep_id=s1"))
     summary = paths["md"].read_text()
@@ -145,9 +159,9 @@ def test_a_sweep_id_from_the_store_never_writes_outside_the_reports_directory(tm
     # Anyone who can write to a shared store can tag a run; a reader's report must not follow.
     cfg = compose_config(*isolated(tmp_path))
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
-    tags = {lifecycle.SWEEP_ID: hostile, lifecycle.SWEEP_ROLE: lifecycle.PARENT}
+    tags = {SWEEP_ID: hostile, SWEEP_ROLE: PARENT}
     tracking.create_run(store, "hostile parent", tags).end("FINISHED")
-    child = {lifecycle.SWEEP_ID: hostile, lifecycle.SWEEP_ROLE: lifecycle.CHILD}
+    child = {SWEEP_ID: hostile, SWEEP_ROLE: CHILD}
     run = tracking.create_run(store, "child", child, params={"loss.name": "elbo"})
     run.log({"val/total": 1.0})
     run.end("FINISHED")
@@ -328,7 +342,7 @@ def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
 
 @pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
+def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store, keep_dir):
     """At 1400 px: no horizontal scrolling, every image loaded, every chart with a legend as
     drawn (its entries, read from the figure, ride on the page); a screenshot is kept."""
     tmp, _, _, ids = sweep_store
@@ -344,9 +358,7 @@ def test_the_report_reads_at_a_glance_in_a_real_browser(sweep_store):
     # Learning curves of each group, the KL / reconstruction split, the latent_dim effect.
     assert len(charts) >= 4 and all(c["legend"] and c["shown"] for c in charts), charts
     assert any(ids["elbo"][:8] in entry for c in charts for entry in c["legend"]), charts
-    artifacts = REPO / "outputs" / "e2e"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    screenshot = artifacts / "report.png"
+    screenshot = keep_dir / "report.png"
     _chromium(f"--screenshot={screenshot}", page.as_uri(), tmp=tmp)
     assert screenshot.stat().st_size > 20_000
 
@@ -358,7 +370,7 @@ def _visible_text(dom: str) -> str:
 
 @pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_path):
+def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_path, keep_dir):
     """The address the report links to shows the training runs, not the GenAI traces view.
 
     MLflow 3.17 ignores the experiment's `mlflow.experimentKind` tag (its UI decides by a
@@ -374,9 +386,7 @@ def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_
         text = _visible_text(dom)
         assert "Run Name" in text and name in text and "1 matching run" in text, text[:2000]
         assert "Token Usage" not in text and "Tokens per Trace" not in text, text[:2000]
-        artifacts = REPO / "outputs" / "e2e"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        screenshot = artifacts / "mlflow_ui.png"
+        screenshot = keep_dir / "mlflow_ui.png"
         _chromium("--virtual-time-budget=20000", f"--screenshot={screenshot}", url, tmp=tmp_path)
     assert screenshot.stat().st_size > 20_000
 
@@ -384,7 +394,7 @@ def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_
 @pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_the_models_view_lists_each_model_with_its_metrics_and_a_run_shows_its_user(
-    smoke_cfg, tmp_path
+    smoke_cfg, tmp_path, keep_dir
 ):
     """The experiment's Models view lists the run's LoggedModel, named after the run, with the
     final metrics logged against it; the run's page shows who made it (its User)."""
@@ -392,8 +402,6 @@ def test_the_models_view_lists_each_model_with_its_metrics_and_a_run_shows_its_u
     run_id = train_and_evaluate(cfg).run_id
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
     (model,) = store.client.search_logged_models([store.experiment_id])
-    artifacts = REPO / "outputs" / "e2e"
-    artifacts.mkdir(parents=True, exist_ok=True)
     with _mlflow_server(store.uri) as base:
         models = f"{base}/#/experiments/{store.experiment_id}/models?{ML_VIEW}"
         # Wide enough that the grid renders every column (it draws only those in view).
@@ -403,7 +411,7 @@ def test_the_models_view_lists_each_model_with_its_metrics_and_a_run_shows_its_u
         assert model.name in text and "Dataset: mnist" in text, text[:3000]
         for name in ("test/total", "test/reconstruction", "test/kl"):
             assert name in text and str(linked[name])[:6] in text, (name, text[:3000])
-        screenshot = artifacts / "mlflow_models.png"
+        screenshot = keep_dir / "mlflow_models.png"
         _chromium(*wide, f"--screenshot={screenshot}", models, tmp=tmp_path)
         page = run_url(base, store.experiment_id, run_id)
         dom = _chromium("--virtual-time-budget=20000", "--dump-dom", page, tmp=tmp_path).stdout

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, compose_config, isolated
+from tests.conftest import TINY, compose_config, free_port, isolated
 from vaelab.edges import tracking
 from vaelab.edges.mlflow_tables import LocalStore
-from vaelab.edges.server import free_port
 from vaelab.edges.ui import ML_VIEW, browse_hint
 from vaelab.orchestration.report import UI_URL_FILE, build, make_report, render, select
 from vaelab.vocab.errors import ReportError

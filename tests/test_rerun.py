@@ -8,9 +8,13 @@ from tests.conftest import compose_config, isolated
 from vaelab.edges import tracking
 from vaelab.orchestration.rerun import prepare, rerun, rerun_run
 from vaelab.orchestration.train import train_and_evaluate
-from vaelab.rules import identity, lifecycle
+from vaelab.rules import identity
+from vaelab.rules.lifecycle.children import children_of
+from vaelab.rules.lifecycle.parent import start_sweep
+from vaelab.rules.lifecycle.verdict import finish_sweep
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import RerunError
+from vaelab.vocab.tags import BEST_RUN, PARENT, RERUN_OF, SWEEP_ID, SWEEP_ROLE
 
 SMALLER = ["data.train_limit=256", "data.validation_size=128", "data.test_limit=128"]
 
@@ -96,21 +100,19 @@ def test_a_comparison_with_a_missing_epoch_says_so(store):
 
 
 def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg, store, capsys):
-    context = lifecycle.start(store, "orig", {}, total=1, objective="val/total")
+    context = start_sweep(store, "orig", {}, total=1, objective="val/total")
     train_and_evaluate(smoke_cfg(*SMALLER, "tracking.log_model=false"), sweep=context)
-    lifecycle.finish(store, context)
+    finish_sweep(store, context)
     comparisons = rerun(rerun_cfg("sweep_id=orig"))
     (comparison,) = comparisons  # 1 epoch: 3 test + 3 quality numbers + 6 losses, none missing
     assert len(comparison.rows) == 3 + 3 + 6 and not comparison.missing, comparison.table()
     assert comparison.max_abs_difference == 0.0, comparison.table()  # one process: exact
-    (new_parent,) = tracking.find_runs(
-        store, {lifecycle.RERUN_OF: "orig", lifecycle.SWEEP_ROLE: lifecycle.PARENT}
-    )
-    children = lifecycle.children(store, new_parent.tags[lifecycle.SWEEP_ID])
+    (new_parent,) = tracking.find_runs(store, {RERUN_OF: "orig", SWEEP_ROLE: PARENT})
+    children = children_of(store, new_parent.tags[SWEEP_ID])
     assert len(children) == 1 and new_parent.status == "FINISHED"
     # The same lifecycle as any sweep: counts, the objective, the best run, a summary.
     best = min(children, key=lambda r: (r.metrics["val/total"], r.start_time))
-    assert new_parent.tags[lifecycle.BEST_RUN] == best.run_id
+    assert new_parent.tags[BEST_RUN] == best.run_id
     assert new_parent.tags["sweep.count.finished"] == "1"
     assert new_parent.tags["sweep.objective"] == "val/total"
     assert f"Best by val/total: {best.run_id}" in capsys.readouterr().out
@@ -119,11 +121,11 @@ def test_a_sweep_rerun_is_a_new_sweep_with_its_own_verdict(smoke_cfg, rerun_cfg,
 def test_a_sweep_rerun_refused_by_strict_mode_leaves_no_new_sweep_behind(
     smoke_cfg, rerun_cfg, store
 ):
-    context = lifecycle.start(store, "orig", {}, total=1, objective="val/total")
+    context = start_sweep(store, "orig", {}, total=1, objective="val/total")
     done = train_and_evaluate(smoke_cfg(*SMALLER, "tracking.log_model=false"), sweep=context)
-    lifecycle.finish(store, context)
+    finish_sweep(store, context)
     tracking.update_run(store, done.run_id, tags={"git.commit": "0" * 40})
     with pytest.raises(RerunError, match="strict=true: refusing"):
         rerun(rerun_cfg("sweep_id=orig", "strict=true"))
-    assert not tracking.find_runs(store, {lifecycle.RERUN_OF: "orig"})
+    assert not tracking.find_runs(store, {RERUN_OF: "orig"})
     assert "RUNNING" not in {r.status for r in tracking.find_runs(store, {})}

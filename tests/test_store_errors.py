@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import vaelab
-from tests.conftest import TINY
-from vaelab.edges import server, tracking, ui
+from tests.conftest import TINY, free_port
+from vaelab.edges import network, tracking, ui
 from vaelab.vocab.errors import TrackingError
 
 
@@ -102,9 +102,9 @@ def listener():
 
 
 def test_a_port_taken_on_any_interface_is_taken_for_every_host(listener):
-    assert server.port_taken("127.0.0.1", listener)
-    assert server.port_taken("0.0.0.0", listener)
-    assert not server.port_taken("127.0.0.1", server.free_port())
+    assert network.port_taken("127.0.0.1", listener)
+    assert network.port_taken("0.0.0.0", listener)
+    assert not network.port_taken("127.0.0.1", free_port())
 
 
 def test_make_ui_on_a_busy_port_is_refused_in_one_line_and_records_nothing(listener, tmp_path):

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from vaelab.edges import server, tracking, ui
+from tests.conftest import REPO, free_port
+from vaelab.edges import network, tracking, ui
 
 
 def mode(path: Path) -> int:
@@ -91,7 +91,7 @@ def _mlflow_ui_of(group: int) -> list[int]:
 
 @pytest.mark.long
 def test_make_ui_on_a_fresh_home_serves_a_private_store_and_records_it_once_it_listens(tmp_path):
-    port = server.free_port()
+    port = free_port()
     url_file = tmp_path / "mlruns" / "ui_url.txt"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}  # no choice
     make = subprocess.Popen(
@@ -103,7 +103,7 @@ def test_make_ui_on_a_fresh_home_serves_a_private_store_and_records_it_once_it_l
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + server.START_TIMEOUT_S
+        deadline = time.monotonic() + network.START_TIMEOUT_S
         while not url_file.exists() and make.poll() is None and time.monotonic() < deadline:
             time.sleep(0.25)
         recorded = url_file.read_text().strip()

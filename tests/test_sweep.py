@@ -16,16 +16,17 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab.edges import provenance, tracking
 from vaelab.orchestration.report import make_report
-from vaelab.rules import lifecycle, pruning
+from vaelab.rules import pruning
+from vaelab.vocab.tags import CHILD, SWEEP_ROLE
 
 
 def output(result):
     return result.stdout + result.stderr
 
 
-def sweep_runs(store_uri, role=lifecycle.CHILD):
+def sweep_runs(store_uri, role=CHILD):
     store = tracking.open_store(store_uri, "vaelab")
-    return tracking.find_runs(store, {lifecycle.SWEEP_ROLE: role})
+    return tracking.find_runs(store, {SWEEP_ROLE: role})
 
 
 def test_grid_records_each_run_once_under_one_parent(run_app, store_uri):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from vaelab.edges import server, ui
+from tests.conftest import REPO, free_port, listening
+from vaelab.edges import network, ui
+from vaelab_server.auth import auth_summary
+from vaelab_server.layout import Layout
 
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "127.0.0.2"]
 SHARED = ["0.0.0.0", "::", "192.168.1.20", "mlflow.lab"]
@@ -23,7 +25,7 @@ REFUSED_WITHIN_S = 30
 
 
 def test_make_ui_on_every_interface_is_refused_in_one_line_before_anything_listens(tmp_path):
-    port = server.free_port()
+    port = free_port()
     make = subprocess.Popen(
         ["make", "ui", "HOST=0.0.0.0", f"PORT={port}"],
         cwd=REPO,
@@ -37,7 +39,7 @@ def test_make_ui_on_every_interface_is_refused_in_one_line_before_anything_liste
     try:
         _, stderr = make.communicate(timeout=REFUSED_WITHIN_S)
     except subprocess.TimeoutExpired:
-        serving = server._listening("127.0.0.1", port)
+        serving = listening("127.0.0.1", port)
         os.killpg(make.pid, signal.SIGKILL)
         make.communicate()
         raise AssertionError(f"make ui HOST=0.0.0.0 ran on; serving on {port}: {serving}") from None
@@ -50,7 +52,7 @@ def test_make_ui_on_every_interface_is_refused_in_one_line_before_anything_liste
     assert make.returncode == 2
     assert ours.startswith("Error: HOST=0.0.0.0 would open the local run store"), ours
     assert "`make server HOST=0.0.0.0 AUTH=1`" in ours and "OPEN=1" in ours
-    assert not server._listening("127.0.0.1", port)
+    assert not listening("127.0.0.1", port)
     assert not (tmp_path / "mlruns").exists()  # not even the UI's address was recorded
 
 
@@ -65,7 +67,7 @@ def test_the_module_refuses_any_other_host_with_one_line_and_exit_1(host, tmp_pa
             "--backend-store-uri",
             f"sqlite:///{tmp_path}/s.db",
         ]
-        + ["--host", host, "--port", str(server.free_port()), "--url-file", str(url_file)],
+        + ["--host", host, "--port", str(free_port()), "--url-file", str(url_file)],
         capture_output=True,
         text=True,
         timeout=REFUSED_WITHIN_S,
@@ -113,7 +115,7 @@ def test_an_allowed_host_records_its_address_once_it_listens_and_becomes_mlflow_
     monkeypatch.setattr(os, "execv", execv)
     monkeypatch.setattr(ui, "_announce", lambda *arguments: announced.append(arguments))
     monkeypatch.setattr(os, "umask", lambda mask: masks.append(mask) or 0o022)
-    monkeypatch.setattr(server, "port_taken", lambda host, port: False)  # tests/test_store_errors
+    monkeypatch.setattr(network, "port_taken", lambda host, port: False)  # tests/test_store_errors
     store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     url_file = tmp_path / "mlruns" / "ui_url.txt"
     with pytest.raises(Exec):
@@ -157,6 +159,6 @@ def test_the_check_imports_no_mlflow():
     + [(host, False, False) for host in LOOPBACK],
 )
 def test_the_server_warns_when_anyone_on_the_network_may_write(host, auth, warned):
-    summary = server.auth_summary(server.Layout.under(Path("/state")), host, auth)
+    summary = auth_summary(Layout.under(Path("/state")), host, auth)
     assert ("anyone who reaches this host can read and write runs" in summary) == warned
     assert summary.startswith("user admin, password in /state/server/") == auth

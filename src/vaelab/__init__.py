@@ -4,6 +4,7 @@ The Python interface (vaelab.api; the README's "From Python"):
 
     import vaelab
     frame = vaelab.runs()                      # the latest sweep, one row per run
+    table = vaelab.configs()                   # one row per configuration: mean, 95% interval
     curves = vaelab.history(frame)             # per-epoch values, one row per run/metric/epoch
     vae = vaelab.load_model(frame.run_id[0])   # the trained Keras VAE
     result = vaelab.train(vaelab.compose(["model.latent_dim=8", "train.epochs=2"]))
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compose", "history", "load_model", "report", "runs", "train"]
+__all__ = ["compose", "configs", "history", "load_model", "report", "runs", "train"]
 
 
 def __getattr__(name: str) -> Any:

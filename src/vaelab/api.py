@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from vaelab.edges.config import Config
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import ConfigError
+from vaelab.vocab.tags import PARENT, SWEEP_ROLE
 
 # The per-epoch metrics `history` returns when not told which.
 EPOCH_METRICS = tuple(
@@ -103,6 +104,31 @@ def runs(
     table = table[first + rest + others].reset_index(drop=True)
     table.attrs.update(sweep_id=sweep_id, store=source.uri, metric=metric)
     return table
+
+
+def configs(
+    sweep: str | None = None,
+    *,
+    metric: str = metrics.name("val", "total"),
+    store: str | None = None,
+    experiment: str | None = None,
+) -> pd.DataFrame:
+    """One row per configuration of a sweep: its replicates' statistics, ranked by their mean.
+
+    A configuration is a run's identity without its seed; its runs (seeds) are replicates.
+    Columns: group (comparable group), configuration (a short key), rank (by mean, within the
+    group), n (replicates that finished), mean, sd, se, ci_low and ci_high (the 95% Student's
+    t interval for the mean; empty for one seed), indistinguishable (Welch's one-sided test
+    cannot say it is worse than the best; empty for one seed), replicates (what became of
+    each: "3 finished, 1 pruned"), run_ids, and the params the replicates share. Same store,
+    selection and checks as `runs()`, whose rows these summarise.
+    """
+    from vaelab.rules import replicates
+
+    table = runs(sweep, metric=metric, store=store, experiment=experiment)
+    summary = replicates.summarise(table, metric)
+    summary.attrs.update(table.attrs)
+    return summary
 
 
 def history(
@@ -215,10 +241,8 @@ def _hydra_value(value: Any) -> str:
 
 
 def _without_parents(frame: pd.DataFrame) -> pd.DataFrame:
-    from vaelab.rules import lifecycle
-
-    role = f"tags.{lifecycle.SWEEP_ROLE}"
-    return frame[frame[role].ne(lifecycle.PARENT)] if role in frame else frame
+    role = f"tags.{SWEEP_ROLE}"
+    return frame[frame[role].ne(PARENT)] if role in frame else frame
 
 
 def _filtered(table: pd.DataFrame, filters: dict[str, Any]) -> pd.DataFrame:
@@ -250,9 +274,9 @@ def _column_for(table: pd.DataFrame, key: str) -> str:
 
 def _check_status(status: Any) -> None:
     """A status filter must name a status a run can have: a typo would match nothing."""
-    from vaelab.rules import lifecycle
+    from vaelab.rules.lifecycle.summary import STATUSES  # the store's modules: when asked
 
-    statuses = (*lifecycle.STATUSES, "STALE")  # STALE: see tables.status_with_staleness
+    statuses = (*STATUSES, "STALE")  # STALE: see tables.status_with_staleness
     if status is None or status in statuses:
         return
     close = difflib.get_close_matches(str(status).upper(), statuses, n=1)

@@ -7,15 +7,16 @@ from urllib.parse import urlsplit
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, compose_config
-from vaelab.edges import server, ui
+from vaelab.edges import network, ui
 from vaelab.edges.config import to_run_config
-from vaelab.edges.tracking import MlflowClient
 from vaelab.engines import solo
 from vaelab.orchestration.rerun import rerun
 from vaelab.orchestration.train import train_and_evaluate
 from vaelab.vocab.errors import ConfigError, RerunError, TrackingError
+from vaelab_server import cli as server_cli
 
 NUMERIC = [
     "seed",
@@ -135,14 +136,14 @@ def test_a_deleted_run_cannot_be_rerun(smoke_cfg, tmp_path, store_uri):
 
 def test_the_ui_and_every_server_bind_to_localhost_by_default():
     # Each way vaelab serves something: `make ui`, `make server` (PostgreSQL listens on
-    # 127.0.0.1 only, see server._init_cluster), their modules' own defaults, and the store a
+    # 127.0.0.1 only, see vaelab_server.cluster), their modules' own defaults, and the store a
     # worker reaches with tracking=server.
     for target, expected in (("ui", "--host 127.0.0.1"), ("server", "--host '127.0.0.1'")):
         dry_run = subprocess.run(
             ["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True
         )
         assert expected in dry_run.stdout, (target, dry_run.stdout)
-    for module in (ui, server):
-        assert server.is_loopback(module.parser().get_default("host")), module.__name__
+    for module in (ui, server_cli):
+        assert network.is_loopback(module.parser().get_default("host")), module.__name__
     served = urlsplit(compose_config("tracking=server").tracking.uri).hostname
-    assert server.is_loopback(served)
+    assert network.is_loopback(served)

@@ -7,8 +7,9 @@ import signal
 
 import pytest
 
-from tests.faults.test_faults import signal_at_epoch
+from tests.conftest import signal_at_epoch
 from vaelab.edges import tracking
+from vaelab.edges.mlflow_tables import local_path
 from vaelab.orchestration.train import train_and_evaluate
 from vaelab.rules import checkpoints
 from vaelab.vocab import metrics
@@ -32,7 +33,7 @@ def killed(smoke_cfg, store_uri, monkeypatch):
 
 
 def artifact_file(store, run_id, path):
-    return tracking.local_path(store.client.get_run(run_id).info.artifact_uri) / path
+    return local_path(store.client.get_run(run_id).info.artifact_uri) / path
 
 
 def uninterrupted(tmp_path, smoke_cfg):

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, TINY, compose_config, isolated
+from tests.conftest import REPO, TINY, compose_config, isolated, signal_at_epoch, store_for
 from vaelab.edges import tracking
 from vaelab.orchestration.report import make_report
 from vaelab.orchestration.train import train_and_evaluate
-from vaelab.rules import recorder
+from vaelab.vae import plots
 from vaelab.vocab.errors import RunFailed
 from vaelab.vocab.tags import HEARTBEAT_TAG
 
@@ -25,10 +25,6 @@ SLOW_RUN = [
     "tracking.log_model=false",
     "experiment=smoke",
 ]
-
-
-def store_for(tmp_path):
-    return tracking.open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "vaelab", None)
 
 
 def start(tmp_path, *args):
@@ -51,21 +47,6 @@ def wait_for_epochs(tmp_path, count, epochs="40", timeout=120):
                     return run.run_id
         time.sleep(0.2)
     raise AssertionError(f"no run reached {count} epochs in {timeout} s")
-
-
-def signal_at_epoch(monkeypatch, signum, epoch, epochs=None):
-    """Deliver a real signal to this process when a run of `epochs` epochs (any run, if
-    None) reports its `epoch`-th epoch: the run's own handlers see it mid-training."""
-    real = recorder.Recorder.epoch_ended
-
-    def epoch_ended(self, job, step, values):
-        real(self, job, step, values)
-        wanted = epochs is None or self.requests[job].config.train.epochs == epochs
-        if step == epoch and wanted:
-            os.kill(os.getpid(), signum)
-            time.sleep(1)  # the handler raises before this returns
-
-    monkeypatch.setattr(recorder.Recorder, "epoch_ended", epoch_ended)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -193,7 +174,7 @@ def test_a_full_disk_while_writing_artifacts_fails_the_run_and_keeps_the_store(
     def disk_full(figure, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(recorder.plots, "save", disk_full)
+    monkeypatch.setattr(plots, "save", disk_full)
     with pytest.raises(RunFailed, match="No space left on device") as failure:
         train_and_evaluate(smoke_cfg("tracking.log_model=false"))
     assert isinstance(failure.value.__cause__, OSError)

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, TINY, isolated
-from tests.faults.test_faults import signal_at_epoch, store_for
+from tests.conftest import REPO, TINY, isolated, signal_at_epoch, store_for
 from vaelab.edges import tracking
 from vaelab.edges.cli import RAW_STDERR
 
@@ -85,12 +84,14 @@ def interrupt_process(tmp_path, signum, *args):
         command, cwd=tmp_path, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.time() + 90
+        deadline, trained = time.time() + 300, False  # a loaded machine starts slowly
         while time.time() < deadline and process.poll() is None:
             running = _running_run(tmp_path)
             if running and len(logged_epochs(tmp_path, running)) >= 2:
+                trained = True
                 break
             time.sleep(0.2)
+        assert trained, "the run never logged two epochs: nothing to interrupt"
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:

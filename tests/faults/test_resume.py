@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import REPO
 from vaelab.edges import tracking
-from vaelab.rules import lifecycle
 from vaelab.vocab import metrics
+from vaelab.vocab.tags import CHILD, SWEEP_ROLE
 
 pytestmark = pytest.mark.long
 
@@ -60,15 +60,17 @@ def finished(process) -> str:
 
 def children(root):
     store = tracking.open_store(f"sqlite:///{root}/mlruns/mlflow.db", "vaelab")
-    return store, tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.CHILD})
+    return store, tracking.find_runs(store, {SWEEP_ROLE: CHILD})
 
 
 def kill_during_epoch(process, root, epoch: int) -> None:
     """SIGKILL once every run has logged the epoch before `epoch`: it is training `epoch`."""
-    deadline = time.time() + 300
+    deadline, store = time.time() + 300, None
     while time.time() < deadline:
-        if (root / "mlruns" / "mlflow.db").exists():
-            store, runs = children(root)
+        if store is None and (root / "mlruns" / "mlflow.db").exists():
+            store = children(root)[0]  # opened once: a packed epoch of the smoke data is short
+        if store is not None:
+            runs = tracking.find_runs(store, {SWEEP_ROLE: CHILD})
             logged = [len(tracking.metric_history(store, r.run_id, "val/total")) for r in runs]
             if runs and min(logged) >= epoch - 1:
                 process.kill()

@@ -13,8 +13,9 @@ from tests.conftest import REPO, TINY, Collected, compose_config
 from vaelab.edges import tracking
 from vaelab.edges.config import to_run_config
 from vaelab.engines.solo import SoloEngine
-from vaelab.orchestration.train import engine_job, group_data
-from vaelab.rules import identity, lifecycle
+from vaelab.orchestration.engine_inputs import engine_job, group_data
+from vaelab.rules import identity
+from vaelab.rules.lifecycle.children import children_of
 from vaelab.vocab import metrics
 
 SWEEP = ["train.py", "--multirun", *TINY, "train.epochs=3"]
@@ -27,7 +28,7 @@ def test_every_style_trains_on_jax_solo_and_packed_alike(run_app, store_uri, tmp
     assert solo.returncode == 0, solo.stderr[-3000:]
     store = tracking.open_store(store_uri, "vaelab")
     (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
-    runs = lifecycle.children(store, parent.tags["sweep.id"])
+    runs = children_of(store, parent.tags["sweep.id"])
     assert sorted(r.params["style.name"] for r in runs) == ["custom_loop", "functional", "subclass"]
     for run in runs:
         assert run.status == "FINISHED" and run.tags["backend"] == "jax"
@@ -40,11 +41,7 @@ def test_every_style_trains_on_jax_solo_and_packed_alike(run_app, store_uri, tmp
     # The same sweep, packed (force=true: train again what this sweep already finished).
     packed = run_app(*SWEEP, styles, "hydra/launcher=packed", "force=true")
     assert packed.returncode == 0, packed.stderr[-3000:]
-    runs = [
-        r
-        for r in lifecycle.children(store, parent.tags["sweep.id"])
-        if r.tags["engine"] == "packed"
-    ]
+    runs = [r for r in children_of(store, parent.tags["sweep.id"]) if r.tags["engine"] == "packed"]
     assert len(runs) == 3 and len({r.tags["pack.group"] for r in runs}) == 1
     (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})  # one sweep, one parent
     assert "packed_launcher.PackedLauncher" in parent.tags["sweep.launcher"]
@@ -78,7 +75,7 @@ import json, sys
 from tests.conftest import Collected, compose_config
 from vaelab.edges.config import register_configs, to_run_config
 from vaelab.engines.solo import SoloEngine
-from vaelab.orchestration.train import engine_job, group_data
+from vaelab.orchestration.engine_inputs import engine_job, group_data
 register_configs()
 config = to_run_config(compose_config(*sys.argv[1:]))
 collected = Collected()

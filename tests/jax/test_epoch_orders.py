@@ -4,8 +4,8 @@ import dataclasses
 
 from tests.conftest import TINY, Collected, compose_config, count_permutations
 from vaelab.edges.config import to_run_config
-from vaelab.engines.packed import PackedEngine
-from vaelab.orchestration.train import engine_job, group_data
+from vaelab.engines.packed.engine import PackedEngine
+from vaelab.orchestration.engine_inputs import engine_job, group_data
 
 
 def test_members_of_a_billion_epochs_draw_only_the_orders_of_the_epochs_they_train(monkeypatch):

@@ -13,17 +13,24 @@ import pytest
 from tests.conftest import TINY, Collected, compose_config, isolated
 from vaelab.edges import tracking
 from vaelab.edges.config import Submission, to_run_config
-from vaelab.engines import packed
+from vaelab.engines import evaluation
 from vaelab.engines.base import Job
-from vaelab.engines.packed import PackedEngine
-from vaelab.orchestration import rerun
-from vaelab.orchestration import train as orchestration
-from vaelab.rules import lifecycle, recorder
-from vaelab.rules.recorder import run_params
+from vaelab.engines.packed.engine import PackedEngine
+from vaelab.engines.packed.finish import Finished
+from vaelab.engines.packed.layout import LaidOut, even_batch, member_batches
+from vaelab.engines.packed.members import Members, Shared
+from vaelab.engines.packed.program import program_for
+from vaelab.orchestration import engine_inputs, rerun
+from vaelab.orchestration.train import train_batch
+from vaelab.rules import run_writes
+from vaelab.rules.lifecycle.children import children_of
+from vaelab.rules.lifecycle.parent import start_sweep
+from vaelab.rules.naming import run_params
 from vaelab.vae import data
 from vaelab.vae.losses import LossSpec
 from vaelab.vae.sizes import PACKED_IW_ROWS, iw_layout, parameter_count
 from vaelab.vocab import metrics
+from vaelab.vocab.choices import Architecture
 
 ELBO = LossSpec("bce", "sum", "sum", 1.0)
 NOTEBOOK = LossSpec("mse", "mean", "mean", 1.0)
@@ -39,7 +46,7 @@ def pools():
 
 def member(pools, k, hidden, latent, **changes):
     job = Job(
-        architecture=("functional", "subclass")[k % 2],
+        architecture=tuple(Architecture)[k % 2],
         loop=False,
         input_dim=784,
         intermediate_dim=hidden,
@@ -92,14 +99,19 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
     assert (largest.intermediate_dim, largest.latent_dim, largest.epochs) == (32, 16, 3)
     longer = dataclasses.replace(first, epochs=5)
     kl_mean = dataclasses.replace(
-        first, architecture="subclass", seed=22, epochs=3, learning_rate=3e-3, loss=NOTEBOOK
+        first,
+        architecture=Architecture.subclass,
+        seed=22,
+        epochs=3,
+        learning_rate=3e-3,
+        loss=NOTEBOOK,
     )
     assert NOTEBOOK.kl_reduction == "mean" and kl_mean.learning_rate != first.learning_rate
     # And one told to stop after its first epoch (a pruner's decision): it leaves the program
     # there, unmeasured, and changes nobody else's numbers.
     stopped = dataclasses.replace(everyone[20], seed=23)
     everyone += [longer, kl_mean, stopped]
-    caplog.set_level(logging.INFO, logger="vaelab.engines.packed")
+    caplog.set_level(logging.INFO, logger="vaelab.engines.packed.engine")
     together, together_results = train(everyone, pools, stop_at={23: 1})
     assert len(together[23]) == 1 and together_results[23] is None
     everyone.pop()
@@ -132,10 +144,10 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
 
 def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
     small, large = member(pools, 1, 8, 2), member(pools, 2, 32, 16)
-    program = packed.program(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as member()
-    registry = packed._Members(program, [small, large], pools.train_rows)
-    shared = packed._Shared.of([small, large])
-    group = packed._LaidOut(registry, [0, 1], registry.params, registry.opt_state, pools, shared)
+    program = program_for(784, 32, 16, False, 4)  # resample_pixels, iw_samples: as member()
+    registry = Members(program, [small, large], pools.train_rows)
+    shared = Shared.of([small, large])
+    group = LaidOut(registry, [0, 1], registry.params, registry.opt_state, pools, shared)
     rows = registry.rows_for([0, 1], [1, 1])[:, None, :64]  # one batch each
     params, opt_state, _ = program.train_epoch(
         group.params,
@@ -166,7 +178,7 @@ def program_pool(pools):
 
 
 def train_packed(jobs, context, max_group_size=None):
-    return orchestration.train_batch(jobs, context, PackedEngine(), 0.5, max_group_size)
+    return train_batch(jobs, context, PackedEngine(), 0.5, max_group_size)
 
 
 @pytest.fixture
@@ -186,10 +198,10 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
         ["train.learning_rate=1e12", "loss=notebook_functional"],
     )
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p1", {}, total=3, objective="val/total")
+    context = start_sweep(store, "p1", {}, total=3, objective="val/total")
     results = train_packed(jobs, context)
     assert results[2] is None  # FAILED, recorded
-    runs = {r.run_id: r for r in lifecycle.children(store, "p1")}
+    runs = {r.run_id: r for r in children_of(store, "p1")}
     good, other = runs[results[0].run_id], runs[results[1].run_id]
     (failed,) = [r for r in runs.values() if r.status == "FAILED"]
     assert good.status == other.status == "FINISHED"
@@ -223,14 +235,14 @@ def test_packed_runs_are_complete_a_nan_fails_alone_and_a_relaunch_trains_only_w
     # A relaunch: the two FINISHED configurations are reused, only the failed one trains.
     again = train_packed(jobs, context)
     assert again[0].skipped and again[1].skipped and again[2] is None
-    assert len(lifecycle.children(store, "p1")) == 4
+    assert len(children_of(store, "p1")) == 4
 
 
 def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_still_train(
     packed_jobs, store_uri, monkeypatch
 ):
     store = tracking.open_store(store_uri, "vaelab")
-    real, victims = recorder.write_artifacts, []
+    real, victims = run_writes.write_artifacts, []
 
     def write_artifacts(run, texts=None, figures=None):  # the disk fills up for seed 2's run
         if figures and tracking.get_run(store, run.run_id).tags["mlflow.runName"][-6:] == "seed=2":
@@ -238,11 +250,11 @@ def test_a_run_whose_artifacts_cannot_be_written_fails_alone_and_later_groups_st
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(run, texts=texts, figures=figures)
 
-    monkeypatch.setattr(recorder, "write_artifacts", write_artifacts)
+    monkeypatch.setattr(run_writes, "write_artifacts", write_artifacts)
     jobs = packed_jobs(*([f"seed={s}"] for s in (1, 2, 3, 4)))
-    context = lifecycle.start(store, "p2", {}, total=4, objective="val/total")
+    context = start_sweep(store, "p2", {}, total=4, objective="val/total")
     results = train_packed(jobs, context, max_group_size=3)
-    runs = {r.run_id: r for r in lifecycle.children(store, "p2")}
+    runs = {r.run_id: r for r in children_of(store, "p2")}
     assert len(runs) == 4 and len({r.tags["pack.group"] for r in runs.values()}) == 2
     (victim,) = victims
     assert runs[victim].status == "FAILED"
@@ -266,7 +278,7 @@ def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
 ):
     # Before its runs exist (its data) or after (its training): either way each job of the
     # group has a FAILED run that says why, and the sweep goes on.
-    owner = orchestration if where == "group_data" else PackedEngine
+    owner = engine_inputs if where == "group_data" else PackedEngine
     real, calls = getattr(owner, where), []
 
     def fails_once(*args, **kwargs):
@@ -278,10 +290,10 @@ def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
     monkeypatch.setattr(owner, where, fails_once)
     jobs = packed_jobs(["seed=1"], ["seed=2"])
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p6", {}, total=2, objective="val/total")
+    context = start_sweep(store, "p6", {}, total=2, objective="val/total")
     first, second = train_packed(jobs, context, max_group_size=1)
     assert first is None and second is not None
-    runs = {r.tags["mlflow.runName"][-6:]: r for r in lifecycle.children(store, "p6")}
+    runs = {r.tags["mlflow.runName"][-6:]: r for r in children_of(store, "p6")}
     assert runs["seed=1"].status == "FAILED" and runs["seed=2"].status == "FINISHED"
     assert runs["seed=1"].tags["error"] == "RuntimeError: RESOURCE_EXHAUSTED: out of memory"
 
@@ -289,7 +301,7 @@ def test_a_group_that_fails_fails_its_runs_and_the_next_group_trains(
 def test_rerun_retrains_a_packed_run_solo_from_what_it_recorded(packed_jobs, store_uri, tmp_path):
     (job,) = packed_jobs(["style=custom_loop", "train.epochs=2"])
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p3", {}, total=1, objective="val/total")
+    context = start_sweep(store, "p3", {}, total=1, objective="val/total")
     (packed_result,) = train_packed([job], context)
     original, config = rerun.prepare(
         store, compose_config(*isolated(tmp_path), name="rerun"), packed_result.run_id
@@ -308,11 +320,11 @@ def test_rerun_retrains_a_packed_run_solo_from_what_it_recorded(packed_jobs, sto
 
 
 def test_batches_are_even_where_they_can_be():
-    assert packed.even_batch(10_000, 500) == 500 and packed.even_batch(5_000, 500) == 500
-    assert packed.even_batch(128, 500) == 128 and packed.even_batch(256, 20) == 16
-    assert packed.even_batch(997, 20) == 20  # a prime: the last batch is smaller
+    assert even_batch(10_000, 500) == 500 and even_batch(5_000, 500) == 500
+    assert even_batch(128, 500) == 128 and even_batch(256, 20) == 16
+    assert even_batch(997, 20) == 20  # a prime: the last batch is smaller
     rows = np.arange(2 * 10).reshape(2, 10)
-    full, tail = packed._batches(rows, 4)
+    full, tail = member_batches(rows, 4)
     assert full.shape == (2, 2, 4) and tail.shape == (2, 1, 2)
     np.testing.assert_array_equal(np.concatenate([full.reshape(2, -1), tail[:, 0]], 1), rows)
 
@@ -326,12 +338,28 @@ def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_g
 
     def iw(jobs):
         """Each member's estimate at its initial weights (only the estimator compiles)."""
-        shared = packed._Shared.of(jobs)
-        program = packed.program(784, 16, 4, False, shared.iw_samples)
-        registry = packed._Members(program, jobs, pools.train_rows)
+        shared = Shared.of(jobs)
+        program = program_for(784, 16, 4, False, shared.iw_samples)
+        registry = Members(program, jobs, pools.train_rows)
         final = dict(enumerate(registry.params))
-        return packed._Finished(registry, final, pools, shared).iw_bounds()[: len(jobs)]
+        return Finished(registry, final, pools, shared).iw_bounds()[: len(jobs)]
 
     alone, together = iw([ours])[0], iw([ours, twin])[0]
     np.testing.assert_allclose(alone, together, rtol=1e-5)
     assert np.isfinite(alone) and alone < iw([dataclasses.replace(ours, iw_samples=5)])[0]
+
+
+def test_a_packed_member_decodes_the_prior_draws_a_solo_run_of_its_model_decodes(pools):
+    # The samples figure: the job's own draws (`evaluation.prior_draws`, from its seed),
+    # decoded by its final weights, whichever engine trained it.
+    job = member(pools, 1, 16, 3, epochs=1)
+    collected = Collected()
+    PackedEngine().train([job, member(pools, 2, 32, 8, epochs=1)], pools, collected)
+    outcome = collected.outcomes[0]
+    draws = evaluation.prior_draws(job.seed, job.n_images, job.latent_dim)
+    np.testing.assert_allclose(
+        outcome.pictures.prior_samples, evaluation.decode(outcome.model, draws), atol=1e-5
+    )
+    digits = evaluation.PictureDigits.of(pools.x_test, pools.y_test, 4, job.n_latent_points)
+    np.testing.assert_array_equal(outcome.pictures.originals, digits.originals)
+    np.testing.assert_array_equal(outcome.pictures.labels, digits.labels)

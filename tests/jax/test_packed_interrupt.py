@@ -4,8 +4,7 @@ group were, and the command that resumes them."""
 import shlex
 import signal
 
-from tests.conftest import TINY, isolated
-from tests.faults.test_faults import signal_at_epoch, store_for
+from tests.conftest import TINY, isolated, signal_at_epoch, store_for
 from vaelab.edges import tracking
 
 

@@ -10,9 +10,11 @@ import pytest
 from tests.conftest import TINY
 from vaelab.edges import tracking
 from vaelab.edges.config import Submission, to_run_config
-from vaelab.engines.packed import PackedEngine
+from vaelab.engines.packed.engine import PackedEngine
 from vaelab.orchestration.train import train_batch
-from vaelab.rules import lifecycle, pruning, recorder
+from vaelab.rules import figures, pruning
+from vaelab.rules.lifecycle.children import children_of
+from vaelab.rules.lifecycle.parent import start_sweep
 
 PACKED = "hydra/launcher=packed"
 
@@ -57,10 +59,10 @@ def test_sigterm_marks_every_unfinished_run_of_the_group_killed(smoke_cfg, store
         for s in (1, 2, 3)
     ]
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p3", {}, total=3, objective="val/total")
+    context = start_sweep(store, "p3", {}, total=3, objective="val/total")
     with pytest.raises(KeyboardInterrupt):
         train_batch(jobs, context, PackedEngine(), 0.5)
-    runs = lifecycle.children(store, "p3")
+    runs = children_of(store, "p3")
     assert len(runs) == 3 and {r.status for r in runs} == {"KILLED"}
     assert all("received signal SIGTERM" in r.tags["error"] for r in runs)
     for run in runs:  # the epochs that finished before the signal are kept
@@ -85,17 +87,17 @@ def test_sigterm_while_runs_are_created_leaves_none_running(smoke_cfg, store_uri
         return run
 
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p4", {}, total=3, objective="val/total")
+    context = start_sweep(store, "p4", {}, total=3, objective="val/total")
     monkeypatch.setattr(tracking, "create_run", create_run)
     with pytest.raises(KeyboardInterrupt):
         train_batch(three_jobs(smoke_cfg), context, PackedEngine(), 0.5)
-    runs = lifecycle.children(store, "p4")
+    runs = children_of(store, "p4")
     assert sorted(r.run_id for r in runs) == sorted(made)  # the third was never made
     assert {r.status for r in runs} == {"KILLED"}
 
 
 def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
-    real, drawn = recorder.run_figures, []
+    real, drawn = figures.run_figures, []
 
     def run_figures(*args, **kwargs):  # a real SIGTERM as the second run's figures are drawn
         drawn.append(1)
@@ -103,12 +105,12 @@ def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(recorder, "run_figures", run_figures)
+    monkeypatch.setattr(figures, "run_figures", run_figures)
     store = tracking.open_store(store_uri, "vaelab")
-    context = lifecycle.start(store, "p5", {}, total=3, objective="val/total")
+    context = start_sweep(store, "p5", {}, total=3, objective="val/total")
     with pytest.raises(KeyboardInterrupt):
         train_batch(three_jobs(smoke_cfg), context, PackedEngine(), 0.5)
-    runs = lifecycle.children(store, "p5")
+    runs = children_of(store, "p5")
     statuses = sorted(r.status for r in runs)
     # The second and third were not done: KILLED. The first had all it needed queued: it
     # ended FINISHED with everything, or KILLED if the signal came before its writes began.

@@ -122,3 +122,15 @@ def test_jobs_that_differ_in_a_shared_setting_never_train_together(key):
     OmegaConf.update(second, key, another_value(OmegaConf.select(second, key)), merge=False)
     groups = packing.plan([first, OmegaConf.to_object(second)], 2**40, *MNIST)
     assert len(groups) == 2, f"{key} differs, yet the jobs were packed together"
+
+
+def test_a_configurations_replicates_stay_in_one_group_unless_they_alone_overflow_it():
+    # Three configurations x three seeds, in the sweep's order (the seed axis varies fastest).
+    configs = [
+        config(f"model.latent_dim={z}", f"seed={seed}") for z in (2, 4, 8) for seed in (1, 2, 3)
+    ]
+    groups = packing.plan(configs, 2**40, *MNIST, max_group_size=5)
+    assert [sorted(g.jobs) for g in groups] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    # One configuration with more seeds than a group holds is split, as memory forces it.
+    many = [config(f"seed={seed}") for seed in range(1, 6)]
+    assert [len(g.jobs) for g in packing.plan(many, 2**40, *MNIST, max_group_size=2)] == [2, 2, 1]

@@ -1,5 +1,5 @@
 """A throwaway team store for the session: PostgreSQL in a tmp dir on a free port and an
-`mlflow server` on a free port of 127.0.0.1, started and stopped by vaelab.edges.server, the code
+`mlflow server` on a free port of 127.0.0.1, started and stopped by vaelab_server, the code
 behind `make server` and `make server-stop`. Each test writes to its own experiment."""
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.edges import server, tracking
-from vaelab.edges.server import Layout
+from tests.conftest import free_port
+from vaelab.edges import tracking
+from vaelab_server import stack as team
+from vaelab_server.cluster import start_database, stop_database
+from vaelab_server.layout import Layout
+from vaelab_server.mlflow_server import stop_server
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,9 @@ def cluster_dir() -> Path:
 def cluster(tmp_path_factory) -> Iterator[Layout]:
     """One PostgreSQL cluster for the session; each server gets its own database in it."""
     layout = Layout(tmp_path_factory.mktemp("cluster"), cluster_dir())
-    server.start_database(layout, server.free_port())
+    start_database(layout, free_port())
     yield layout
-    server.stop_database(layout)
+    stop_database(layout)
     shutil.rmtree(layout.cluster_dir.parent, ignore_errors=True)
 
 
@@ -57,13 +61,13 @@ def serve(cluster, tmp_path_factory) -> Iterator[Callable[..., Stack]]:
     def start(database: str, **options) -> Stack:
         layout = Layout(tmp_path_factory.mktemp(database), cluster.cluster_dir)
         started.append(layout)
-        options = {"port": server.free_port(), "database": database, "workers": 1, **options}
-        url, uri = server.start(layout, **options)
+        options = {"port": free_port(), "database": database, "workers": 1, **options}
+        url, uri = team.start(layout, **options)
         return Stack(layout, url, uri, options)
 
     yield start
     for layout in started:
-        server.stop_server(layout)
+        stop_server(layout)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +80,8 @@ def stack(serve) -> Stack:
 def own_stack(tmp_path) -> Iterator[Stack]:
     """A whole stack of its own (cluster and server) that a test may stop and start again."""
     layout = Layout(tmp_path / "server", cluster_dir())
-    options = {"port": server.free_port(), "db_port": server.free_port(), "workers": 1}
-    url, uri = server.start(layout, **options)
+    options = {"port": free_port(), "db_port": free_port(), "workers": 1}
+    url, uri = team.start(layout, **options)
     yield Stack(layout, url, uri, options)
-    server.stop(layout)
+    team.stop(layout)
     shutil.rmtree(layout.cluster_dir.parent, ignore_errors=True)

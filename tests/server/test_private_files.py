@@ -16,9 +16,13 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vaelab.edges import server
-from vaelab.edges.server import Layout
+from tests.conftest import free_port
 from vaelab.vocab.errors import ServerError
+from vaelab_server import cluster as pg
+from vaelab_server import stack as team
+from vaelab_server.auth import ADMIN
+from vaelab_server.layout import Layout, secret
+from vaelab_server.mlflow_server import stop_server
 
 pytestmark = pytest.mark.server
 
@@ -55,8 +59,8 @@ def test_users_secrets_and_artifacts_are_the_owners_only_under_umask_022(
     layout = Layout(tmp_path / "mlruns" / "server", cluster.cluster_dir)
     try:
         with umask(0o022):  # the usual umask: new files readable by all unless made otherwise
-            server.start(layout, port=server.free_port(), database="private", auth=True, workers=1)
-            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.ADMIN)
+            team.start(layout, port=free_port(), database="private", auth=True, workers=1)
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
             password = layout.file("admin_password").read_text().strip()
             monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
             client = MlflowClient(layout.file("url").read_text())
@@ -66,7 +70,7 @@ def test_users_secrets_and_artifacts_are_the_owners_only_under_umask_022(
             client.log_artifact(run.info.run_id, str(weights), "nested/deeper")
             client.set_terminated(run.info.run_id)
     finally:
-        server.stop_server(layout)
+        stop_server(layout)
     kept = {path.relative_to(layout.server_dir) for path in layout.server_dir.rglob("*")}
     assert Path("basic_auth.db") in kept and Path("basic_auth.ini") in kept, kept
     assert any(path.name == "weights.txt" and "nested" in path.parts for path in kept), kept
@@ -78,8 +82,8 @@ def postgres_account() -> pwd.struct_passwd:
     if os.geteuid() != 0:
         pytest.skip("only a root caller runs PostgreSQL as another account (postgres)")
     try:
-        server._pg_program("initdb")
-        return pwd.getpwnam(server.PG_ACCOUNT)
+        pg._pg_program("initdb")
+        return pwd.getpwnam(pg.PG_ACCOUNT)
     except (ServerError, KeyError):
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
 
@@ -91,22 +95,22 @@ def test_root_runs_a_private_cluster_from_a_0700_directory(left_by_a_failed_star
     state = Path(tempfile.mkdtemp(prefix="vaelab-private-"))
     assert mode(state) == 0o700
     # What a start that hit "could not change directory" left: the password it generated.
-    first = server.secret(Layout.under(state).db_password) if left_by_a_failed_start else None
+    first = secret(Layout.under(state).db_password) if left_by_a_failed_start else None
     try:
-        uri = server.start_database(Layout.under(state), server.free_port(), database="kept")
+        uri = pg.start_database(Layout.under(state), free_port(), database="kept")
         cluster = Layout.under(state).cluster_dir.resolve()
         assert cluster.stat().st_uid == account.pw_uid and mode(cluster) == 0o700
         assert mode(cluster / "data") == 0o700 and mode(cluster.parent) == 0o700
         assert mode(Layout.under(state).db_password) == 0o600
-        password = server.secret(Layout.under(state).db_password)
+        password = secret(Layout.under(state).db_password)
         if left_by_a_failed_start:
             assert password == first  # moved with the cluster, not replaced
         psycopg2.connect(uri, password=password, connect_timeout=10).close()
 
         # `make server-stop` and a restart build the layout afresh and find the same cluster.
-        assert server.stop_database(Layout.under(state))
-        assert not server.stop_database(Layout.under(state))
-        again = server.start_database(Layout.under(state), server.free_port())
+        assert pg.stop_database(Layout.under(state))
+        assert not pg.stop_database(Layout.under(state))
+        again = pg.start_database(Layout.under(state), free_port())
         assert Layout.under(state).cluster_dir.resolve() == cluster
         connection = psycopg2.connect(again, password=password, connect_timeout=10)
         with connection, connection.cursor() as cursor:
@@ -114,7 +118,7 @@ def test_root_runs_a_private_cluster_from_a_0700_directory(left_by_a_failed_star
             assert cursor.fetchall() == [("kept",)]  # the first start's database: same cluster
         connection.close()
     finally:
-        server.stop_database(Layout.under(state))
+        pg.stop_database(Layout.under(state))
         if Layout.under(state).cluster_dir.is_symlink():
             shutil.rmtree(Layout.under(state).cluster_dir.resolve())
         shutil.rmtree(state)

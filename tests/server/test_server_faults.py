@@ -10,9 +10,14 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, TINY, isolated
-from vaelab.edges import server, tracking
-from vaelab.rules import lifecycle
+from tests.conftest import REPO, TINY, free_port, isolated
+from vaelab.edges import tracking
+from vaelab.rules.lifecycle.children import children_of
+from vaelab.vocab.tags import PARENT, SWEEP_ID, SWEEP_ROLE
+from vaelab_server import stack as team
+from vaelab_server.auth import ADMIN
+from vaelab_server.cluster import DB_ROLE
+from vaelab_server.mlflow_server import stop_server
 
 pytestmark = pytest.mark.server
 
@@ -49,7 +54,7 @@ def wait_for_a_finished_child(stack, experiment: str, timeout: float = 180) -> N
         found = client.get_experiment_by_name(experiment)
         if found and client.search_runs(
             [found.experiment_id],
-            f"tags.`{lifecycle.SWEEP_ROLE}` = 'child' and attributes.status = 'FINISHED'",
+            f"tags.`{SWEEP_ROLE}` = 'child' and attributes.status = 'FINISHED'",
         ):
             return
         time.sleep(0.2)
@@ -58,18 +63,18 @@ def wait_for_a_finished_child(stack, experiment: str, timeout: float = 180) -> N
 
 def sweep_children(stack, experiment: str) -> list[tracking.RunRecord]:
     store = stack.store(experiment)
-    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
-    return lifecycle.children(store, parent.tags[lifecycle.SWEEP_ID])
+    (parent,) = tracking.find_runs(store, {SWEEP_ROLE: PARENT})
+    return children_of(store, parent.tags[SWEEP_ID])
 
 
 def restart(stack) -> None:
-    server.start(stack.layout, **stack.options)
+    team.start(stack.layout, **stack.options)
 
 
 def test_a_short_outage_is_ridden_out_by_retries(own_stack, tmp_path):
     sweep = launch(own_stack, tmp_path, "outage")
     wait_for_a_finished_child(own_stack, "outage")
-    assert server.stop_server(own_stack.layout)
+    assert stop_server(own_stack.layout)
     time.sleep(3)
     restart(own_stack)  # the database kept everything; the server is back on its port
     output, _ = sweep.communicate(timeout=300)
@@ -87,7 +92,7 @@ def test_a_long_outage_ends_the_sweep_clearly_and_a_relaunch_does_only_what_is_m
     # No retries: the outage outlasts the client's patience at once.
     sweep = launch(own_stack, tmp_path, "down", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     wait_for_a_finished_child(own_stack, "down")
-    assert server.stop_server(own_stack.layout)
+    assert stop_server(own_stack.layout)
     started = time.monotonic()
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode != 0
@@ -97,14 +102,13 @@ def test_a_long_outage_ends_the_sweep_clearly_and_a_relaunch_does_only_what_is_m
 
     restart(own_stack)
     before = sweep_children(own_stack, "down")
-    finished = {r.run_id for r in before if r.status == "FINISHED"}
+    # The next job met the outage as it opened the store, before it created a run (the line
+    # above, naming tracking.uri, is that refusal), and the sweep stopped there: the store
+    # holds finished runs only. Nothing could have recorded a FAILED or KILLED end while the
+    # server was down, and a run left RUNNING would still look alive to the relaunch below.
+    assert [r.status for r in before] == ["FINISHED"] * len(before), before
+    finished = {r.run_id for r in before}
     assert 1 <= len(finished) < 3
-    for run in before:  # ended with its reason, or RUNNING with a sign of life to judge it by
-        assert run.status in ("FINISHED", "FAILED", "KILLED", "RUNNING"), run
-        if run.status == "RUNNING":
-            assert float(run.tags[tracking.HEARTBEAT_TAG]) > 0, run.tags
-        elif run.status != "FINISHED":
-            assert run.tags.get(tracking.ERROR_TAG), run.tags
 
     again = launch(own_stack, tmp_path, "down")
     output, _ = again.communicate(timeout=300)
@@ -129,7 +133,7 @@ def test_logins_are_required_checked_and_never_recorded(serve, run_app, monkeypa
     assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
     assert "requires a login: set MLFLOW_TRACKING_USERNAME" in anonymous.stderr
 
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
     admitted = run_app("train.py", *overrides)
     assert admitted.returncode == 0, admitted.stderr[-3000:]
@@ -139,7 +143,7 @@ def test_logins_are_required_checked_and_never_recorded(serve, run_app, monkeypa
     recorded.append(tracking.read_text_artifact(store, run.run_id, "config.yaml"))
     recorded.append(tracking.read_text_artifact(store, run.run_id, "run.log"))
     assert not any(admin_password in text for text in recorded)
-    assert run.tags["mlflow.user"] == server.ADMIN  # the login, not this machine's user
+    assert run.tags["mlflow.user"] == ADMIN  # the login, not this machine's user
     assert run.tags["mlflow.source.name"].endswith("train.py")
 
     AuthServiceClient(stack.url).create_user("reader", "reader-password-1")
@@ -153,17 +157,17 @@ def test_logins_are_required_checked_and_never_recorded(serve, run_app, monkeypa
     assert wrong.returncode == 1
     assert "refused the login of user 'reader'" in wrong.stderr
 
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
     assert len(tracking.find_runs(store, {})) == 1  # the refused attempts wrote nothing
 
 
 def test_a_wrong_database_password_is_one_clear_error(cluster, tmp_path):
     port = int((cluster.pgdata / "postmaster.pid").read_text().splitlines()[3])
-    uri = f"postgresql://{server.DB_ROLE}:wrong-password@127.0.0.1:{port}/mlflow"
+    uri = f"postgresql://{DB_ROLE}:wrong-password@127.0.0.1:{port}/mlflow"
     started = subprocess.run(
-        [sys.executable, "-m", "vaelab.edges.server", "start", "--state-dir", str(tmp_path)]
-        + ["--database-uri", uri, "--port", str(server.free_port())],
+        [sys.executable, "-m", "vaelab_server", "start", "--state-dir", str(tmp_path)]
+        + ["--database-uri", uri, "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,7 +176,7 @@ def test_a_wrong_database_password_is_one_clear_error(cluster, tmp_path):
     assert started.returncode == 1 and "Traceback" not in started.stderr
     (line,) = started.stderr.strip().splitlines()
     assert line.startswith(
-        f"Error: cannot connect to the database DATABASE_URI=postgresql://{server.DB_ROLE}@"
+        f"Error: cannot connect to the database DATABASE_URI=postgresql://{DB_ROLE}@"
     )
     assert "password authentication failed" in line and "wrong-password" not in line
     assert not (tmp_path / "server" / "mlflow.pid").exists()  # no server was started

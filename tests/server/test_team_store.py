@@ -15,8 +15,9 @@ from tests.conftest import REPO, TINY, compose_config, isolated
 from vaelab.edges import tracking
 from vaelab.orchestration.report import make_report
 from vaelab.orchestration.rerun import rerun
-from vaelab.rules import lifecycle
+from vaelab.rules.lifecycle.children import children_of
 from vaelab.vocab import metrics
+from vaelab.vocab.tags import CHILD, PARENT, RERUN_OF, SWEEP_ID, SWEEP_ROLE
 
 pytestmark = pytest.mark.server
 
@@ -42,8 +43,8 @@ def test_a_parallel_sweep_its_report_and_a_rerun_all_go_through_the_server(
     result = run_app("train.py", "--multirun", *overrides, *PARALLEL)
     assert result.returncode == 0, result.stderr[-3000:]
     store = stack.store("parallel")
-    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
-    children = lifecycle.children(store, parent.tags[lifecycle.SWEEP_ID])
+    (parent,) = tracking.find_runs(store, {SWEEP_ROLE: PARENT})
+    children = children_of(store, parent.tags[SWEEP_ID])
     assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "8"
     assert sorted(r.status for r in children) == ["FINISHED"] * 8
     assert len({(r.params["seed"], r.params["model.latent_dim"]) for r in children}) == 8
@@ -105,7 +106,7 @@ def check_rerun(stack, store, original, tmp_path) -> None:
         assert rerun_value == pytest.approx(original_value, rel=1e-6, abs=1e-9), (
             f"{name}\n{comparison.table()}"
         )
-    (again,) = tracking.find_runs(store, {lifecycle.RERUN_OF: original.run_id})
+    (again,) = tracking.find_runs(store, {RERUN_OF: original.run_id})
     assert again.status == "FINISHED"
     assert tracking.read_text_artifact(store, again.run_id, "rerun_diff.txt").startswith("metric")
 
@@ -161,9 +162,9 @@ def test_two_processes_launching_one_sweep_through_the_server_train_each_once(st
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     store = stack.store("claims")
-    children = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.CHILD})
+    children = tracking.find_runs(store, {SWEEP_ROLE: CHILD})
     assert sorted(r.params["seed"] for r in children) == ["1", "2", "3"]
     assert {r.status for r in children} == {"FINISHED"}
     assert "marked KILLED" not in " ".join(outputs)
-    (parent,) = tracking.find_runs(store, {lifecycle.SWEEP_ROLE: lifecycle.PARENT})
+    (parent,) = tracking.find_runs(store, {SWEEP_ROLE: PARENT})
     assert parent.status == "FINISHED" and parent.tags["sweep.count.finished"] == "3"

@@ -74,13 +74,13 @@ class PackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         from vaelab.orchestration.sweep import refused
-        from vaelab.rules import lifecycle
+        from vaelab.rules.lifecycle.context import read_context
         from vaelab.vocab.errors import UserError
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        context = lifecycle.read_context(sweep_dir)
+        context = read_context(sweep_dir)
         configs = [
             self._job_config(overrides, initial_job_idx + i)
             for i, overrides in enumerate(job_overrides)
@@ -91,7 +91,7 @@ class PackedLauncher(Launcher):
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
             raise refused(self.config, error, "the packed launcher refused the sweep") from None
         from vaelab.edges import progress
-        from vaelab.engines.packed import PackedEngine
+        from vaelab.engines.packed.engine import PackedEngine
         from vaelab.orchestration.sweep import SweepBar, sweeper_value
         from vaelab.orchestration.train import train_batch
 
@@ -169,6 +169,7 @@ def use_jax(compilation_cache: str | None) -> None:
         if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     if compilation_cache:
-        import jax
+        # Loads JAX and Keras: only now that the backend and the devices are chosen.
+        from vaelab.engines.backend import use_compilation_cache
 
-        jax.config.update("jax_compilation_cache_dir", compilation_cache)
+        use_compilation_cache(compilation_cache)

@@ -51,10 +51,6 @@ def quiet_frameworks() -> None:
         _filter_native_stderr()
 
 
-def is_native_noise(line: str) -> bool:
-    return bool(_NATIVE_NOISE.match(line))
-
-
 # The filter: a process of its own that copies stdin to stdout line by line, dropping the
 # lines that match the pattern in argv[1]. Not a thread: a thread dies with a crashing process
 # (an abort in native code), and with it the last lines the crash wrote, which sit in the pipe.
@@ -138,10 +134,15 @@ def exit_for(error: Exception, context: str) -> SystemExit:
     return SystemExit(1)
 
 
-def run_command(main: Callable[[], object], config_name: str) -> None:
+def run_command(
+    main: Callable[[], object],
+    config_name: str,
+    prepare: Callable[[list[str]], list[str]] | None = None,
+) -> None:
     """What `python pipelines/<script>.py` does: `--help`, or the Hydra app; then `leave`.
 
     A mistake in the command line or VAELAB_HOME, and Ctrl-C or SIGTERM, are one line each.
+    `prepare` rewrites the command line's arguments before Hydra reads them (a sweep's seeds).
     """
     if help_requested():
         print_help(config_name)
@@ -149,6 +150,8 @@ def run_command(main: Callable[[], object], config_name: str) -> None:
     try:
         with user_errors():
             check_home()
+            if prepare is not None:
+                sys.argv[1:] = prepare(sys.argv[1:])
         _translate_hydra_errors(config_name)
         refuse_credentials(sys.argv[1:])
         with private_outputs():

@@ -77,6 +77,7 @@ class SweepConfig:
     pruner_reduction_factor: int = MISSING
     pruner_storage: str = MISSING
     register_best: bool = MISSING
+    seeds: int = MISSING
 
 
 @dataclass
@@ -213,6 +214,7 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "train.checkpoints_kept": (1, "an integer >= 1"),
     "sweep.pruner_min_epochs": (1, "an integer >= 1"),
     "sweep.pruner_reduction_factor": (2, "an integer >= 2"),
+    "sweep.seeds": (1, "an integer >= 1"),
 }
 # Zero is not allowed for these, although it is their lower bound.
 _STRICTLY_POSITIVE = {"train.learning_rate", "tracking.heartbeat_s"}

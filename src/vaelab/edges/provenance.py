@@ -10,12 +10,13 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from vaelab.vocab.tags import CODE_COMMIT, CODE_DIRTY, CODE_HASH, PLATFORM, VERSION_PREFIX
+
 KEY_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "jax", "mlflow", "hydra-core", "numpy")
 # The source a run's numbers depend on: vaelab itself and its Hydra plugins (the launcher
 # trains packed sweeps). Hashed file by file, so an uncommitted edit changes the hash.
 _SOURCE_ROOTS = ("vaelab", "hydra_plugins")
 _SOURCE_SUFFIXES = (".py", ".html")
-CODE_HASH_TAG = "code.sha256"
 
 
 def _git(root: str | Path, *args: str) -> str | None:
@@ -38,12 +39,12 @@ def code_version() -> dict[str, str]:
     Asked of the package's own directory, not the run's output root, which may be anywhere.
     """
     root = Path(__file__).resolve().parent
-    source = {CODE_HASH_TAG: source_hash()}
+    source = {CODE_HASH: source_hash()}
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
-        return {"git.commit": "unknown", "git.dirty": "unknown", **source}
+        return {CODE_COMMIT: "unknown", CODE_DIRTY: "unknown", **source}
     status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), **source}
+    return {CODE_COMMIT: commit, CODE_DIRTY: str(bool(status)).lower(), **source}
 
 
 @functools.cache
@@ -67,7 +68,7 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
     versions = {}
     for name in names:
         try:
-            versions[f"version.{name}"] = metadata.version(name)
+            versions[f"{VERSION_PREFIX}{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return versions
@@ -75,7 +76,7 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
 
 def platform_tags() -> dict[str, str]:
     return {
-        "platform": platform.platform(),
+        PLATFORM: platform.platform(),
         "python": sys.version.split()[0],
         "machine": platform.machine(),
     }

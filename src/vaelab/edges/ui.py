@@ -16,7 +16,7 @@ other than loopback is refused, in one line and before anything listens, unless 
 (OPEN=1) says the user means it; a store shared with logins is `make server AUTH=1`. A port
 already taken is refused the same way (MLflow would print "Address already in use" and exit 0).
 The checks import nothing heavy; once they pass, the store is made private (umask 077 for what
-MLflow creates, `mlflow_tables.make_private` for what is there), MLflow's telemetry is turned
+MLflow creates, `store_files.make_private` for what is there), MLflow's telemetry is turned
 off unless the user opted in (`telemetry`), and this process becomes `mlflow ui` (exec), so
 Ctrl-C and signals reach the UI as they did when make ran it directly. A small process of its
 own waits until that UI answers, and only then records its address for reports (`--url-file`)
@@ -35,9 +35,9 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vaelab.edges import server, telemetry
+from vaelab.edges import network, telemetry
+from vaelab.edges.network import is_loopback
 from vaelab.edges.private import PRIVATE_DIR, PRIVATE_UMASK
-from vaelab.edges.server import is_loopback
 
 
 def refusal(host: str, open_: bool) -> str | None:
@@ -99,9 +99,9 @@ def browse_hint(store_uri: str, experiment_id: str | None = None, run_id: str | 
 
 def busy(host: str, port: int) -> str | None:
     """Why the UI cannot listen on `port`: something else does already; None when it is free."""
-    if not server.port_taken(host, port):
+    if not network.port_taken(host, port):
         return None
-    spare = next((p for p in range(port + 1, port + 50) if not server.port_taken(host, p)), None)
+    spare = next((p for p in range(port + 1, port + 50) if not network.port_taken(host, p)), None)
     return (
         f"PORT={port} on {host} is already in use (another `make ui`, or another service): "
         "stop what listens there, or choose another port"
@@ -115,23 +115,23 @@ def prepare_store(uri: str) -> str | None:
     MLflow would create a missing store with the process's umask (readable by all under
     022), and serve a corrupted file with pages of traceback.
     """
-    from vaelab.edges import mlflow_tables
+    from vaelab.edges import mlflow_tables, store_files
 
     db = mlflow_tables.sqlite_file(uri)
     if db is None:
         return None
     try:
-        mlflow_tables.has_store(db)
-    except mlflow_tables.NotAStore as error:
+        store_files.has_store(db)
+    except store_files.NotAStore as error:
         return f"the run store {db} {error}: move it aside or restore it from a backup"
     db.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    mlflow_tables.make_private(db, None)
+    store_files.make_private(db, None)
     return None
 
 
 def announce_when_up(
     pid: int, probe: str, url_file: str, url: str, browse: str,
-    timeout_s: float = server.START_TIMEOUT_S,
+    timeout_s: float = network.START_TIMEOUT_S,
 ) -> bool:  # fmt: skip
     """Once the UI that process `pid` serves answers at `probe`: record `url`, open `browse`.
 
@@ -141,13 +141,13 @@ def announce_when_up(
     Empty strings: nothing to record, no browser.
     """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.is_running(pid):
+    while time.monotonic() < deadline and network.is_running(pid):
         try:
             with urllib.request.urlopen(f"{probe}/health", timeout=1) as answer:
                 healthy = answer.read().strip() == b"OK"
         except OSError:
             healthy = False
-        if healthy and server.is_running(pid):
+        if healthy and network.is_running(pid):
             if url_file:
                 Path(url_file).write_text(url + "\n")
             if browse:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.url_file or args.browse:
         if args.url_file:
             args.url_file.parent.mkdir(parents=True, exist_ok=True)
-        probe = ui_url(server.reachable(args.host), args.port)
+        probe = ui_url(network.reachable(args.host), args.port)
         browse = address if args.browse else None
         _announce(probe, args.url_file, ui_url(args.host, args.port), browse)
     command = mlflow_ui_command(args.backend_store_uri, args.host, args.port)

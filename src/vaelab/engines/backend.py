@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 
+import jax
 import keras
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -29,11 +30,9 @@ def check_backend(style: str) -> str:
 def device_name() -> str:
     """What trains: "CPU", or "GPU: <its name>" (a run's `device` tag)."""
     if keras.backend.backend() == "jax":
-        import jax
-
         first = jax.devices()[0]
         return "CPU" if first.platform == "cpu" else f"GPU: {first.device_kind}"
-    import tensorflow as tf
+    import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -55,7 +54,7 @@ class _NotRetracing(logging.Filter):
 def configure_backend(seed: int, deterministic: bool) -> None:
     """Seed every generator, set determinism and GPU memory sharing."""
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
         logger = logging.getLogger("tensorflow")
         if not any(isinstance(f, _NotRetracing) for f in logger.filters):
@@ -79,9 +78,12 @@ def memory_for_training() -> int:
     run's size check can know before anything is loaded.)
     """
     if keras.backend.backend() == "jax":
-        import jax
-
         stats = jax.devices()[0].memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"])
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def use_compilation_cache(directory: str) -> None:
+    """Keep JAX's compiled programs in `directory`: a later sweep of these shapes reuses them."""
+    jax.config.update("jax_compilation_cache_dir", directory)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vaelab.vocab import metrics
+from vaelab.vocab.choices import Architecture
 from vaelab.vocab.metrics import TERMS
 
 if TYPE_CHECKING:  # the types only: importing the model's modules imports Keras
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # the types only: importing the model's modules imports Keras
 class Job:
     """One configuration to train, in plain values."""
 
-    architecture: str  # "functional" | "subclass": the Keras model that is built and logged
+    architecture: Architecture  # the Keras model that is built and logged
     loop: bool  # the hand-written loop (the notebook's custom_loop style), else Keras fit
     input_dim: int
     intermediate_dim: int
@@ -100,10 +101,48 @@ class Events(Protocol):
     def job_finished(self, job: int, outcome: Outcome) -> None: ...
 
 
+class ForwardedEvents:
+    """Events passed on to `inner`, each job renumbered through `jobs` when given.
+
+    The one forwarding of the six methods: an adapter (a group's view of the recorder, a
+    progress bar, a test's collector) subclasses it and overrides only what it adds.
+    """
+
+    def __init__(self, inner: Events, jobs: Sequence[int] | None = None):
+        self.inner, self.jobs = inner, jobs
+
+    def _job(self, job: int) -> int:
+        return job if self.jobs is None else self.jobs[job]
+
+    def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None:
+        self.inner.epoch_ended(self._job(job), epoch, values)
+
+    def saved(self, job: int, checkpoint: Checkpoint) -> None:
+        self.inner.saved(self._job(job), checkpoint)
+
+    def should_stop(self, job: int, epoch: int) -> bool:
+        return self.inner.should_stop(self._job(job), epoch)
+
+    def job_stopped(self, job: int, epoch: int) -> None:
+        self.inner.job_stopped(self._job(job), epoch)
+
+    def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
+        self.inner.job_failed(self._job(job), epoch, error)
+
+    def job_finished(self, job: int, outcome: Outcome) -> None:
+        self.inner.job_finished(self._job(job), outcome)
+
+
 class Engine(Protocol):
     """Trains a batch of jobs that share `data`, reporting to `events`."""
 
     name: str  # what the runs' `engine` tag says: "solo" | "packed"
+    # Trains several jobs as one program: the orchestration plans groups of jobs that may
+    # share one (`rules.packing`), tags each run with its group and announces the group.
+    groups_jobs: bool
+    # Wants what the first logging of each model shape costs (docs/benchmarks.md) paid in a
+    # writer thread while the group trains.
+    warms_up_model_logging: bool
 
     def device(self) -> str: ...
 

@@ -96,7 +96,7 @@ def batched(x: np.ndarray, batch_size: int) -> Any:
     """
     if keras.backend.backend() != "tensorflow":
         return x
-    import tensorflow as tf
+    import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
     return _without_autotune(tf.data.Dataset.from_tensor_slices(x).batch(batch_size))
 
@@ -113,7 +113,7 @@ def _without_autotune(dataset: Any) -> Any:
     about one epoch out of three (docs/benchmarks.md); a pipeline of slices and one gather
     has nothing to tune.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -128,7 +128,7 @@ def resident(x: np.ndarray, resample_pixels: bool) -> Any:
     """
     if keras.backend.backend() != "tensorflow" or resample_pixels:
         return None
-    import tensorflow as tf
+    import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
     return tf.constant(x)
 
@@ -140,7 +140,7 @@ def gathered(images: Any, order: np.ndarray, batch_size: int) -> Any:
     rewrites into an op with an unknown attribute (see `batched`). No prefetch and no
     autotuner: on a CPU they overlap nothing, since the gather runs on the cores that train.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # here: a JAX process that trains nothing never pays it (~4 s)
 
     rows = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
     return _without_autotune(rows.map(lambda index: tf.gather(images, index)))

@@ -1,18 +1,56 @@
-"""What a model is measured by: its mean loss terms, pictures, the importance-weighted estimate."""
+"""What a finished job is measured by: mean loss terms, pictures, the importance-weighted estimate.
+
+The same for every engine: the digits a job's figures show and the prior draws it decodes
+(`PictureDigits`, `prior_draws`), and the estimate's arithmetic (`vae.importance`). The
+functions here that take a Keras model are how the solo engine measures one model; the
+packed engine measures its members in one vmapped program (`packed.finish`).
+"""
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
 
 from vaelab.engines.batches import batch_size_for, batched
-from vaelab.vae.losses import log_importance_weights
+from vaelab.vae.importance import chunk_log_sum, negative_log_mean_exp
 from vaelab.vae.plots import Pictures
 from vaelab.vae.sizes import EVAL_BATCH, iw_layout
 from vaelab.vocab.metrics import TERMS
+
+
+@dataclass(frozen=True)
+class PictureDigits:
+    """The test digits a job's figures show, whichever engine trained it."""
+
+    originals: np.ndarray  # reconstructed for the reconstructions figure
+    points: np.ndarray  # encoded for the latent map (and counted for active units)
+    labels: np.ndarray  # the points' digits
+
+    @classmethod
+    def of(
+        cls, x_test: np.ndarray, y_test: np.ndarray, n_images: int, n_latent_points: int
+    ) -> PictureDigits:
+        n_points = min(n_latent_points, len(x_test))
+        return cls(x_test[:n_images], x_test[:n_points], y_test[:n_points])
+
+    def pictures(self, reconstructions, prior_samples, z_mean) -> Pictures:
+        """The figures' arrays, from what the model made of these digits and the prior draws."""
+        return Pictures(
+            originals=self.originals,
+            reconstructions=reconstructions,
+            prior_samples=prior_samples,
+            z_mean=z_mean,
+            labels=self.labels,
+        )
+
+
+def prior_draws(seed: int, count: int, latent_dim: int) -> np.ndarray:
+    """The z ~ N(0, I) a job decodes for its samples figure: its own, from its seed."""
+    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype("float32")
 
 
 def evaluate(model: keras.Model, x: np.ndarray) -> dict[str, float]:
@@ -43,16 +81,11 @@ def pictures(
     seed: int,
 ) -> Pictures:
     """Reconstruct the first test digits, decode prior draws, encode digits for the map."""
-    originals = x_test[:n_images]
-    reconstructions = ops.convert_to_numpy(model(originals)["reconstruction"])
-    prior = np.random.default_rng(seed).standard_normal((n_images, latent_dim)).astype("float32")
-    n_points = min(n_latent_points, len(x_test))
-    return Pictures(
-        originals=originals,
-        reconstructions=reconstructions,
-        prior_samples=decode(model, prior),
-        z_mean=encode_means(model, x_test[:n_points]),
-        labels=y_test[:n_points],
+    digits = PictureDigits.of(x_test, y_test, n_images, n_latent_points)
+    return digits.pictures(
+        reconstructions=ops.convert_to_numpy(model(digits.originals)["reconstruction"]),
+        prior_samples=decode(model, prior_draws(seed, n_images, latent_dim)),
+        z_mean=encode_means(model, digits.points),
     )
 
 
@@ -73,12 +106,8 @@ class ImportanceWeighted(keras.Model):
     def call(self, x):
         z_mean, z_log_var, _ = self.vae.encoder(x)
         shape = (self.chunk, ops.shape(z_mean)[0], ops.shape(z_mean)[1])
-        z = z_mean + ops.exp(0.5 * z_log_var) * keras.random.normal(shape, seed=self.noise)
-        x_hat = self.vae.decoder(ops.reshape(z, (-1, shape[2])))
-        x_hat = ops.reshape(x_hat, (self.chunk, shape[1], -1))
-        log_w = log_importance_weights(x, x_hat, z, z_mean, z_log_var)
-        counted = ops.expand_dims(ops.arange(self.chunk) < self.valid, 1)
-        return ops.logsumexp(ops.where(counted, log_w, -np.inf), axis=0)
+        eps = keras.random.normal(shape, seed=self.noise)
+        return chunk_log_sum(x, z_mean, z_log_var, eps, self.vae.decoder, self.valid)
 
 
 # Decodes per compiled step, digits per step at most, and steps per compiled call. A step's
@@ -103,11 +132,11 @@ def importance_weighted_bound(model: keras.Model, x: np.ndarray, samples: int, s
     for chunk in range(layout.chunks):
         estimator.valid.assign(min(layout.chunk, samples - chunk * layout.chunk))
         total = np.logaddexp(total, estimator.predict(data, verbose=0).astype(np.float64))
-    return float(np.mean(np.log(samples) - total))
+    return float(np.mean(negative_log_mean_exp(total, samples)))
 
 
 # The estimators built for models still alive, by chunk size: a model reused by the next
-# run of a sweep (`run.build_model`) reuses its estimator's compiled `predict` too.
+# run of a sweep (`solo.build_model`) reuses its estimator's compiled `predict` too.
 _ESTIMATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

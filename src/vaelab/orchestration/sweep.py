@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab.edges import progress
 from vaelab.edges.cli import exit_for
+from vaelab.edges.config import check_objective, to_run_config
 from vaelab.rules import identity
+from vaelab.rules.lifecycle.context import SweepContext, read_context, write_context
+from vaelab.rules.naming import run_name
+from vaelab.vocab.errors import RunFailed
+from vaelab.vocab.tags import LAUNCHER, SWEEP_ID, SWEEP_OVERRIDES, SWEEPER
 
 log = logging.getLogger(__name__)
 
 # Hydra builds the callback for every command, `--help` and `--cfg job` included: the run
-# store, MLflow and the frameworks are imported only when a sweep or a run needs them.
+# store (MLflow, pandas), the frameworks and what needs them are imported in the functions
+# that need them, when a sweep or a run starts; `tests/test_cli.py` checks it.
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -61,14 +69,14 @@ def open_store(config: DictConfig, patient: bool = False):
 
 def start_sweep(config: DictConfig):
     """Open the store and start (or resume) the sweep this multirun config defines."""
-    from vaelab.rules import lifecycle
+    from vaelab.rules.lifecycle import parent
 
     definition = {
-        lifecycle.SWEEP_OVERRIDES: " ".join(sweep_overrides(config)),
-        lifecycle.SWEEPER: config.hydra.sweeper.get("_target_", ""),
-        lifecycle.LAUNCHER: config.hydra.launcher.get("_target_", ""),
+        SWEEP_OVERRIDES: " ".join(sweep_overrides(config)),
+        SWEEPER: config.hydra.sweeper.get("_target_", ""),
+        LAUNCHER: config.hydra.launcher.get("_target_", ""),
     }
-    return lifecycle.start(
+    return parent.start_sweep(
         open_store(config), sweep_id_for(config), definition, count_jobs(config), config.objective
     )
 
@@ -77,30 +85,28 @@ class SweepCallback(Callback):
     """Wires a Hydra multirun to one parent run in the store (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from vaelab.edges.config import check_objective
-        from vaelab.rules import lifecycle
-
         # Hydra only warns when a callback raises; a sweep that cannot be tracked must stop.
         try:
             check_objective(config.objective)  # before a parent run exists
             context = start_sweep(config)
         except Exception as error:
             raise exit_for(error, "cannot start the sweep") from error
-        lifecycle.write_context(Path(config.hydra.sweep.dir), context)
+        write_context(Path(config.hydra.sweep.dir), context)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from vaelab.rules import lifecycle
+        from vaelab.rules import console
+        from vaelab.rules.lifecycle import verdict
 
         SweepBar.close()
         try:
-            context = lifecycle.read_context(Path(config.hydra.sweep.dir))
-            summary = lifecycle.finish(open_store(config, patient=True), context)
+            context = read_context(Path(config.hydra.sweep.dir))
+            summary = verdict.finish_sweep(open_store(config, patient=True), context)
         except Exception as error:
             raise exit_for(error, "cannot record the end of the sweep") from error
-        print(lifecycle.verdict(summary))
+        print(console.verdict(summary))
         if config.sweep.register_best:
             register_best(open_store(config, patient=True), config.experiment_name, summary)
-        lifecycle.raise_if_failed(summary)
+        verdict.raise_if_failed(summary)
 
 
 def refused(config: DictConfig, error: Exception, what: str) -> SystemExit:
@@ -110,10 +116,9 @@ def refused(config: DictConfig, error: Exception, what: str) -> SystemExit:
     opened would stay RUNNING.
     """
     from vaelab.edges import tracking
-    from vaelab.rules import lifecycle
 
     with contextlib.suppress(Exception):  # the store itself may be what is wrong
-        context = lifecycle.read_context(Path(config.hydra.sweep.dir))
+        context = read_context(Path(config.hydra.sweep.dir))
         tracking.close_run(open_store(config), context.parent_run_id, "FAILED", error=str(error))
     return exit_for(error, f"{what}; nothing trained")
 
@@ -124,8 +129,6 @@ def run_job(cfg: DictConfig) -> float:
     The config is validated before the training framework is even imported, so a mistake
     costs a second, not the framework's start-up.
     """
-    from vaelab.edges.config import to_run_config
-
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -133,10 +136,7 @@ def run_job(cfg: DictConfig) -> float:
         from vaelab.orchestration.train import train_and_evaluate
 
         return sweeper_value(train_and_evaluate(config, overrides), config.objective)
-    from vaelab.edges import progress
-    from vaelab.rules import lifecycle
-
-    context = lifecycle.read_context(Path(hydra_cfg.sweep.dir))
+    context = read_context(Path(hydra_cfg.sweep.dir))
     bar = SweepBar.of(context, done_before=hydra_cfg.job.num)
     # Hydra set up this job's console handler just now: its lines go above the bars.
     with progress.logs_above_bars():
@@ -145,11 +145,9 @@ def run_job(cfg: DictConfig) -> float:
     return math.inf if result is None else sweeper_value(result, cfg.objective)
 
 
-def _sweep_job(cfg: DictConfig, context: Any, number: int, overrides: list[str]) -> Any:
+def _sweep_job(cfg: DictConfig, context: SweepContext, number: int, overrides: list[str]) -> Any:
     """One job of a sweep: its RunResult, or None when it failed (recorded FAILED)."""
-    from vaelab.edges.config import to_run_config
-    from vaelab.rules import lifecycle, recorder
-    from vaelab.vocab.errors import RunFailed
+    from vaelab.rules.lifecycle import children
 
     log.info(
         "[sweep %s] run %d/%d: %s", context.sweep_id, number, context.total, " ".join(overrides)
@@ -163,8 +161,8 @@ def _sweep_job(cfg: DictConfig, context: Any, number: int, overrides: list[str])
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, failure.__cause__)
     except Exception as error:  # failed before its run existed: record it now
         log.error("[sweep %s] run %d failed: %s", context.sweep_id, number, error)
-        lifecycle.record_early_failure(
-            open_store(cfg, patient=True), context, recorder.run_name(cfg), overrides, error
+        children.record_early_failure(
+            open_store(cfg, patient=True), context, run_name(cfg), overrides, error
         )
     return None
 
@@ -175,8 +173,6 @@ def register_best(store: Any, experiment: str, summary: Any) -> None:
     Named `<experiment>-<group>` ("vaelab" alone when every run compares), so each sweep
     adds a version and the Registry lists a group's best across sweeps.
     """
-    import re
-
     from vaelab.edges import tracking
 
     for _, row in summary.best.iterrows():
@@ -186,7 +182,7 @@ def register_best(store: Any, experiment: str, summary: Any) -> None:
         )
         name = f"{experiment}{suffix}"
         objective = float(row[f"metrics.{summary.objective}"])
-        tags = {"sweep.id": summary.sweep_id, "group": group, summary.objective: f"{objective}"}
+        tags = {SWEEP_ID: summary.sweep_id, "group": group, summary.objective: f"{objective}"}
         description = (
             f"Best of sweep {summary.sweep_id} ({group}) by {summary.objective} = "
             f"{objective:.4f}: run {row['run_id']}"
@@ -210,8 +206,6 @@ class SweepBar:
     _current: SweepBar | None = None
 
     def __init__(self, sweep_id: str, total: int, done_before: int):
-        from vaelab.edges import progress
-
         self.sweep_id = sweep_id
         self.counts = {"done": 0, "pruned": 0, "failed": 0, "skipped": 0}
         self.bar = progress.bar(total, f"sweep {sweep_id}", "runs")
@@ -219,7 +213,7 @@ class SweepBar:
             self.bar.update(done_before)
 
     @classmethod
-    def of(cls, context: Any, done_before: int = 0) -> SweepBar:
+    def of(cls, context: SweepContext, done_before: int = 0) -> SweepBar:
         if cls._current is None or cls._current.sweep_id != context.sweep_id:
             cls._current = cls(context.sweep_id, context.total, done_before)
         return cls._current

@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -106,8 +106,3 @@ def superseded(paths: Sequence[str], kept: int) -> list[str]:
     """The checkpoints beyond the newest `kept`: the ones to remove."""
     ours = sorted((p for p in paths if epoch_of(p) is not None), key=epoch_of, reverse=True)
     return ours[kept:]
-
-
-def history_until(history: Mapping[str, Sequence[float]], epoch: int) -> dict[str, list[float]]:
-    """The per-epoch history cut at an epoch (what a checkpoint of that epoch records)."""
-    return {name: list(values[:epoch]) for name, values in history.items()}

@@ -30,6 +30,7 @@ HOW_KEYS = (
     "train.checkpoints_kept",
     "sweep.pruner_storage",
     "sweep.register_best",
+    "sweep.seeds",  # how many replicates a sweep trains; each run's own seed is `seed`
 )
 _ABSENT = object()  # what `OmegaConf.select` returns for a key a config lacks
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vaelab.edges.config import Binarize, Config, as_dict, flatten_dict
+from vaelab.rules import identity
+from vaelab.rules.replicates import REPLICATE_KEYS
 from vaelab.vae import sizes
 
 # Every setting of a run, classified for packing (tests/test_packing.py walks every key of the
@@ -41,6 +43,7 @@ SHARED = (
     "sweep.pruner_reduction_factor",
     "sweep.pruner_storage",
     "sweep.register_best",
+    "sweep.seeds",
     "tracking.uri",
     "tracking.experiment",
     "tracking.artifact_root",
@@ -131,8 +134,10 @@ def plan(
     """Group the jobs that can train together.
 
     By what they must share, then by size (similar sizes pad little), then split wherever
-    a group would exceed the memory budget or `max_group_size`. `train_images` and
-    `test_images` are the dataset's sizes (before any `data.*_limit`).
+    a group would exceed the memory budget or `max_group_size`. A configuration's replicates
+    (the same but for the seed) go into one group whole, as lanes of the same shapes: they
+    are split only when they alone exceed a group. `train_images` and `test_images` are the
+    dataset's sizes (before any `data.*_limit`).
     """
     images = (train_images, test_images)
     by_key: dict[tuple, list[int]] = {}
@@ -140,22 +145,51 @@ def plan(
         by_key.setdefault(shared_key(config), []).append(index)
     groups: list[PackedGroup] = []
     for jobs in by_key.values():
-        jobs = sorted(
-            jobs, key=lambda j: (configs[j].model.intermediate_dim, configs[j].model.latent_dim)
-        )
         current: list[int] = []
-        for job in jobs:
-            candidate = [*current, job]
-            estimate = _estimate(configs, candidate, images)
-            too_many = max_group_size is not None and len(candidate) > max_group_size
-            if current and (estimate > budget_bytes or too_many):
+        for block in _replicate_blocks(configs, jobs):
+            if current and not _fits(
+                configs, [*current, *block], images, budget_bytes, max_group_size
+            ):
                 groups.append(_group(configs, current, images))
-                current = [job]
-            else:
-                current = candidate
+                current = []
+            for job in block:  # a block alone too large for a group is split where it must be
+                if current and not _fits(
+                    configs, [*current, job], images, budget_bytes, max_group_size
+                ):
+                    groups.append(_group(configs, current, images))
+                    current = []
+                current.append(job)
         if current:
             groups.append(_group(configs, current, images))
     return groups
+
+
+def _replicate_blocks(configs: Sequence[Config], jobs: Sequence[int]) -> list[list[int]]:
+    """The jobs as blocks of one configuration's replicates, by size (similar sizes pad little)."""
+    blocks: dict[str, list[int]] = {}
+    for job in jobs:
+        blocks.setdefault(configuration_of(configs[job]), []).append(job)
+    return sorted(
+        blocks.values(),
+        key=lambda b: (configs[b[0]].model.intermediate_dim, configs[b[0]].model.latent_dim),
+    )
+
+
+def configuration_of(config: Config) -> str:
+    """What a job computes without its seed: equal for the replicates of one configuration."""
+    what = identity.identity(as_dict(config))
+    return repr(sorted((k, repr(v)) for k, v in what.items() if k not in REPLICATE_KEYS))
+
+
+def _fits(
+    configs: Sequence[Config],
+    jobs: Sequence[int],
+    images: tuple[int, int],
+    budget_bytes: int,
+    max_group_size: int | None,
+) -> bool:
+    too_many = max_group_size is not None and len(jobs) > max_group_size
+    return not too_many and _estimate(configs, jobs, images) <= budget_bytes
 
 
 def _padded(configs: Sequence[Config], jobs: Sequence[int]) -> tuple[int, int]:

@@ -25,8 +25,6 @@ from vaelab.rules import ranking
 
 log = logging.getLogger(__name__)
 
-TRIAL_TAG = "prune.trial"
-
 
 @dataclass
 class Trial:

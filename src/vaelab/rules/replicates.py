@@ -26,12 +26,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from vaelab.rules import identity
+from vaelab.vocab.errors import ConfigError
 
 # What makes a replicate rather than a configuration: the seed (weights, noise, batch order).
 REPLICATE_KEYS = ("seed",)
+# The setting that asks a sweep for K replicates of every configuration (conf/config.yaml).
+SEEDS_KEY = "sweep.seeds"
+MULTIRUN_FLAGS = ("--multirun", "-m")
 CONFIDENCE = 0.95
 # The level of the one-sided test behind "indistinguishable from the best".
 SIGNIFICANCE = 0.05
@@ -89,6 +92,8 @@ def interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[f
     n = len(values)
     if n < 2:
         return math.nan, math.nan
+    from scipy import stats  # ~0.3 s: paid by a table with replicates, not by every report
+
     mean = float(np.mean(values))
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
     return mean - half, mean + half
@@ -103,6 +108,8 @@ def worse_than(
     """
     if n < 2 or best_n < 2:
         return None
+    from scipy import stats  # see `interval`
+
     spread = math.hypot(se, best_se)
     if spread == 0:
         return mean > best_mean
@@ -205,3 +212,37 @@ def interval_text(row: pd.Series, digits: int = 2) -> str:
         return f"{row['mean']:.{digits}f} ({NO_INTERVAL})"
     half = (row["ci_high"] - row["ci_low"]) / 2
     return f"{row['mean']:.{digits}f} ± {half:.{digits}f} (n={row['n']})"
+
+
+def with_seed_axis(arguments: Sequence[str]) -> list[str]:
+    """A command line with `sweep.seeds=K` turned into the sweep axis `seed=1,...,K`.
+
+    Every sweeper and launcher then sees replicates as what they are, jobs that differ only
+    in their seed, and the sweep's id names them. `sweep.seeds=K` stays on the line (it is
+    recorded, and a HOW key: never part of a run's identity). Refused in one line: a K that
+    is not a whole number >= 1, K > 1 without --multirun, and K > 1 beside a `seed=` override.
+    """
+    arguments = list(arguments)
+    given = [a for a in arguments if identity.override_key(a) == SEEDS_KEY]
+    if not given:
+        return arguments
+    text = given[-1].split("=", 1)[1].strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"{SEEDS_KEY}={text} is invalid: expected a whole number >= 1 (replicates per "
+            "configuration, seeds 1..K)"
+        )
+    seeds = int(text)
+    if seeds == 1:
+        return arguments
+    if not any(a in MULTIRUN_FLAGS for a in arguments):
+        raise ConfigError(
+            f"{SEEDS_KEY}={seeds} trains replicates, which is a sweep: add --multirun, or give "
+            "one run its seed with seed=N"
+        )
+    if any(identity.override_key(a) in REPLICATE_KEYS for a in arguments):
+        raise ConfigError(
+            f"{SEEDS_KEY}={seeds} and a seed= override both choose seeds: keep one (sweep.seeds=K "
+            "means seed=1,...,K)"
+        )
+    return [*arguments, "seed=" + ",".join(str(s) for s in range(1, seeds + 1))]

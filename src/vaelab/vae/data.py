@@ -53,18 +53,6 @@ class Mnist:
     source: str
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Float32 images in [0, 1] flattened to (N, 784), with their labels."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
 def idx_bytes(array: np.ndarray) -> bytes:
     """Serialise a uint8 array as an IDX file: the bytes the published checksums cover."""
     header = bytes([0, 0, _IDX_UBYTE, array.ndim])
@@ -316,26 +304,3 @@ def pools(
         x_test = binarize(x_test, np.random.default_rng([binarize_seed, 1]))
         train_pool = val_pool if binarization == Binarize.static else train_pool
     return Pools(train_pool, val_pool, train_rows, val_rows, x_test, mnist.y_test[:test_end])
-
-
-def split(
-    mnist: Mnist,
-    validation_size: int,
-    split_seed: int,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    binarization: str = "none",
-    binarize_seed: int = 0,
-) -> Splits:
-    """The split as arrays: a seeded validation set carved out of the training images."""
-    p = pools(
-        mnist, validation_size, split_seed, train_limit, test_limit, binarization, binarize_seed
-    )
-    return Splits(
-        x_train=p.train_pool[p.train_rows],
-        y_train=mnist.y_train[p.train_rows],
-        x_val=p.val_pool[p.val_rows],
-        y_val=mnist.y_train[p.val_rows],
-        x_test=p.x_test,
-        y_test=p.y_test,
-    )

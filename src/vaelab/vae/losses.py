@@ -6,7 +6,8 @@ cell exactly, and `elbo` gives a negative ELBO in nats. The functions take the c
 numbers (`LossWeights`): plain floats for one model, or one value per configuration when a
 packed sweep trains many models with different losses in one `jax.vmap`. A packed sweep also
 pads smaller latent spaces to its largest: `latent_mask` marks the real units, and every
-reduction over latent units counts only those.
+reduction over latent units counts only those. (What a model is measured by after training,
+the importance-weighted estimate, is `vae.importance`.)
 """
 
 from __future__ import annotations
@@ -102,29 +103,3 @@ def vae_loss_terms(x, x_hat, z_mean, z_log_var, weights: LossWeights, latent_mas
     reconstruction = ops.mean(reconstruction_per_example(x, x_hat, weights))
     kl = ops.mean(kl_per_example(z_mean, z_log_var, weights, latent_mask))
     return {"total": reconstruction + weights.beta * kl, "reconstruction": reconstruction, "kl": kl}
-
-
-_LOG_2PI = 1.8378770664093453
-
-
-def log_importance_weights(x, x_hat, z, z_mean, z_log_var, latent_mask=None):
-    """Log p(x|z) + log p(z) - log q(z|x) for each of k samples of z: shape (k, n).
-
-    `x` (n, pixels) holds Bernoulli targets, `x_hat` (k, n, pixels) the decoded means, `z`
-    (k, n, units) the samples from q(z|x) = N(z_mean, exp(z_log_var)). The log-mean-exp over
-    the k samples is the importance-weighted lower bound on log p(x) (Burda et al., 2015).
-    """
-    clipped = ops.clip(x_hat, BCE_EPSILON, 1.0 - BCE_EPSILON)
-    log_px_z = ops.sum(x * ops.log(clipped) + (1.0 - x) * ops.log(1.0 - clipped), axis=-1)
-    log_pz = -0.5 * (_LOG_2PI + ops.square(z))
-    log_qz = -0.5 * (_LOG_2PI + z_log_var + ops.square(z - z_mean) / ops.exp(z_log_var))
-    difference = log_pz - log_qz
-    if latent_mask is not None:
-        difference = difference * latent_mask
-    return log_px_z + ops.sum(difference, axis=-1)
-
-
-def negative_log_mean_exp(log_weights):
-    """-log (1/k) sum_k exp(log_weights) over the first axis, computed stably."""
-    k = ops.cast(ops.shape(log_weights)[0], log_weights.dtype)
-    return -(ops.logsumexp(log_weights, axis=0) - ops.log(k))

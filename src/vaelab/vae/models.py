@@ -14,6 +14,7 @@ import numpy as np
 from keras import layers, ops
 
 from vaelab.vae.losses import LossSpec, vae_loss_terms
+from vaelab.vocab.choices import Architecture
 from vaelab.vocab.metrics import TERMS
 
 # The five Dense layers, by the name each has in the functional style; the position in this
@@ -270,11 +271,14 @@ def build_subclass_vae(
     return model
 
 
-BUILDERS = {"functional": build_functional_vae, "subclass": build_subclass_vae}
+BUILDERS = {
+    Architecture.functional: build_functional_vae,
+    Architecture.subclass: build_subclass_vae,
+}
 
 
 def build_vae(
-    architecture: str,
+    architecture: Architecture,
     input_dim: int,
     intermediate_dim: int,
     latent_dim: int,
@@ -366,3 +370,15 @@ def portable(model: keras.Model) -> keras.Model:
     for target, source in zip(dense, dense_layers(model), strict=True):
         target.set_weights([ops.convert_to_numpy(source.kernel), ops.convert_to_numpy(source.bias)])
     return plain
+
+
+def warm_up_logging(model: keras.Model, example: np.ndarray) -> None:
+    """Pay what logging a model of this shape first costs: its calls and its serialisation.
+
+    Keras imports TensorFlow the first time it serialises a model, and the call that gives a
+    logged model its signature compiles every op anew for each shape (docs/benchmarks.md).
+    """
+    model(example)
+    logged = portable(model)  # what is logged: the same weights in Keras's layers
+    logged(example)
+    keras.saving.serialize_keras_object(logged)

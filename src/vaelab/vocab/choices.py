@@ -17,6 +17,13 @@ class Style(StrEnum):
     custom_loop = "custom_loop"
 
 
+class Architecture(StrEnum):
+    """How the Keras model is built (and logged): the custom loop trains a subclass model."""
+
+    functional = "functional"
+    subclass = "subclass"
+
+
 class Reconstruction(StrEnum):
     mse = "mse"
     bce = "bce"

@@ -26,10 +26,12 @@ from vaelab.edges.mlflow_tables import LocalStore
 from vaelab.edges.store_uri import check_uri
 from vaelab.edges.ui import run_url, runs_table_url, server_ui_url
 from vaelab.orchestration.report import figures, render, tables
-from vaelab.rules import lifecycle
+from vaelab.rules import replicates
+from vaelab.rules.lifecycle import attempts, children, parent
 from vaelab.vae import plots
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import ReportError
+from vaelab.vocab.tags import PARENT, SWEEP_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +99,21 @@ def select(
             raise ReportError(f"no run matches filter={filter_string!r} in {source.uri}")
         return Selection(f"runs matching {filter_string}", frame)
     if sweep_id is None:
-        parents = source.runs_frame(lifecycle.PARENTS_FILTER)
+        parents = source.runs_frame(parent.PARENTS_FILTER)
         if parents.empty:
             return _latest_runs(source, latest)
-        sweep_id = parents.iloc[0][lifecycle.SWEEP_ID_COLUMN]
+        sweep_id = parents.iloc[0][parent.SWEEP_ID_COLUMN]
     return _sweep(source, sweep_id)
 
 
 def _sweep(source: RunSource, sweep_id: str) -> Selection:
     """A sweep's current attempts, the very runs its summary ranked (and named best)."""
-    every = source.runs_frame(lifecycle.children_filter(sweep_id))
+    every = source.runs_frame(children.children_filter(sweep_id))
     if every.empty:
         raise ReportError(f"sweep_id={sweep_id} has no runs in {source.uri}")
-    current = set(lifecycle.current_attempt_ids(every))
+    current = set(attempts.current_attempt_ids(every))
     frame = every[every["run_id"].isin(current)].reset_index(drop=True)
-    parents = source.runs_frame(lifecycle.parent_filter(sweep_id))
+    parents = source.runs_frame(parent.parent_filter(sweep_id))
     return Selection(
         tables.sweep_title(sweep_id, len(frame)),
         frame,
@@ -123,9 +125,9 @@ def _sweep(source: RunSource, sweep_id: str) -> Selection:
 
 def _latest_runs(source: RunSource, latest: int) -> Selection:
     frame = source.runs_frame()
-    role = f"tags.{lifecycle.SWEEP_ROLE}"
+    role = f"tags.{SWEEP_ROLE}"
     if role in frame:
-        frame = frame[frame[role].ne(lifecycle.PARENT)]
+        frame = frame[frame[role].ne(PARENT)]
     frame = frame.head(latest).reset_index(drop=True)
     if frame.empty:
         raise ReportError(
@@ -288,6 +290,25 @@ def _table_view(
     return render.TableView(heading, metrics.describe(group.kind), view, links)
 
 
+def _group_views(
+    group: tables.ComparableGroup, by: str, varying: list[str], ui_url: str, experiment_id: str
+) -> list[render.TableView]:
+    """A group's configurations (when some ran with several seeds), then its runs."""
+    runs = _table_view(group, by, varying, ui_url, experiment_id)
+    if not tables.has_replicates(group.table):
+        return [runs]
+    heading = f"Configurations ranked by the mean of {by}" + (
+        f": {group.label}" if group.label != "all runs" else ""
+    )
+    description = (
+        f"One row per configuration; its runs differ only in their seed. "
+        f"{replicates.INTERVAL_RULE}. {replicates.INDISTINGUISHABLE_RULE}. "
+        f"{metrics.describe(group.kind)}"
+    )
+    rows = tables.configuration_rows(group, by, varying)
+    return [render.TableView(heading, description, rows), runs]
+
+
 def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Path):
     """Everything the report shows, computed from the store."""
     started = time.perf_counter()
@@ -307,8 +328,9 @@ def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Pat
         title=selection.title,
         summary=summary,
         tables=[
-            _table_view(group, by, varying, ui_url, source.experiment_id)
+            view
             for group in tables.groups(table)
+            for view in _group_views(group, by, varying, ui_url, source.experiment_id)
         ],
         figures=_figures(source, table, by, cfg.top_k, workdir),
         failures=tables.failures(table),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vaelab.rules import identity, ranking
+from vaelab.rules import identity, ranking, replicates
 from vaelab.vocab import metrics
 from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG
 
@@ -171,6 +171,37 @@ def display_columns(
     shown += times or [next(iter(EPOCH_TIMES.values()))]
     shown.append(("note", "note"))
     return shown
+
+
+def configuration_rows(group: ComparableGroup, by: str, varying: Sequence[str]) -> pd.DataFrame:
+    """A group's configurations as the report shows them, ranked by the mean of `by`.
+
+    One row per configuration (its replicates differ only in their seed): the settings that
+    vary, n, the mean with its 95% interval, whether the best cannot be told from it, and
+    what became of each replicate. Headers name what each number is.
+    """
+    summary = replicates.summarise(group.table, by)
+    label = metrics.label(by, group.kind)
+    shown = [
+        p for p in varying if p not in ranking.COMPARABILITY and p not in replicates.REPLICATE_KEYS
+    ]
+    rows = {"rank": summary["rank"]}
+    for param in shown:
+        column = f"params.{param}"
+        rows[short_name(param)] = summary.get(column, "(varies)")
+    rows["n (seeds finished)"] = summary["n"]
+    rows[f"{label}: mean ± 95% interval"] = summary.apply(replicates.interval_text, axis=1)
+    rows["≈ best"] = summary["indistinguishable"].map(
+        lambda same: "–" if same is pd.NA else ("yes" if same else "no")
+    )
+    rows["replicates"] = summary["replicates"]
+    return pd.DataFrame(rows)
+
+
+def has_replicates(table: pd.DataFrame) -> bool:
+    """Whether some configuration of the table ran with more than one seed."""
+    summary = replicates.summarise(table, metrics.OBJECTIVES[0])
+    return bool((summary["run_ids"].map(len) > 1).any())
 
 
 def notes(table: pd.DataFrame) -> pd.Series:

@@ -1,0 +1,134 @@
+"""Some members of a group laid out on lanes with their current state, and their batches.
+
+A layout holds the members still training on the devices: their weights, optimiser state,
+masks and keys, one lane each, and the data pools once. When enough members have left, the
+rest are laid out afresh on fewer lanes (`LaidOut.shrunk`): a member that is done stops
+costing compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from vaelab.engines.batches import equal_batches
+from vaelab.engines.packed.lanes import Lanes, stacked
+from vaelab.engines.packed.members import Members, Shared
+from vaelab.engines.packed.streams import Stream, fold
+from vaelab.vae.data import Pools
+from vaelab.vae.sizes import EVAL_BATCH
+from vaelab.vocab.metrics import TERMS
+
+
+def even_batch(n: int, limit: int) -> int:
+    """The largest batch of at most `limit` that divides n; `limit` when none is near.
+
+    One compiled program then covers every batch (a smaller last batch needs its own).
+    """
+    for size in range(min(limit, n), max(limit // 4, 1) - 1, -1):
+        if n % size == 0:
+            return size
+    return min(limit, n)
+
+
+def member_batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Rows (members x n) as at most two arrays (members x steps x batch).
+
+    The full batches, then the last, smaller one (`batches.equal_batches`).
+    """
+    n = rows.shape[1]
+    return [
+        rows[:, start:stop].reshape(rows.shape[0], count, -1)
+        for start, stop, count in equal_batches(0, math.ceil(n / batch), batch, n)
+    ]
+
+
+class LaidOut:
+    """Some members of a group laid out on the devices, with their current state.
+
+    Lane j holds member `members[j]` (the lanes beyond the members repeat the first, idle).
+    Laid out afresh, with only the members still training, when enough have left (`shrunk`).
+    """
+
+    def __init__(
+        self,
+        registry: Members,
+        members: Sequence[int],
+        params: Sequence[list],
+        opt_state: Sequence[list],
+        data: Pools,
+        shared: Shared,
+        pools: tuple | None = None,
+    ):
+        self.registry, self.program = registry, registry.program
+        self.lanes = Lanes(len(members))
+        self.members = [int(i) for i in self.lanes.indices(list(members))]
+        lanes, rows = self.lanes, list(range(len(members))) + [0] * (self.lanes.size - len(members))
+        self.params = lanes.put(
+            [stacked([params[r][k] for r in rows]) for k in range(len(params[0]))]
+        )
+        self.opt_state = lanes.put(
+            [stacked([opt_state[r][k] for r in rows]) for k in range(len(opt_state[0]))]
+        )
+        self.consts = lanes.put(registry.consts(self.members))
+        self.key_data = stacked([registry.keys[i] for i in self.members])
+        self.keys = lanes.put(self.key_data)
+        if pools is None:
+            train_pool = lanes.share(data.train_pool)
+            same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
+            pools = (train_pool, train_pool if same else lanes.share(data.val_pool))
+        self.pools = pools
+        val_rows = np.stack([data.val_rows] * lanes.size)
+        self.val_rows = member_batches(val_rows, even_batch(val_rows.shape[1], EVAL_BATCH))
+        self.batch_size = shared.batch_size
+
+    def train_epoch(self, epochs: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """One epoch of each active lane, at its member's own epoch; each lane's loss sums."""
+        sums, first_step = np.zeros((self.lanes.size, len(TERMS))), 0
+        on, epoch = self.lanes.put(active), self.lanes.rows(epochs)
+        for rows in member_batches(self.registry.rows_for(self.members, epochs), self.batch_size):
+            self.params, self.opt_state, part = self.program.train_epoch(
+                self.params, self.opt_state, self.lanes.rows(rows), epoch, first_step,
+                self.keys, self.consts, on, self.pools[0],
+            )  # fmt: skip
+            sums += np.asarray(part)
+            first_step += rows.shape[1]
+        return sums
+
+    def validate(self, epochs: np.ndarray) -> np.ndarray:
+        """Each lane's summed loss terms over its validation digits, at its member's epoch."""
+        keys = self.lanes.put(fold(self.key_data, Stream.EVAL, epochs))
+        return sum(
+            np.asarray(
+                self.program.evaluate(
+                    self.params, self.lanes.rows(rows), keys, self.consts, self.pools[1]
+                )
+            )
+            for rows in self.val_rows
+        )
+
+    def host_state(self) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+        """Each lane's current (padded) weights and optimiser state, on the host."""
+        params, opt_state = (
+            [np.asarray(p) for p in self.params],
+            [np.asarray(o) for o in self.opt_state],
+        )
+        return (
+            [[p[j] for p in params] for j in range(self.lanes.size)],
+            [[o[j] for o in opt_state] for j in range(self.lanes.size)],
+        )
+
+    def shrunk(self, keep: Sequence[int], data: Pools, shared: Shared) -> LaidOut:
+        """The members in `keep` (lanes), laid out alone with their current state."""
+        params, opt_state = self.host_state()
+        return LaidOut(
+            self.registry,
+            [self.members[j] for j in keep],
+            [params[j] for j in keep],
+            [opt_state[j] for j in keep],
+            data,
+            shared,
+            self.pools,
+        )

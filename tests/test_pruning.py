@@ -1,8 +1,12 @@
 """Successive halving over runs that reach a rung together (a packed group's members)."""
 
+import math
+import random
+
 import optuna
 import pytest
 
+from vaelab.edges.config import Pruner
 from vaelab.rules import pruning
 
 
@@ -28,3 +32,104 @@ def test_members_reaching_a_rung_together_keep_about_a_third(members):
     assert in_grid_order == members  # each one the best so far: nothing pruned
     # In a random order, about a third (the trials judged first see few competitors).
     assert members / 5 <= promoted(judged, values) <= members / 2
+
+
+@pytest.mark.parametrize("min_epochs", [1, 2, 3])
+def test_the_median_rule_stops_no_run_before_pruner_min_epochs(min_epochs):
+    from tests.conftest import compose_config
+    from vaelab.edges.config import to_run_config
+
+    config = to_run_config(
+        compose_config(
+            "experiment=smoke", "sweep.pruner=median", f"sweep.pruner_min_epochs={min_epochs}"
+        )
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(pruner=pruning._pruner(config))
+    for _ in range(5):  # the median rule's start-up trials, all good at every epoch
+        trial = study.ask()
+        for epoch in range(1, 5):
+            trial.report(1.0, epoch)
+        study.tell(trial, 1.0)
+    bad = study.ask()
+    stopped_at = None
+    for epoch in range(1, 5):
+        bad.report(100.0, epoch)
+        if bad.should_prune():
+            stopped_at = epoch
+            break
+    assert stopped_at == min_epochs
+
+
+def test_a_synchronous_rung_keeps_exactly_the_best_third_whatever_the_order():
+    rng = random.Random(7)
+    for n in (6, 24, 96):
+        values = {trial: rng.uniform(100, 200) for trial in range(n)}
+        configuration = {trial: f"c{trial}" for trial in range(n)}
+        best = sorted(values, key=values.get)[: math.ceil(n / 3)]
+        orders = [list(values), list(reversed(values)), rng.sample(list(values), n)]
+        stops = [
+            pruning.synchronous_stops(
+                Pruner.successive_halving, 3, {t: values[t] for t in order}, configuration, order
+            )
+            for order in orders
+        ]
+        assert all(stop == stops[0] for stop in stops)  # the same set under any arrival order
+        assert set(values) - stops[0] == set(best)  # exactly ceil(n / 3), the best
+
+
+def test_a_rung_counts_earlier_launches_values_and_judges_configurations_by_their_mean():
+    # Trials 0-2 were judged by an earlier launch; 3-8 arrive now: three configurations of two
+    # replicates each, and the mean decides, not the luckiest seed.
+    values = {0: 100.0, 1: 101.0, 2: 102.0, 3: 99.0, 4: 140.0, 5: 100.2, 6: 100.4}
+    values.update({7: 150.0, 8: 98.0})
+    configuration = {0: "a", 1: "b", 2: "c", 3: "d", 4: "d", 5: "e", 6: "e", 7: "f", 8: "f"}
+    arriving = [3, 4, 5, 6, 7, 8]
+    halving = pruning.synchronous_stops(
+        Pruner.successive_halving, 3, values, configuration, arriving
+    )
+    # Six configurations: the best two by mean go on (a 100, e 100.3); d (119.5) stops, and so
+    # does f (124), whose seed of 98 is the luckiest of all.
+    assert halving == {3, 4, 7, 8}
+    # The median of the six means is 101.5: a, e and b are at most that.
+    assert pruning.synchronous_stops(Pruner.median, 3, values, configuration, arriving) == {
+        3, 4, 7, 8
+    }  # fmt: skip
+    assert pruning.synchronous_stops(Pruner.median, 3, values, configuration, [1, 2]) == {2}
+
+
+def test_the_median_rule_prunes_a_packed_group_judged_together(tmp_path):
+    # The measured case: 8 members reach each epoch together, the h=16 half about 50% worse.
+    # Optuna's MedianPruner waits for 5 COMPLETE trials, which a packed group has only at its
+    # end: it pruned 0 of 8. Judged together, the worse half stops at pruner_min_epochs.
+    from tests.conftest import compose_config
+    from vaelab.edges.config import to_run_config
+    from vaelab.rules.trials import Trials
+
+    configs = [
+        to_run_config(
+            compose_config(
+                "experiment=smoke",
+                "sweep.pruner=median",
+                f"sweep.pruner_storage={tmp_path}/optuna.journal",
+                f"model.intermediate_dim={hidden}",
+                f"seed={seed}",
+            )
+        )
+        for hidden in (16, 64)
+        for seed in (1, 2, 3, 4)
+    ]
+    trials = Trials("s1")
+    for job, config in enumerate(configs):
+        trials.join(job, config, None)
+    stopped = {}
+    for epoch in (1, 2, 3, 4):
+        for job, config in enumerate(configs):
+            if job in stopped:
+                continue
+            worse = 1.5 if config.model.intermediate_dim == 16 else 1.0
+            trials.report(job, epoch, {"val/total": worse * (200 - epoch) + job * 0.1})
+        for job in range(len(configs)):
+            if job not in stopped and trials.should_stop(job, epoch):
+                stopped[job] = epoch
+    assert stopped == {0: 1, 1: 1, 2: 1, 3: 1}  # the h=16 configuration, all four seeds

@@ -181,3 +181,29 @@ def test_a_run_without_params_has_a_group_and_a_row_on_the_page():
     report = render.Report("t", [], views, [], tables.failures(table), table, "sqlite://", "")
     assert '<td class="text">old</td>' in render.page(report)
     assert table.set_index("run_id").loc["old", "group"] == "loss ?"
+
+
+def test_a_pruned_run_shows_its_epoch_and_is_not_counted_as_measured_for_collapse():
+    runs = frame(
+        run_id=["whole", "cut"],
+        status=["FINISHED", "FINISHED"],
+        start_time=pd.to_datetime([0, 1], unit="s", utc=True),
+        **{
+            "params.model.latent_dim": ["2", "2"],
+            "params.train.epochs": ["3", "3"],
+            "params.loss.name": ["elbo", "elbo"],
+            "metrics.val/total": [150.0, 190.0],
+            "metrics.val/kl": [5.0, 0.001],  # the pruned run's KL looks collapsed, unmeasured
+            "metrics.val/active_units": [2.0, math.nan],
+            "tags.pruned_at_epoch": [None, "1"],
+        },
+    )
+    table = tables.build_table(runs, "val/total", 0.5, 90.0, 10.0)
+    cut = table.set_index("run_id").loc["cut"]
+    assert cut["status"] == "PRUNED" and cut["flag"] == ""
+    assert tables.notes(table).tolist()[table.index[table.run_id.eq("cut")][0]] == (
+        "pruned: its numbers are epoch 1's of 3"
+    )
+    lines = tables.summary_lines("sweep s", table, ["model.latent_dim"], "val/total")
+    (collapse,) = [line for line in lines if line.startswith("Posterior collapse")]
+    assert collapse.startswith("Posterior collapse: 0 of 1 measured runs")

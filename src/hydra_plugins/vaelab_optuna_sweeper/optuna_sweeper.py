@@ -67,6 +67,41 @@ def distribution_for(override: Override) -> optuna.distributions.BaseDistributio
     )
 
 
+def replicate_seeds(space: dict[str, Any]) -> list[list[str]]:
+    """The seed overrides each trial runs with, taken out of the search space.
+
+    A `seed=1,2,3` axis (what `sweep.seeds=3` becomes) makes replicates, not a parameter to
+    search: each trial, one configuration, runs once per seed. Without one: a single run.
+    """
+    from vaelab.rules.replicates import REPLICATE_KEYS
+
+    seeds: list[list[str]] = [[]]
+    for key in REPLICATE_KEYS:
+        if (axis := space.pop(key, None)) is not None:
+            choices = getattr(axis, "choices", None)
+            if choices is None:
+                raise ValueError(
+                    f"{key}: give replicate seeds as a list (sweep.seeds=K, {key}=1,2,3)"
+                )
+            seeds = [[f"{key}={value}"] for value in choices]
+    return seeds
+
+
+def trial_outcome(values: list[Any]) -> tuple[str, float | None]:
+    """A configuration's trial from its replicates' returns: the mean over its seeds.
+
+    PRUNED when the sweep's pruner stopped any replicate (a trial spent), FAIL when one failed
+    or returned no finite value (a collapsed run returns infinity).
+    """
+    from vaelab.rules.ranking import Pruned
+
+    if any(isinstance(v, Pruned) for v in values):
+        return "PRUNED", None
+    if any(v is None or not math.isfinite(v) for v in values):
+        return "FAIL", None
+    return "COMPLETE", sum(values) / len(values)
+
+
 class OptunaSweeper(Sweeper):
     """Minimises the task function's return value (the config's `objective`)."""
 
@@ -162,33 +197,36 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from vaelab.rules.ranking import Pruned
-
         space, fixed = self._search_space(arguments)
+        seeds = replicate_seeds(space)
         study = self._study()
         spent = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(states=spent))
         log.info("Optuna study %s: %d of %d trials done", study.study_name, done, self.n_trials)
-        job_idx = len(study.trials)
+        job_idx = len(study.trials) * len(seeds)
         returns = []
         while done < self.n_trials:
             with warnings.catch_warnings():  # ask and tell with heartbeats: `_alive` beats
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            batch = [fixed + [f"{k}={v}" for k, v in t.params.items()] for t in trials]
+            # A trial is a configuration: its replicates (seeds) go to the launcher together,
+            # so a packed launcher trains them as lanes of one program.
+            batch = [
+                fixed + [f"{k}={v}" for k, v in t.params.items()] + seed
+                for t in trials
+                for seed in seeds
+            ]
             self.validate_batch_is_legal(batch)
             with self._alive(trials):
                 results = self.launcher.launch(batch, initial_job_idx=job_idx)
-            for trial, result in zip(trials, results, strict=True):
-                value = result.return_value
-                if isinstance(value, Pruned):  # stopped by the sweep's pruner: a trial spent
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    done += 1
-                elif value is None or not math.isfinite(value):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                else:
+            for number, trial in enumerate(trials):
+                replicates = results[number * len(seeds) : (number + 1) * len(seeds)]
+                state, value = trial_outcome([r.return_value for r in replicates])
+                if state == "COMPLETE":
                     study.tell(trial, value)
-                    done += 1
+                else:
+                    study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+                done += state != "FAIL"
             job_idx += len(batch)
             returns.append(results)
             if (

@@ -14,6 +14,7 @@ import pandas as pd
 
 from vaelab.edges import tracking
 from vaelab.edges.config import Config
+from vaelab.rules import replicates
 from vaelab.rules.lifecycle.attempts import overrides_of
 from vaelab.rules.lifecycle.claims import claim_expiry
 from vaelab.rules.lifecycle.context import SweepContext
@@ -183,16 +184,50 @@ def _value(row: pd.Series, name: str) -> float:
 
 
 def verdict(summary: Summary) -> str:
-    """What the user reads when a sweep ends: counts, the table, the best of each group."""
+    """What the user reads when a sweep ends: counts, the table, the best of each group.
+
+    With replicates, the configurations ranked by their mean come after the runs, and the
+    best is the best configuration (its best replicate's run id), never the luckiest seed.
+    """
     counts = ", ".join(f"{n} {s.lower()}" for s, n in summary.counts.items() if n)
     lines = [f"\nSweep {summary.sweep_id}: {counts}", format_table(summary)]
     several = summary.ranked["group"].nunique() > 1
+    with_seeds = replicates.has_replicates(summary.ranked)
+    if with_seeds:
+        lines.append(configurations_table(summary))
     for _, row in summary.best.iterrows():
         among = f" among {row['group']}" if several else ""
-        ties = f"; tied with {row['tied_with']}" if row["tied_with"] else ""
+        ties = f"; tied with {row['tied_with']}" if row["tied_with"] and not with_seeds else ""
+        what = "configuration (mean over its seeds), its best seed" if with_seeds else "run"
         lines.append(
-            f"Best by {summary.objective}{among}: {row['run_id']} ({overrides_of(row)}){ties}"
+            f"Best {what} by {summary.objective}{among}: {row['run_id']} "
+            f"({overrides_of(row)}){ties}"
         )
+    return "\n".join(lines)
+
+
+def configurations_table(summary: Summary) -> str:
+    """One line per configuration, by mean within each comparable group, with its interval."""
+    table = summary.configurations
+    by_id = summary.ranked.set_index("run_id")
+    lines = [
+        f"Configurations by the mean of {summary.objective} over their seeds "
+        f"({replicates.INTERVAL_RULE}; {replicates.INDISTINGUISHABLE_RULE}):"
+    ]
+    for group, rows in table.groupby("group", sort=False):
+        if table["group"].nunique() > 1:
+            lines.append(f"-- {group}")
+        lines.append(f"{'rank':>4}  {'mean ± 95% interval (n)':<32} {'≈ best':<7} configuration")
+        for _, row in rows.iterrows():
+            rank = "–" if pd.isna(row["rank"]) else str(row["rank"])
+            same = row["indistinguishable"]
+            mark = "–" if same is pd.NA else ("yes" if same else "no")
+            first = by_id.loc[row["run_ids"][0]]
+            shown = " ".join(o for o in overrides_of(first).split() if not o.startswith("seed="))
+            lines.append(
+                f"{rank:>4}  {replicates.interval_text(row):<32} {mark:<7} {shown} "
+                f"[{row['replicates']}]"
+            )
     return "\n".join(lines)
 
 

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vaelab.edges.config import Binarize, Config, as_dict, flatten_dict
-from vaelab.rules import identity
-from vaelab.rules.replicates import REPLICATE_KEYS
+from vaelab.rules.replicates import configuration_of
 from vaelab.vae import sizes
 
 # Every setting of a run, classified for packing (tests/test_packing.py walks every key of the
@@ -173,12 +172,6 @@ def _replicate_blocks(configs: Sequence[Config], jobs: Sequence[int]) -> list[li
         blocks.values(),
         key=lambda b: (configs[b[0]].model.intermediate_dim, configs[b[0]].model.latent_dim),
     )
-
-
-def configuration_of(config: Config) -> str:
-    """What a job computes without its seed: equal for the replicates of one configuration."""
-    what = identity.identity(as_dict(config))
-    return repr(sorted((k, repr(v)) for k, v in what.items() if k not in REPLICATE_KEYS))
 
 
 def _fits(

@@ -14,16 +14,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
+import statistics
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaelab.edges.config import Config, Pruner, flatten
 from vaelab.rules import ranking
+from vaelab.rules.replicates import configuration_of
 
 log = logging.getLogger(__name__)
+
+# The trial's user attribute naming its configuration (`replicates.configuration_of`): a
+# rung judges configurations, by the mean of their replicates.
+CONFIGURATION_ATTR = "configuration"
 
 
 @dataclass
@@ -85,6 +93,78 @@ def judging_order(jobs: list[int], sweep_id: str, epoch: int) -> list[int]:
     return order
 
 
+def synchronous(config: Config) -> bool:
+    """Whether the sweep's rule judges runs that reach a rung together all at once."""
+    return config.sweep.pruner in (Pruner.successive_halving, Pruner.median)
+
+
+def judged_together(config: Config, epoch: int) -> bool:
+    """Whether runs that reach `epoch` together are judged there by the synchronous rule.
+
+    Successive halving at its rungs (pruner_min_epochs times powers of the reduction factor),
+    the median rule from pruner_min_epochs on. Hyperband keeps Optuna's own brackets.
+    """
+    s = config.sweep
+    if s.pruner == Pruner.median:
+        return epoch >= s.pruner_min_epochs
+    if s.pruner != Pruner.successive_halving:
+        return False
+    rung = s.pruner_min_epochs
+    while rung < epoch:
+        rung *= s.pruner_reduction_factor
+    return rung == epoch
+
+
+def synchronous_stops(
+    pruner: Pruner,
+    reduction_factor: int,
+    values: Mapping[int, float],
+    configuration: Mapping[int, str],
+    judged: Iterable[int],
+) -> set[int]:
+    """Which of the `judged` trials stop at a rung whose values are all known at once.
+
+    `values`: every value recorded at the rung in the comparable group's study (earlier
+    launches' included), by trial; `configuration`: each trial's configuration, so that
+    replicates are judged by their mean. Successive halving keeps exactly the best
+    ⌈n / reduction_factor⌉ of the n configurations; the median rule keeps those whose mean is
+    at most the median of the means. A function of the set of values: the order in which runs
+    arrived changes nothing (ties go to the smaller configuration key).
+    """
+    sums: dict[str, list[float]] = {}
+    for trial, value in values.items():
+        sums.setdefault(configuration.get(trial, f"trial {trial}"), []).append(value)
+    means = {key: statistics.fmean(found) for key, found in sums.items()}
+    ordered = sorted(means, key=lambda key: (means[key], key))
+    if pruner == Pruner.successive_halving:
+        kept = set(ordered[: math.ceil(len(ordered) / reduction_factor)])
+    else:
+        middle = statistics.median(means.values())
+        kept = {key for key in ordered if means[key] <= middle}
+    return {t for t in judged if configuration.get(t, f"trial {t}") not in kept}
+
+
+def rung_stops(config: Config, epoch: int, trials: Sequence[Trial]) -> set[int]:
+    """The numbers of `trials` (one study's, all at `epoch`) that the synchronous rule stops."""
+    import optuna
+
+    live = (
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    )
+    study = trials[0].trial.study
+    recorded = [
+        t for t in study.get_trials(deepcopy=False, states=live) if epoch in t.intermediate_values
+    ]
+    values = {t.number: t.intermediate_values[epoch] for t in recorded}
+    configuration = {t.number: t.user_attrs.get(CONFIGURATION_ATTR, "") for t in recorded}
+    configuration = {n: key or f"trial {n}" for n, key in configuration.items()}
+    s = config.sweep
+    judged = [t.number for t in trials]
+    return synchronous_stops(s.pruner, s.pruner_reduction_factor, values, configuration, judged)
+
+
 def enabled(config: Config) -> bool:
     return config.sweep.pruner != Pruner.none
 
@@ -104,7 +184,9 @@ def _pruner(config: Config) -> Any:
             max_resource=config.train.epochs,
             reduction_factor=s.pruner_reduction_factor,
         )
-    return optuna.pruners.MedianPruner(n_warmup_steps=s.pruner_min_epochs - 1)
+    # Optuna may prune at step == n_warmup_steps: epochs count from 1, so no run stops before
+    # pruner_min_epochs, as conf/pruning says.
+    return optuna.pruners.MedianPruner(n_warmup_steps=s.pruner_min_epochs)
 
 
 def storage(location: str) -> Any:
@@ -151,4 +233,6 @@ def trial_for(sweep_id: str, config: Config, earlier: int | None) -> Trial:
             trials = {t.number: t for t in study.get_trials(deepcopy=False)}
             if earlier in trials:
                 return Trial(optuna.trial.Trial(study, trials[earlier]._trial_id), config.objective)
-        return Trial(study.ask(), config.objective)
+        trial = study.ask()
+        trial.set_user_attr(CONFIGURATION_ATTR, configuration_of(config))
+        return Trial(trial, config.objective)

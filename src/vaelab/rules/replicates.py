@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from vaelab.rules import identity
+from vaelab.edges.config import Config, as_dict
+from vaelab.rules import identity, ranking
 from vaelab.vocab.errors import ConfigError
 
 # What makes a replicate rather than a configuration: the seed (weights, noise, batch order).
@@ -61,6 +62,13 @@ COLUMNS = (
     "replicates",
     "run_ids",
 )
+
+
+def configuration_of(config: Config) -> str:
+    """A short key of what a config computes without its seed: equal for its replicates."""
+    what = identity.identity(as_dict(config))
+    text = repr(sorted((k, repr(v)) for k, v in what.items() if k not in REPLICATE_KEYS))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def configuration_params(frame: pd.DataFrame) -> list[str]:
@@ -246,3 +254,27 @@ def with_seed_axis(arguments: Sequence[str]) -> list[str]:
             "means seed=1,...,K)"
         )
     return [*arguments, "seed=" + ",".join(str(s) for s in range(1, seeds + 1))]
+
+
+def has_replicates(ranked: pd.DataFrame) -> bool:
+    """Whether some configuration ran with more than one seed (then it is judged by its mean)."""
+    return bool(len(ranked)) and bool(configuration_keys(ranked).duplicated().any())
+
+
+def best_runs(ranked: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The run that stands for each comparable group's best: one rule for summary and report.
+
+    Without replicates, the best run (`ranking.best`). With them, the best configuration is
+    the one with the lowest mean, and its own best replicate stands for it (its model is the
+    one registered): never the luckiest seed of another configuration.
+    """
+    if not has_replicates(ranked):
+        return ranking.best(ranked)
+    table = summarise(ranked, by)
+    chosen = []
+    value = pd.to_numeric(ranked.get(f"metrics.{by}"), errors="coerce")
+    for _, row in table[table["rank"].eq(1)].iterrows():
+        runs = ranked[ranked["run_id"].isin(row["run_ids"]) & ranked["rank"].notna()]
+        if len(runs):
+            chosen.append(value[runs.index].idxmin())
+    return ranked.loc[chosen]

@@ -1,9 +1,10 @@
 """A group's runs as trials of their sweep's pruning studies, and the verdict at each epoch.
 
-Each run of a pruned sweep reports its epochs to its trial; every run that reported an epoch
-is judged at once, in a seeded random order (`pruning.judging_order`), so that a packed
-group's members are judged as solo runs reaching the rung one by one would be. The study is
-told how each trial ended (pruned, failed, or its objective).
+Each run of a pruned sweep reports its epochs to its trial. Runs that reach a rung together
+(a packed group's members) are judged there at once by the synchronous rule
+(`pruning.synchronous_stops`: exactly the best configurations, by their replicates' mean,
+whatever the order); a run that arrives alone, and Hyperband, get Optuna's own rule. The study
+is told how each trial ended (pruned, failed, or its objective).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Trials:
     def __init__(self, sweep_id: str):
         self.sweep_id = sweep_id
         self._trials: dict[int, pruning.Trial] = {}
+        self._configs: dict[int, Config] = {}
         self._reported: dict[int, list[int]] = {}  # by epoch: jobs reported, not yet judged
         self._verdicts: dict[tuple[int, int], bool] = {}  # (job, epoch): stop it?
 
@@ -27,6 +29,7 @@ class Trials:
         """The job's trial in its comparable group's study (`earlier`: the one it had)."""
         trial = pruning.trial_for(self.sweep_id, config, int(earlier) if earlier else None)
         self._trials[job] = trial
+        self._configs[job] = config
         return trial
 
     def report(self, job: int, epoch: int, values: Mapping[str, float]) -> None:
@@ -39,10 +42,31 @@ class Trials:
         if job not in self._trials:
             return False
         if (job, epoch) not in self._verdicts:
-            waiting = self._reported.pop(epoch, [job])
-            for other in pruning.judging_order(waiting, self.sweep_id, epoch):
-                self._verdicts[(other, epoch)] = self._trials[other].should_prune()
+            self._judge(self._reported.pop(epoch, [job]), epoch)
         return self._verdicts.pop((job, epoch), False)
+
+    def _judge(self, waiting: list[int], epoch: int) -> None:
+        """Verdicts for the jobs that reported `epoch`: together where the rule allows."""
+        studies: dict[str, list[int]] = {}
+        for job in waiting:
+            studies.setdefault(self._trials[job].trial.study.study_name, []).append(job)
+        for name, jobs in studies.items():
+            config = self._configs[jobs[0]]
+            if pruning.synchronous(config) and self._members(name) > 1:
+                # A group judged together is judged so at every rung, and only there: Optuna's
+                # own rule between rungs would not know the verdicts given here.
+                at_rung = pruning.judged_together(config, epoch)
+                trials = [self._trials[j] for j in jobs]
+                stops = pruning.rung_stops(config, epoch, trials) if at_rung else set()
+                for j in jobs:
+                    self._verdicts[(j, epoch)] = self._trials[j].number in stops
+                continue
+            for other in pruning.judging_order(jobs, self.sweep_id, epoch):  # Hyperband, alone
+                self._verdicts[(other, epoch)] = self._trials[other].should_prune()
+
+    def _members(self, study: str) -> int:
+        """How many of this group's jobs are trials of `study` (together: judged together)."""
+        return sum(t.trial.study.study_name == study for t in self._trials.values())
 
     def pruned(self, job: int) -> None:
         if (trial := self._trials.get(job)) is not None:

@@ -295,7 +295,7 @@ def _group_views(
 ) -> list[render.TableView]:
     """A group's configurations (when some ran with several seeds), then its runs."""
     runs = _table_view(group, by, varying, ui_url, experiment_id)
-    if not tables.has_replicates(group.table):
+    if not replicates.has_replicates(group.table):
         return [runs]
     heading = f"Configurations ranked by the mean of {by}" + (
         f": {group.label}" if group.label != "all runs" else ""

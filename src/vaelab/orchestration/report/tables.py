@@ -14,7 +14,7 @@ import pandas as pd
 
 from vaelab.rules import identity, ranking, replicates
 from vaelab.vocab import metrics
-from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG
+from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG, PRUNED
 
 # Hyperparameters with an effect plot when they vary (and what their values count, for the
 # axis label); the others still appear in the table.
@@ -130,7 +130,8 @@ def build_table(
     """
     frame = frame.assign(status=status_with_staleness(frame, stale_after_s, now))
     table = ranking.rank(frame, by)
-    table["flag"] = collapse_flags(table, partial_fraction)
+    # A pruned run was stopped before it was measured: no flag is inferred for it.
+    table["flag"] = collapse_flags(table, partial_fraction).where(table["status"].ne("PRUNED"), "")
     table["active"] = active_units_text(table)
     for name, (column, _) in EPOCH_TIMES.items():
         seconds = (epoch_times or {}).get(name, {})
@@ -198,17 +199,15 @@ def configuration_rows(group: ComparableGroup, by: str, varying: Sequence[str]) 
     return pd.DataFrame(rows)
 
 
-def has_replicates(table: pd.DataFrame) -> bool:
-    """Whether some configuration of the table ran with more than one seed."""
-    summary = replicates.summarise(table, metrics.OBJECTIVES[0])
-    return bool((summary["run_ids"].map(len) > 1).any())
-
-
 def notes(table: pd.DataFrame) -> pd.Series:
     """Flags and ties in words, for the table's last column."""
 
     def note(row: pd.Series) -> str:
         parts = [row["flag"]] if row["flag"] else []
+        if row["status"] == "PRUNED":
+            stopped = row.get(f"tags.{PRUNED}")
+            planned = row.get("params.train.epochs", "?")
+            parts.append(f"pruned: its numbers are epoch {stopped}'s of {planned}")
         if row["tied_with"]:
             parts.append(f"tied with {', '.join(r[:8] for r in row['tied_with'].split(', '))}")
         return "; ".join(parts)
@@ -345,15 +344,17 @@ def summary_lines(
         counts_text = ", ".join(str(int(d)) for d in sorted(set(digits)))
         lines.append(f"Test numbers average over {counts_text} test digits.")
     lines += iw_lines(table)
-    for _, row in ranking.best(table).iterrows():
+    for _, row in replicates.best_runs(table, by).iterrows():
         among = f" among {row['group']}" if table["group"].nunique() > 1 else ""
         ties = f", tied with {row['tied_with']}" if row["tied_with"] else ""
         value = ranking.metric(table.loc[[row.name]], by).iloc[0]
         lines.append(f"Best{among}: {run_label(row, varying)} with {by} = {value:.4f}{ties}.")
-    flags = table["flag"]
+    measured = table["status"].eq("FINISHED")  # a pruned or failed run was never measured
+    flags = table["flag"][measured]
     lines.append(
-        f"Posterior collapse: {int(flags.eq('collapsed').sum())} of {len(table)} runs have no "
-        f"active latent unit on the validation digits; {int(flags.eq('partial').sum())} are "
+        f"Posterior collapse: {int(flags.eq('collapsed').sum())} of {int(measured.sum())} "
+        "measured runs (finished: pruned and failed runs are not measured) have no active "
+        f"latent unit on the validation digits; {int(flags.eq('partial').sum())} are "
         "partially collapsed."
     )
     return lines

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vaelab.edges import tracking
-from vaelab.rules import ranking
+from vaelab.rules import ranking, replicates
 from vaelab.rules.lifecycle.attempts import current_attempts, records_frame
 from vaelab.rules.lifecycle.children import children_of
 from vaelab.rules.lifecycle.claims import live_children
@@ -25,7 +25,13 @@ class Summary:
 
     @property
     def best(self) -> pd.DataFrame:
-        return ranking.best(self.ranked)
+        """The run standing for each group's best (its best configuration's, with replicates)."""
+        return replicates.best_runs(self.ranked, self.objective)
+
+    @property
+    def configurations(self) -> pd.DataFrame:
+        """One row per configuration: its replicates' statistics (`replicates.summarise`)."""
+        return replicates.summarise(self.ranked, self.objective)
 
     @property
     def failed(self) -> pd.DataFrame:

@@ -1,7 +1,15 @@
-"""A real sweep with replicates: `sweep.seeds=K`, one row per configuration everywhere."""
+"""A real sweep with replicates: `sweep.seeds=K`, one row per configuration everywhere.
+
+Whole sweeps with their relaunch, report and sweeper: `make test-long` (the pure rules they
+rest on are tested in test_replicates.py, test_pruning.py and jax/test_packing.py).
+"""
+
+import pytest
 
 import vaelab
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.long
 
 
 def test_a_sweep_with_seeds_is_summarised_per_configuration_and_resumes_whole(tmp_path, run_app):

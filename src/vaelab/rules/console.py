@@ -198,10 +198,9 @@ def verdict(summary: Summary) -> str:
     for _, row in summary.best.iterrows():
         among = f" among {row['group']}" if several else ""
         ties = f"; tied with {row['tied_with']}" if row["tied_with"] and not with_seeds else ""
-        what = "configuration (mean over its seeds), its best seed" if with_seeds else "run"
+        what = " configuration (mean over its seeds), its best seed" if with_seeds else ""
         lines.append(
-            f"Best {what} by {summary.objective}{among}: {row['run_id']} "
-            f"({overrides_of(row)}){ties}"
+            f"Best{what} by {summary.objective}{among}: {row['run_id']} ({overrides_of(row)}){ties}"
         )
     return "\n".join(lines)
 

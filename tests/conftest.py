@@ -9,11 +9,13 @@ import logging
 import os
 import runpy
 import socket
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -282,3 +284,42 @@ def keep_dir(tmp_path: Path) -> Path:
     kept = Path(os.environ.get("VAELAB_TEST_KEEP") or tmp_path / "kept")
     kept.mkdir(parents=True, exist_ok=True)
     return kept
+
+
+@contextmanager
+def mlflow_server(*arguments: str, cwd: Path | None = None) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port with `arguments` (its store, artifacts):
+    its address once /health answers; stopped after."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", *arguments]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)

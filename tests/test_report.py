@@ -9,15 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow.tracking._tracking_service.client as mlflow_client
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, compose_config, free_port, isolated
+from tests.conftest import TINY, compose_config, isolated, mlflow_server
 from vaelab.edges import tracking
 from vaelab.edges.ui import ML_VIEW
 from vaelab.orchestration.report import experiment_url, make_report, run_url
@@ -254,34 +252,10 @@ def _get(url: str, payload: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-@contextmanager
-def _mlflow_server(store_uri: str) -> Iterator[str]:
-    """A real `mlflow server` over the store on a free port; its address, once healthy."""
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.mark.server
 def test_a_real_mlflow_server_serves_runs_histories_and_artifacts(sweep_store):
     tmp, store, _, ids = sweep_store
-    with _mlflow_server(store.uri) as base:
+    with mlflow_server("--backend-store-uri", store.uri) as base:
         runs = _get(
             f"{base}/api/2.0/mlflow/runs/search",
             {"experiment_ids": [store.experiment_id], "max_results": 100},
@@ -380,7 +354,7 @@ def test_the_mlflow_ui_opens_on_the_runs_table_in_a_real_browser(smoke_cfg, tmp_
     run_id = train_and_evaluate(cfg).run_id
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
     name = store.client.get_run(run_id).info.run_name
-    with _mlflow_server(store.uri) as base:
+    with mlflow_server("--backend-store-uri", store.uri) as base:
         url = experiment_url(base, store.experiment_id)
         dom = _chromium("--virtual-time-budget=20000", "--dump-dom", url, tmp=tmp_path).stdout
         text = _visible_text(dom)
@@ -402,7 +376,7 @@ def test_the_models_view_lists_each_model_with_its_metrics_and_a_run_shows_its_u
     run_id = train_and_evaluate(cfg).run_id
     store = tracking.open_store(cfg.tracking.uri, cfg.tracking.experiment)
     (model,) = store.client.search_logged_models([store.experiment_id])
-    with _mlflow_server(store.uri) as base:
+    with mlflow_server("--backend-store-uri", store.uri) as base:
         models = f"{base}/#/experiments/{store.experiment_id}/models?{ML_VIEW}"
         # Wide enough that the grid renders every column (it draws only those in view).
         wide = ("--window-size=3600,1200", "--virtual-time-budget=20000")

@@ -2,17 +2,11 @@
 
 import dataclasses
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, compose_config, free_port, isolated
+from tests.conftest import TINY, compose_config, isolated, mlflow_server
 from vaelab.edges import tracking
 from vaelab.edges.mlflow_tables import LocalStore
 from vaelab.edges.ui import ML_VIEW, browse_hint
@@ -88,39 +82,16 @@ def test_a_recorded_ui_address_that_is_not_http_is_refused(two_runs, tmp_path):
     assert re.findall(r'href="([^"]+)"', page)[0].startswith("https://ui.example/#/experiments/")
 
 
-@contextmanager
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` with its own sqlite store and artifacts under tmp_path."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", "1"),
-            *("--backend-store-uri", f"sqlite:///{tmp_path}/server/mlflow.db"),
-            *("--artifacts-destination", f"{tmp_path}/server/artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.mark.server
 def test_a_run_on_a_server_and_its_report_send_the_user_to_that_server(run_app, tmp_path):
     (tmp_path / "server").mkdir()
-    with mlflow_server(tmp_path) as base:
+    with mlflow_server(
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server/mlflow.db",
+        "--artifacts-destination",
+        f"{tmp_path}/server/artifacts",
+        cwd=tmp_path,
+    ) as base:
         on_server = ["tracking=server", f"tracking.uri={base}"]
         trained = run_app("train.py", *TINY[:-1], *on_server)  # with its model, as by default
         console = trained.stdout + trained.stderr

@@ -7,31 +7,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import stat
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, mode, umask
 from vaelab.edges import network, tracking, ui
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def test_a_store_mlflow_made_readable_by_all_is_private_once_vaelab_opens_it(tmp_path):

@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import stat
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port
+from tests.conftest import free_port, mode, umask
 from vaelab.vocab.errors import ServerError
 from vaelab_server import cluster as pg
 from vaelab_server import stack as team
@@ -25,19 +22,6 @@ from vaelab_server.layout import Layout, secret
 from vaelab_server.mlflow_server import stop_server
 
 pytestmark = pytest.mark.server
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def not_private(root: Path) -> list[str]:

@@ -1,12 +1,13 @@
 """Figures read at a glance: axis labels with units, legends, integer epoch ticks, one panel
 per comparable group. Drawn from hand-made tables and histories, in milliseconds."""
 
+import math
 import re
 
 import pandas as pd
 import pytest
 
-from vaelab.orchestration.report import figures, tables
+from vaelab.orchestration.report import comparison_figures, figures
 from vaelab.vae import plots
 from vaelab.vocab import metrics
 
@@ -78,62 +79,109 @@ def test_the_longest_legend_a_sweep_can_produce_never_squeezes_the_plot():
     assert max(len(line) for t in texts for line in t.splitlines()) <= figures.LEGEND_WRAP
 
 
-def test_effect_plots_label_the_size_they_vary_and_one_line_per_style():
-    effect = pd.DataFrame(
-        {"functional": [170.0, 130.0, 125.0], "subclass": [171.0, 131.0, 126.0]},
-        index=[2.0, 16.0, 32.0],
-    )
-    fig = figures.effect_plot(effect, "model.latent_dim", "val/total", metrics.LIKELIHOOD)
-    check_axes(fig, epoch_axes=False)
-    assert fig.axes[0].get_xlabel() == "latent_dim (latent units)"
-    assert figures.legend_texts(fig) == ("functional", "subclass")
-    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
-
-
-def _split(run_id: str, reconstruction: float, kl: float, flag: str = "") -> dict:
-    return {
-        "run_id": run_id,
-        "flag": flag,
-        "metrics.test/reconstruction": reconstruction,
-        "metrics.test/kl": kl,
-    }
-
-
-def _group(label: str, kind: str, rows: list[dict]) -> tables.ComparableGroup:
-    table = pd.DataFrame(rows)
-    return tables.ComparableGroup(label, kind, table.assign(kind=kind))
-
-
-def test_the_split_has_a_panel_per_group_in_its_units_and_counts_only_drawn_runs():
-    elbo = _group(
-        "loss elbo",
-        metrics.CONTINUOUS_ELBO,
+def _configs(rows: list[tuple[str, str, float, int, float, float]]) -> pd.DataFrame:
+    """Ranked configurations as `replicates.summarise` gives them: latent_dim, style, mean,
+    n and the interval over the seeds."""
+    return pd.DataFrame(
         [
             {
-                "run_id": "a",
-                "flag": "",
-                "metrics.test/reconstruction": 100.0,
-                "metrics.test/kl": 25.0,
-            },
-            {
-                "run_id": "b",
-                "flag": "",
-                "metrics.test/reconstruction": 110.0,
-                "metrics.test/kl": 20.0,
-            },
-            {"run_id": "failed", "flag": "", "metrics.test/reconstruction": None},
-        ],
+                "params.model.latent_dim": z,
+                "params.style.name": style,
+                "mean": mean,
+                "n": n,
+                "ci_low": low,
+                "ci_high": high,
+                "rank": rank,
+            }
+            for rank, (z, style, mean, n, low, high) in enumerate(rows, start=1)
+        ]
+    ).astype({"rank": "Int64"})
+
+
+CONFIGS = [
+    ("16", "functional", 130.0, 3, 128.0, 132.0),
+    ("16", "custom_loop", 134.0, 3, 131.0, 137.0),
+    ("2", "functional", 170.0, 3, 165.0, 175.0),
+    ("32", "custom_loop", 126.0, 1, math.nan, math.nan),
+]
+
+
+def test_effects_have_a_panel_per_hyperparameter_with_interval_bars_in_units():
+    fig = comparison_figures.effect_panels(
+        _configs(CONFIGS), ["model.latent_dim", "style.name"], "val/total", metrics.LIKELIHOOD
     )
-    notebook = _group(
-        "loss notebook_functional", metrics.OTHER_LOSS, [_split("c", 0.07, 0.0, "collapsed")]
+    latent, style = [ax for ax in fig.axes if ax.get_visible()]
+    assert latent.get_xlabel() == "latent_dim (latent units)" and style.get_xlabel() == "style"
+    assert latent.get_ylabel() == "val −ELBO ≥ −log p(x) (nats)"
+    assert [t.get_text() for t in latent.get_xticklabels()] == ["2", "16", "32"]
+    assert [t.get_text() for t in style.get_xticklabels()] == ["custom_loop", "functional"]
+    # latent_dim 16: two configurations, so the t-interval over their means (132 ± 25.4);
+    # 2: one configuration, its own interval over its seeds; 32: one seed, no bar.
+    (line, _, (bars,)) = latent.containers[0].lines
+    assert list(line.get_ydata()) == [170.0, 132.0, 126.0]
+    segments = [tuple(segment[:, 1]) if len(segment) else () for segment in bars.get_segments()]
+    half = 12.706204736174698 * math.sqrt(8) / math.sqrt(2)
+    assert segments[0] == (165.0, 175.0)
+    assert segments[1] == pytest.approx((132.0 - half, 132.0 + half))
+    assert segments[2] == ()
+    assert [t.replace("\n", " ") for t in figures.legend_texts(fig)] == [
+        "mean over the configurations at a value, 95% interval; beside it: how many",
+        "no bar: a single configuration, with a single seed",
+    ]
+    # A single panel is narrow: its legend stacks and wraps, and stays inside the figure.
+    alone = comparison_figures.effect_panels(
+        _configs(CONFIGS), ["model.latent_dim"], "val/total", "other"
     )
-    fig = figures.split_scatter([elbo, notebook])
-    check_axes(fig, epoch_axes=False)
+    alone.draw_without_rendering()
+    legend = alone.legends[0].get_window_extent()
+    assert alone.bbox.contains(legend.x0, legend.y0) and alone.bbox.contains(legend.x1, legend.y1)
+
+
+def test_parallel_coordinates_draw_every_configuration_and_name_the_best():
+    configs = _configs(CONFIGS)
+    params = ["model.latent_dim", "style.name"]
+    fig = comparison_figures.parallel_coordinates(configs, params, "val/total", "continuous")
+    ax = fig.axes[0]
+    drawn = [line for line in ax.lines if len(line.get_xdata()) == len(params) + 1]
+    assert len(drawn) == len(CONFIGS) + 1  # one per configuration, and the best again on top
+    assert list(drawn[-1].get_ydata()) == [1.0, 0.0, 0.0]  # the best: largest z, first style
+    assert [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()] == [
+        "latent_dim (latent units)",
+        "style",
+        "mean val −ELBO on intensities (nats)",
+    ]
+    assert figures.legend_texts(fig) == (
+        "best: latent_dim=32, style=custom_loop (mean 126.00)",
+        "4 configurations, coloured by mean",
+    )
+    assert fig.get_figwidth() <= comparison_figures.MAX_WIDTH
+
+
+def test_the_rate_distortion_plane_has_a_panel_per_group_and_rings_its_pareto_front():
+    elbo = pd.DataFrame(
+        {
+            "reconstruction": [100.0, 110.0, 105.0, math.nan],
+            "kl": [25.0, 20.0, 30.0, 1.0],  # the third is beaten by the first on both
+            "flag": ["", "", "", ""],
+        }
+    )
+    notebook = pd.DataFrame({"reconstruction": [0.07], "kl": [0.0], "flag": ["collapsed"]})
+    fig = comparison_figures.rate_distortion(
+        [("loss elbo", metrics.CONTINUOUS_ELBO, elbo), ("loss mse", metrics.OTHER_LOSS, notebook)]
+    )
     first, second = fig.axes
-    assert first.get_xlabel() == "test BCE on intensities (nats)"
-    assert second.get_xlabel() == "test reconstruction (loss units)"
-    assert [first.get_title(), second.get_title()] == ["loss elbo", "loss notebook_functional"]
-    assert figures.legend_texts(fig) == ("active (2)", "collapsed (1)")
+    assert first.get_xlabel() == "val BCE on intensities (nats)"
+    assert first.get_ylabel() == "val KL (nats)"
+    assert second.get_xlabel() == "val reconstruction (loss units)"
+    assert [first.get_title(), second.get_title()] == ["loss elbo", "loss mse"]
+    assert figures.legend_texts(fig) == (
+        "active (3)",
+        "Pareto front (2)",
+        "collapsed (1)",
+        "Pareto front (1)",
+    )
+    ringed = first.collections[-1].get_offsets().tolist()
+    assert ringed == [[100.0, 25.0], [110.0, 20.0]]
 
 
 @pytest.mark.parametrize(

@@ -133,3 +133,90 @@ def test_the_median_rule_prunes_a_packed_group_judged_together(tmp_path):
             if job not in stopped and trials.should_stop(job, epoch):
                 stopped[job] = epoch
     assert stopped == {0: 1, 1: 1, 2: 1, 3: 1}  # the h=16 configuration, all four seeds
+
+
+@pytest.mark.parametrize(
+    ("task", "params", "largest"),
+    [
+        ([], {}, 3),  # not swept: the config's epochs
+        (["train.epochs=1,3"], {}, 3),  # a grid on the command line
+        ([], {"train.epochs": "1,5"}, 5),  # a preset's grid (sweep=grid sweeps 1,3)
+        ([], {"train.epochs": "choice(2,4)"}, 4),  # an Optuna choice
+        ([], {"train.epochs": "int(interval(1, 6))"}, 6),  # a searched interval
+        (["train.epochs=2"], {"model.latent_dim": "2,16"}, 2),
+    ],
+)
+def test_a_sweep_knows_the_most_epochs_any_of_its_runs_trains(task, params, largest):
+    from omegaconf import OmegaConf
+
+    from vaelab.orchestration.sweep import largest_epochs
+
+    config = OmegaConf.create(
+        {
+            "train": {"epochs": 3},
+            "hydra": {"overrides": {"task": task}, "sweeper": {"params": params}},
+        }
+    )
+    assert largest_epochs(config) == largest
+
+
+def test_hyperband_lays_out_one_set_of_brackets_per_sweep_whatever_a_runs_epochs(tmp_path):
+    # sweep=grid trains epochs 1 and 3 in one comparable group: each run's pruner took its own
+    # train.epochs as Hyperband's max_resource, so trials of one study had different brackets.
+    from tests.conftest import compose_config
+    from vaelab.edges.config import to_run_config
+    from vaelab.rules.trials import Trials
+
+    trials = Trials("s1", max_epochs=3)
+    layouts = set()
+    for job, epochs in enumerate((1, 3)):
+        config = to_run_config(
+            compose_config(
+                "experiment=smoke",
+                "sweep.pruner=hyperband",
+                f"sweep.pruner_storage={tmp_path}/optuna.journal",
+                f"train.epochs={epochs}",
+            )
+        )
+        pruner = trials.join(job, config, None).trial.study.pruner
+        layouts.add(pruner._max_resource)  # the brackets follow from it (and min, factor)
+    assert layouts == {3}  # one layout, the sweep's; before, {1, 3}
+
+
+def test_the_median_rule_prunes_a_parallel_sweep_in_lockstep(tmp_path):
+    # The measured case again, now as 8 parallel workers (one process, one Trials, per run)
+    # whose runs reach each epoch at about the same time, in a varying order. Optuna's
+    # MedianPruner waits for 5 COMPLETE trials and none completes before the end: it pruned 0.
+    from tests.conftest import compose_config
+    from vaelab.edges.config import to_run_config
+    from vaelab.rules.trials import Trials
+
+    configs = [
+        to_run_config(
+            compose_config(
+                "experiment=smoke",
+                "sweep.pruner=median",
+                f"sweep.pruner_storage={tmp_path}/optuna.journal",
+                f"model.intermediate_dim={hidden}",
+                f"seed={seed}",
+            )
+        )
+        for hidden in (16, 64)
+        for seed in (1, 2, 3, 4)
+    ]
+    workers = {job: Trials("s1") for job in range(len(configs))}
+    for job, config in enumerate(configs):
+        workers[job].join(job, config, None)
+    order, stopped = random.Random(3), {}
+    for epoch in (1, 2, 3, 4):
+        for job in order.sample(range(len(configs)), len(configs)):  # lockstep, any order
+            if job in stopped:
+                continue
+            worse = 1.5 if configs[job].model.intermediate_dim == 16 else 1.0
+            workers[job].report(job, epoch, {"val/total": worse * (200 - epoch) + job * 0.1})
+            if workers[job].should_stop(job, epoch):
+                stopped[job] = epoch
+    # Every h=16 seed stops; no h=64 seed does. A run is judged once 3 values are recorded at
+    # its epoch, so the first two to arrive at an epoch go on to the next.
+    # (This seeded order: job 3 arrived among the first two at epochs 1 and 2.)
+    assert stopped == {0: 1, 1: 1, 2: 1, 3: 3}

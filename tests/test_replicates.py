@@ -169,3 +169,43 @@ def test_sweep_seeds_becomes_a_seed_axis_and_its_mistakes_are_refused():
     ]:
         with pytest.raises(replicates.ConfigError, match=said):
             replicates.with_seed_axis(wrong)
+
+
+def _multirun_config(*choices: str, task: tuple[str, ...] = ()):
+    """The composed config as the sweep callback receives it: the hydra node included, and
+    `task` as the command line's sweep overrides (compose() itself refuses sweep values)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose("config", list(choices), return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.overrides.task = [*choices, *task]
+    return config
+
+
+def test_sweep_seeds_set_in_a_preset_becomes_the_sweeps_seed_axis():
+    # sweep=seed_spread sets `sweep.seeds: 5` in its file; only the command line's K used to
+    # become an axis, so the preset's 4 configurations trained with seed 1 alone.
+    from vaelab.orchestration.sweep import count_jobs, seeds_from_config, sweep_id_for
+
+    config = _multirun_config("sweep=seed_spread")
+    before = sweep_id_for(config)
+    assert count_jobs(config) == 4
+    seeds_from_config(config)
+    assert config.hydra.sweeper.params.seed == "1,2,3,4,5"
+    assert count_jobs(config) == 20 and sweep_id_for(config) != before
+    # Given on the command line the axis is there already (with_seed_axis): nothing changes.
+    config = _multirun_config("sweep.seeds=3", task=("model.latent_dim=2,4", "seed=1,2,3"))
+    seeds_from_config(config)
+    assert "seed" not in (config.hydra.sweeper.params or {}) and count_jobs(config) == 6
+
+
+def test_a_presets_seeds_beside_a_seed_override_are_refused_in_one_line():
+    from vaelab.orchestration.sweep import seeds_from_config
+    from vaelab.vocab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sweep.seeds: 5 in a config file and a seed= override"):
+        seeds_from_config(_multirun_config("sweep=seed_spread", task=("seed=7,8",)))

@@ -1,4 +1,4 @@
-"""The report's logic on hand-made tables: staleness, collapse, columns, effects, ties."""
+"""The report's logic on hand-made tables: staleness, collapse, columns, ties."""
 
 import math
 
@@ -46,19 +46,6 @@ def test_active_units_read_as_a_fraction_and_partial_collapse_is_flagged():
 def test_epoch_time_is_the_mean_after_the_first_epoch():
     assert tables.mean_epoch_seconds([(1, 9.0), (2, 1.0), (3, 2.0)]) == 1.5
     assert math.isnan(tables.mean_epoch_seconds([(1, 9.0)]))
-
-
-def test_effects_average_the_other_settings_per_style():
-    table = frame(
-        rank=pd.array([1, 2, 3, pd.NA], dtype="Int64"),
-        **{
-            "params.model.latent_dim": ["2", "2", "16", "16"],
-            "params.style.name": ["functional", "functional", "functional", "functional"],
-            "metrics.val/total": [170.0, 180.0, 130.0, 1.0],
-        },
-    )
-    effect = tables.effects(table, "model.latent_dim", "val/total")
-    assert effect.loc[2.0, "functional"] == 175.0 and effect.loc[16.0, "functional"] == 130.0
 
 
 def test_identical_results_show_one_reconstruction_and_share_a_curve():

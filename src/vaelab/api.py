@@ -122,13 +122,25 @@ def configs(
     cannot say it is worse than the best; empty for one seed), replicates (what became of
     each: "3 finished, 1 pruned"), run_ids, and the params the replicates share. Same store,
     selection and checks as `runs()`, whose rows these summarise.
+
+    As in the report and the sweep's summary, a hyperparameter that changes no number (the
+    styles, bit-identical by design) is folded, not ranked as ties: runs that differ only in
+    it count once (`rules.comparison.collapse`), the first standing for the others, and its
+    column is left out. `attrs["no_effect"]` says so (the report's sentences) and
+    `attrs["stands_for"]` maps each run kept to the run ids folded into it.
     """
-    from vaelab.rules import replicates
+    from vaelab.rules import console, replicates
+    from vaelab.rules.lifecycle import summary
 
     table = runs(sweep, metric=metric, store=store, experiment=experiment)
-    summary = replicates.summarise(table, metric)
-    summary.attrs.update(table.attrs)
-    return summary
+    folded = summary.fold(table, metric)
+    configurations = replicates.summarise(summary.folded_runs(table, folded), metric)
+    configurations.attrs.update(
+        table.attrs,
+        no_effect=console.no_effect_lines(folded, metric),
+        stands_for={kept: ids for c in folded.values() for kept, ids in c.stands_for.items()},
+    )
+    return configurations
 
 
 def history(

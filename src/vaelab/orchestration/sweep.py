@@ -10,6 +10,7 @@ FAILED run and returned as an infinite objective so that the launcher carries on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -18,9 +19,10 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaelab.edges import progress
 from vaelab.edges.cli import exit_for
@@ -28,7 +30,7 @@ from vaelab.edges.config import check_objective, to_run_config
 from vaelab.rules import identity
 from vaelab.rules.lifecycle.context import SweepContext, read_context, write_context
 from vaelab.rules.naming import run_name
-from vaelab.vocab.errors import RunFailed
+from vaelab.vocab.errors import ConfigError, RunFailed
 from vaelab.vocab.tags import LAUNCHER, SWEEP_ID, SWEEP_OVERRIDES, SWEEPER
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,25 @@ def count_jobs(config: DictConfig) -> int:
     return math.prod(sizes) if sizes else 1
 
 
+def largest_epochs(config: DictConfig) -> int:
+    """The most epochs any job of the sweep trains: its `train.epochs` values, or the config's.
+
+    Hyperband lays its brackets out from it once per sweep (`SweepContext.max_epochs`).
+    """
+    found = [int(config.train.epochs)]
+    for override in OverridesParser.create().parse_overrides(sweep_overrides(config)):
+        if override.get_key_element() != "train.epochs":
+            continue
+        value = override.value()
+        if isinstance(value, IntervalSweep):  # a searched interval: its upper end
+            found = [int(value.end)]
+        elif override.is_sweep_override():
+            found = [int(v) for v in override.sweep_string_iterator()]
+        else:
+            found = [int(value)]
+    return max(found)
+
+
 def open_store(config: DictConfig, patient: bool = False):
     """The sweep's store; `patient` once the sweep has started (it rides out a restart)."""
     from vaelab.edges import tracking
@@ -76,9 +97,37 @@ def start_sweep(config: DictConfig):
         SWEEPER: config.hydra.sweeper.get("_target_", ""),
         LAUNCHER: config.hydra.launcher.get("_target_", ""),
     }
-    return parent.start_sweep(
+    context = parent.start_sweep(
         open_store(config), sweep_id_for(config), definition, count_jobs(config), config.objective
     )
+    return dataclasses.replace(context, max_epochs=largest_epochs(config))
+
+
+def seeds_from_config(config: DictConfig) -> None:
+    """A `sweep.seeds: K` set in a config file (a preset) made into the sweep's seed axis.
+
+    On the command line `sweep.seeds=K` becomes `seed=1,...,K` before Hydra reads it
+    (`replicates.with_seed_axis`); a preset's K is known only once Hydra has composed it.
+    Hydra calls this callback before it builds the sweeper from the config, so the axis
+    lands in `hydra.sweeper.params`, where every sweeper reads it, and in the sweep's id.
+    """
+    from vaelab.rules.replicates import REPLICATE_KEYS, SEEDS_KEY
+
+    seeds = int(config.sweep.seeds)
+    keys = {identity.override_key(o) for o in sweep_overrides(config)}
+    if seeds <= 1 or keys & set(REPLICATE_KEYS):
+        if seeds > 1 and not any(f"{SEEDS_KEY}=" in str(o) for o in config.hydra.overrides.task):
+            raise ConfigError(
+                f"{SEEDS_KEY}: {seeds} in a config file and a seed= override both choose "
+                "seeds: keep one (sweep.seeds=K means seed=1,...,K)"
+            )
+        return
+    with read_write(config), open_dict(config):
+        if config.hydra.sweeper.get("params") is None:
+            config.hydra.sweeper.params = {}
+        config.hydra.sweeper.params[REPLICATE_KEYS[0]] = ",".join(
+            str(s) for s in range(1, seeds + 1)
+        )
 
 
 class SweepCallback(Callback):
@@ -88,6 +137,7 @@ class SweepCallback(Callback):
         # Hydra only warns when a callback raises; a sweep that cannot be tracked must stop.
         try:
             check_objective(config.objective)  # before a parent run exists
+            seeds_from_config(config)
             context = start_sweep(config)
         except Exception as error:
             raise exit_for(error, "cannot start the sweep") from error

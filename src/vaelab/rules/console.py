@@ -14,7 +14,7 @@ import pandas as pd
 
 from vaelab.edges import tracking
 from vaelab.edges.config import Config
-from vaelab.rules import replicates
+from vaelab.rules import comparison, identity, replicates
 from vaelab.rules.lifecycle.attempts import overrides_of
 from vaelab.rules.lifecycle.claims import claim_expiry
 from vaelab.rules.lifecycle.context import SweepContext
@@ -134,6 +134,30 @@ def group_failed(sweep_id: str, group: str, error: BaseException) -> str:
     return f"[sweep {sweep_id}] group {group} failed: {error}"
 
 
+def group_submitted(
+    sweep_id: str, group: str, runs: int, cpus: float, gpus: int, memory: int
+) -> str:
+    """A packed group sent to a Ray cluster as one task, with what it asked for."""
+    return (
+        f"[sweep {sweep_id}] packed group {group}: {runs} runs sent to Ray as one task "
+        f"({cpus:g} CPU, {gpus} GPU, {memory / 2**20:.0f} MiB)"
+    )
+
+
+def group_returned(sweep_id: str, group: str, runs: int, failed: int) -> str:
+    """A packed group's Ray task ended: its jobs are recorded now, whatever the others do."""
+    done = runs - failed
+    return f"[sweep {sweep_id}] packed group {group}: back from Ray, {done} of {runs} runs done"
+
+
+def group_task_lost(sweep_id: str, group: str, reason: str) -> str:
+    """A group's Ray task that failed every retry: its runs wait for a relaunch to resume them."""
+    return (
+        f"[sweep {sweep_id}] group {group}: its Ray task failed and its retries are spent "
+        f"({reason}); relaunch the sweep to resume its runs"
+    )
+
+
 def group_timing(
     group: str | None, runs: int, seconds: float, setup: float, training: float, evaluation: float
 ) -> str:
@@ -161,8 +185,12 @@ def still_training(sweep_id: str, runs: int) -> str:
 
 
 def format_table(summary: Summary) -> str:
-    """One line per run, best first within each comparable group: what a user reads."""
-    objective, ranked = summary.objective, summary.ranked
+    """One line per run, best first within each comparable group: what a user reads.
+
+    Runs folded into another (`Summary.runs`: a hyperparameter that changes no number) are
+    left out, and one line per such hyperparameter says so, as the report does.
+    """
+    objective, ranked = summary.objective, summary.runs
     several = ranked["group"].nunique() > 1
     lines = []
     for group, rows in ranked.groupby("group", sort=False):
@@ -175,7 +203,17 @@ def format_table(summary: Summary) -> str:
                 f"{row['status']:<9} {_value(row, objective):>11.4f} "
                 f"{_value(row, metrics.TEST_TOTAL):>11.4f}  {row['run_id']}  {overrides_of(row)}"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, *no_effect_lines(summary.folded, objective)])
+
+
+def no_effect_lines(folded: Mapping[str, comparison.Collapsed], by: str) -> list[str]:
+    """The report's sentence for each hyperparameter that changes no number, per group."""
+    several = len(folded) > 1
+    return [
+        f"{effect.sentence(by)[:-1]}{f' ({group})' if several else ''}."
+        for group, collapsed in folded.items()
+        for effect in collapsed.found
+    ]
 
 
 def _value(row: pd.Series, name: str) -> float:
@@ -192,12 +230,14 @@ def verdict(summary: Summary) -> str:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in summary.counts.items() if n)
     lines = [f"\nSweep {summary.sweep_id}: {counts}", format_table(summary)]
     several = summary.ranked["group"].nunique() > 1
-    with_seeds = replicates.has_replicates(summary.ranked)
+    with_seeds = replicates.has_replicates(summary.runs)
     if with_seeds:
         lines.append(configurations_table(summary))
+    notes = summary.notes  # "stands for ...": its identical runs are not called ties
     for _, row in summary.best.iterrows():
         among = f" among {row['group']}" if several else ""
         ties = f"; tied with {row['tied_with']}" if row["tied_with"] and not with_seeds else ""
+        ties = f"; {notes[row['run_id']]}" if row["run_id"] in notes else ties
         what = " configuration (mean over its seeds), its best seed" if with_seeds else ""
         lines.append(
             f"Best{what} by {summary.objective}{among}: {row['run_id']} ({overrides_of(row)}){ties}"
@@ -209,6 +249,13 @@ def configurations_table(summary: Summary) -> str:
     """One line per configuration, by mean within each comparable group, with its interval."""
     table = summary.configurations
     by_id = summary.ranked.set_index("run_id")
+    # Neither the seed nor a folded hyperparameter names a configuration.
+    hidden = {"seed"} | {
+        key
+        for collapsed in summary.folded.values()
+        for effect in collapsed.found
+        for key in (effect.param, effect.param.removesuffix(".name"))
+    }
     lines = [
         f"Configurations by the mean of {summary.objective} over their seeds "
         f"({replicates.INTERVAL_RULE}; {replicates.INDISTINGUISHABLE_RULE}):"
@@ -222,7 +269,8 @@ def configurations_table(summary: Summary) -> str:
             same = row["indistinguishable"]
             mark = "–" if same is pd.NA else ("yes" if same else "no")
             first = by_id.loc[row["run_ids"][0]]
-            shown = " ".join(o for o in overrides_of(first).split() if not o.startswith("seed="))
+            overrides = overrides_of(first).split()
+            shown = " ".join(o for o in overrides if identity.override_key(o) not in hidden)
             lines.append(
                 f"{rank:>4}  {replicates.interval_text(row):<32} {mark:<7} {shown} "
                 f"[{row['replicates']}]"

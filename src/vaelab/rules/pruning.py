@@ -144,8 +144,26 @@ def synchronous_stops(
     return {t for t in judged if configuration.get(t, f"trial {t}") not in kept}
 
 
-def rung_stops(config: Config, epoch: int, trials: Sequence[Trial]) -> set[int]:
-    """The numbers of `trials` (one study's, all at `epoch`) that the synchronous rule stops."""
+# A run judged alone by the median rule needs this many values recorded at its epoch (its own
+# included): the median of fewer says little about it.
+MEDIAN_MIN_VALUES = 3
+
+
+def median_alone(config: Config) -> bool:
+    """Whether a run arriving alone is judged by vaelab's median rule, not Optuna's.
+
+    Optuna's MedianPruner compares with COMPLETE trials only, and waits for 5: a parallel
+    sweep whose runs move in lockstep completes none before its end, so it never pruned.
+    """
+    return config.sweep.pruner == Pruner.median
+
+
+def rung_stops(config: Config, epoch: int, trials: Sequence[Trial], minimum: int = 1) -> set[int]:
+    """The numbers of `trials` (one study's, all at `epoch`) that the synchronous rule stops.
+
+    Every value recorded at the epoch counts, whatever its trial's state (running, finished,
+    pruned); with fewer than `minimum` values recorded there, nothing stops.
+    """
     import optuna
 
     live = (
@@ -160,6 +178,8 @@ def rung_stops(config: Config, epoch: int, trials: Sequence[Trial]) -> set[int]:
     values = {t.number: t.intermediate_values[epoch] for t in recorded}
     configuration = {t.number: t.user_attrs.get(CONFIGURATION_ATTR, "") for t in recorded}
     configuration = {n: key or f"trial {n}" for n, key in configuration.items()}
+    if len(values) < minimum:
+        return set()
     s = config.sweep
     judged = [t.number for t in trials]
     return synchronous_stops(s.pruner, s.pruner_reduction_factor, values, configuration, judged)
@@ -169,8 +189,13 @@ def enabled(config: Config) -> bool:
     return config.sweep.pruner != Pruner.none
 
 
-def _pruner(config: Config) -> Any:
-    """Optuna's pruner for the sweep's settings."""
+def _pruner(config: Config, max_epochs: int | None = None) -> Any:
+    """Optuna's pruner for the sweep's settings.
+
+    `max_epochs`: the most epochs any run of the sweep trains (`SweepContext.max_epochs`).
+    Hyperband's brackets follow from it, so every trial of a study gets the same layout even
+    where `train.epochs` is swept; a run's own epochs stand in only outside a sweep.
+    """
     import optuna
 
     s = config.sweep
@@ -181,7 +206,7 @@ def _pruner(config: Config) -> Any:
     if s.pruner == Pruner.hyperband:
         return optuna.pruners.HyperbandPruner(
             min_resource=s.pruner_min_epochs,
-            max_resource=config.train.epochs,
+            max_resource=max_epochs or config.train.epochs,
             reduction_factor=s.pruner_reduction_factor,
         )
     # Optuna may prune at step == n_warmup_steps: epochs count from 1, so no run stops before
@@ -215,7 +240,9 @@ def study_name(sweep_id: str, config: Config) -> str:
     return f"vaelab-prune-{sweep_id}-{digest}"
 
 
-def trial_for(sweep_id: str, config: Config, earlier: int | None) -> Trial:
+def trial_for(
+    sweep_id: str, config: Config, earlier: int | None, max_epochs: int | None = None
+) -> Trial:
     """The run's trial: a new one, or the one a resumed run had (`earlier`, its number)."""
     import optuna
 
@@ -227,7 +254,7 @@ def trial_for(sweep_id: str, config: Config, earlier: int | None) -> Trial:
             storage=storage(config.sweep.pruner_storage),
             load_if_exists=True,
             direction="minimize",
-            pruner=_pruner(config),
+            pruner=_pruner(config, max_epochs),
         )
         if earlier is not None:
             trials = {t.number: t for t in study.get_trials(deepcopy=False)}

@@ -76,7 +76,7 @@ class Recorder:
             _WRITERS, "vaelab-record", lambda i: i in self.runs.open, self._write_failed
         )
         self.epochs = _Epochs()
-        self.trials = Trials(self.sweep_id)
+        self.trials = Trials(self.sweep_id, context.max_epochs if context else None)
         self.checkpoint_files: dict[int, list[str]] = {}  # each run's, once listed
         self.test_digits = 0  # the group's, once its runs open
 

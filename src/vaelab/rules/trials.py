@@ -3,7 +3,10 @@
 Each run of a pruned sweep reports its epochs to its trial. Runs that reach a rung together
 (a packed group's members) are judged there at once by the synchronous rule
 (`pruning.synchronous_stops`: exactly the best configurations, by their replicates' mean,
-whatever the order); a run that arrives alone, and Hyperband, get Optuna's own rule. The study
+whatever the order). A run that arrives alone under the median rule is judged against every
+value recorded at its epoch so far (a parallel sweep in lockstep completes no trial that
+Optuna's MedianPruner would wait for); under successive halving and Hyperband it gets
+Optuna's own rule. The study
 is told how each trial ended (pruned, failed, or its objective).
 """
 
@@ -18,8 +21,8 @@ from vaelab.rules import pruning
 class Trials:
     """Each job's trial (only jobs of a pruned sweep have one) and their pending verdicts."""
 
-    def __init__(self, sweep_id: str):
-        self.sweep_id = sweep_id
+    def __init__(self, sweep_id: str, max_epochs: int | None = None):
+        self.sweep_id, self.max_epochs = sweep_id, max_epochs
         self._trials: dict[int, pruning.Trial] = {}
         self._configs: dict[int, Config] = {}
         self._reported: dict[int, list[int]] = {}  # by epoch: jobs reported, not yet judged
@@ -27,7 +30,8 @@ class Trials:
 
     def join(self, job: int, config: Config, earlier: str | None) -> pruning.Trial:
         """The job's trial in its comparable group's study (`earlier`: the one it had)."""
-        trial = pruning.trial_for(self.sweep_id, config, int(earlier) if earlier else None)
+        earlier_number = int(earlier) if earlier else None
+        trial = pruning.trial_for(self.sweep_id, config, earlier_number, self.max_epochs)
         self._trials[job] = trial
         self._configs[job] = config
         return trial
@@ -60,6 +64,18 @@ class Trials:
                 stops = pruning.rung_stops(config, epoch, trials) if at_rung else set()
                 for j in jobs:
                     self._verdicts[(j, epoch)] = self._trials[j].number in stops
+                continue
+            if pruning.median_alone(config):  # a run that arrived alone: the values so far
+                for j in jobs:
+                    at = pruning.judged_together(config, epoch)
+                    stops = (
+                        pruning.rung_stops(
+                            config, epoch, [self._trials[j]], pruning.MEDIAN_MIN_VALUES
+                        )
+                        if at
+                        else set()
+                    )
+                    self._verdicts[(j, epoch)] = bool(stops)
                 continue
             for other in pruning.judging_order(jobs, self.sweep_id, epoch):  # Hyperband, alone
                 self._verdicts[(other, epoch)] = self._trials[other].should_prune()

@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pandas as pd
-from matplotlib.figure import Figure as MplFigure
 from omegaconf import DictConfig
 
 from vaelab.edges import mlflow_tables, tracking
@@ -25,10 +24,9 @@ from vaelab.edges.config import check_objective
 from vaelab.edges.mlflow_tables import LocalStore
 from vaelab.edges.store_uri import check_uri
 from vaelab.edges.ui import run_url, runs_table_url, server_ui_url
-from vaelab.orchestration.report import figures, render, tables
-from vaelab.rules import replicates
+from vaelab.orchestration.report import configurations, figures, render, tables
+from vaelab.rules import comparison
 from vaelab.rules.lifecycle import attempts, children, parent
-from vaelab.vae import plots
 from vaelab.vocab import metrics
 from vaelab.vocab.errors import ReportError
 from vaelab.vocab.tags import PARENT, SWEEP_ROLE
@@ -41,9 +39,6 @@ UI_URL_FILE = "ui_url.txt"
 # MLflow 3.17's UI ignores the experiment's `mlflow.experimentKind` tag: it opens every
 # experiment and run on its GenAI (traces) view unless the address asks for the training
 # view (ML_VIEW), or the user once picked "Model training" in its sidebar.
-# Report figures are read on a screen at their own size: at 110 dpi a 9-inch figure is
-# 990 px wide and its 7-point text about 11 px high (run artifacts keep 80 dpi).
-REPORT_DPI = 110
 # Figures are drawn for the largest comparable groups only; every group has its table.
 FIGURE_GROUPS = 3
 
@@ -190,67 +185,40 @@ def _epoch_times(source: RunSource, run_ids: list[str]) -> dict[str, dict[str, f
     return times
 
 
-def _chart(name: str, caption: str, figure: MplFigure) -> render.Figure:
-    png = plots.png_bytes(figure, dpi=REPORT_DPI)
-    return render.Figure(name, caption, png, figures.legend_texts(figure))
-
-
 def _figures(
-    source: RunSource, table: pd.DataFrame, by: str, top_k: int, workdir: Path
+    source: RunSource,
+    table: pd.DataFrame,
+    items: list[configurations.GroupConfigurations],
+    histories: dict[str, list],
+    cfg: DictConfig,
+    workdir: Path,
 ) -> list[render.Figure]:
-    """The largest groups' effect plots and learning curves, the split, reconstructions."""
-    groups = tables.groups(table)[:FIGURE_GROUPS]
+    """The largest groups' figures and learning curves, their rate–distortion plane, pictures."""
+    shown = items[:FIGURE_GROUPS]
     several = table["group"].nunique() > 1
     drawn: list[render.Figure] = []
-    for number, group in enumerate(groups, start=1):
-        drawn += _group_figures(source, group, number, by, several)
-    split = [group for group in groups if len(tables.with_split(group.table))]
-    if split:
-        drawn.append(
-            _chart(
-                "kl_vs_reconstruction",
-                "Each run's test KL against its test reconstruction term, one panel per group "
-                "of comparable runs in its own units; runs with no active latent unit "
-                "(collapsed) or too few (partial) are marked, runs without test numbers left "
-                "out.",
-                figures.split_scatter(split),
-            )
-        )
-    return drawn + _reconstructions(source, table, by, top_k, workdir)
+    for number, item in enumerate(shown, start=1):
+        drawn += configurations.group_figures(item, number, cfg.metric, several)
+        drawn.append(_learning_curves(item.group, number, histories, cfg.metric, several))
+    if (plane := configurations.plane_figure(shown)) is not None:
+        drawn.append(plane)
+    return drawn + _reconstructions(source, table, cfg.metric, cfg.top_k, workdir)
 
 
-def _group_figures(
-    source: RunSource, group: tables.ComparableGroup, number: int, by: str, several: bool
-) -> list[render.Figure]:
-    """One group's effect plots (for each size that varies in it) and learning curves."""
+def _learning_curves(
+    group: tables.ComparableGroup, number: int, histories: dict[str, list], by: str, several: bool
+) -> render.Figure:
     among = f" ({group.label})" if several else ""
     within = tables.varying_params(group.table)
-    drawn = []
-    if group.table["rank"].notna().any():
-        for param in tables.EFFECT_PARAMS:
-            if param in within:
-                drawn.append(
-                    _chart(
-                        f"effect_{param}_{number}",
-                        f"Mean {by} over the finished runs at each {param}, one line per style"
-                        f" (the other settings averaged){among}.",
-                        figures.effect_plot(
-                            tables.effects(group.table, param, by), param, by, group.kind
-                        ),
-                    )
-                )
     labels = {row["run_id"]: tables.run_label(row, within) for _, row in group.table.iterrows()}
     order = list(group.table["run_id"])
-    curves = figures.learning_curves(_histories(source, order, by), labels, order, by, group.kind)
-    drawn.append(
-        _chart(
-            f"learning_curves_{number}",
-            f"{by} after each epoch, one line per run{among}; runs with identical numbers "
-            "share a line, named together.",
-            curves,
-        )
+    mine = {run_id: histories.get(run_id, []) for run_id in order}
+    return figures.chart(
+        f"learning_curves_{number}",
+        f"{by} after each epoch, one line per run{among}; runs with identical numbers "
+        "share a line, named together.",
+        figures.learning_curves(mine, labels, order, by, group.kind),
     )
-    return drawn
 
 
 def _reconstructions(
@@ -280,33 +248,20 @@ def _reconstructions(
 
 
 def _table_view(
-    group: tables.ComparableGroup, by: str, varying: list[str], ui_url: str, experiment_id: str
+    item: configurations.GroupConfigurations,
+    by: str,
+    varying: list[str],
+    ui_url: str,
+    experiment_id: str,
 ) -> render.TableView:
-    rows = group.table.assign(run=group.table["run_id"].str[:8], note=tables.notes(group.table))
+    group = item.group
+    notes = tables.notes(group.table, item.folded.notes())
+    rows = group.table.assign(run=group.table["run_id"].str[:8], note=notes)
     shown = tables.display_columns(group, by, varying)
     view = pd.DataFrame({header: rows[column] for column, header in shown if column in rows})
     links = {run_id[:8]: run_url(ui_url, experiment_id, run_id) for run_id in group.table["run_id"]}
     heading = f"Runs ranked by {by}" + (f": {group.label}" if group.label != "all runs" else "")
     return render.TableView(heading, metrics.describe(group.kind), view, links)
-
-
-def _group_views(
-    group: tables.ComparableGroup, by: str, varying: list[str], ui_url: str, experiment_id: str
-) -> list[render.TableView]:
-    """A group's configurations (when some ran with several seeds), then its runs."""
-    runs = _table_view(group, by, varying, ui_url, experiment_id)
-    if not replicates.has_replicates(group.table):
-        return [runs]
-    heading = f"Configurations ranked by the mean of {by}" + (
-        f": {group.label}" if group.label != "all runs" else ""
-    )
-    description = (
-        f"One row per configuration; its runs differ only in their seed. "
-        f"{replicates.INTERVAL_RULE}. {replicates.INDISTINGUISHABLE_RULE}. "
-        f"{metrics.describe(group.kind)}"
-    )
-    rows = tables.configuration_rows(group, by, varying)
-    return [render.TableView(heading, description, rows), runs]
 
 
 def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Path):
@@ -321,18 +276,27 @@ def build(source: RunSource, selection: Selection, cfg: DictConfig, workdir: Pat
         time.time(),
         _epoch_times(source, list(frame["run_id"])),
     )
+    histories = _histories(source, list(table["run_id"]), by)
+    best = comparison.best_epochs(histories)
+    table["best_epoch"] = [tables.best_epoch_text(best.get(r)) for r in table["run_id"]]
     varying = tables.varying_params(frame)
     ui_url = ui_address(cfg.ui_url, cfg.paths.store_dir, source.uri)
-    summary = tables.summary_lines(selection.title, table, varying, by, selection.superseded)
+    items = [configurations.of_group(group, by) for group in tables.groups(table)]
+    folded = {run: said for item in items for run, said in item.folded.notes().items()}
+    summary = tables.summary_lines(
+        selection.title, table, varying, by, selection.superseded, folded
+    )
     report = render.Report(
         title=selection.title,
-        summary=summary,
+        summary=summary + configurations.lines(items, by),
         tables=[
             view
-            for group in tables.groups(table)
-            for view in _group_views(group, by, varying, ui_url, source.experiment_id)
+            for item in items
+            for view in configurations.table_views(
+                item, by, varying, _table_view(item, by, varying, ui_url, source.experiment_id)
+            )
         ],
-        figures=_figures(source, table, by, cfg.top_k, workdir),
+        figures=_figures(source, table, items, histories, cfg, workdir),
         failures=tables.failures(table),
         full_table=table,
         store=source.uri,

@@ -1,4 +1,7 @@
-"""The report's figures: every axis labelled with its unit, every figure with a legend.
+"""The report's run figures (learning curves), and how any chart reaches the page.
+
+Every axis is labelled with its unit, every figure has a legend; the configurations'
+figures are in comparison_figures.
 
 Curves that coincide (functional and subclass runs are bit-identical) are drawn once and
 named together, and lines differ in marker and style as well as colour, so that no run
@@ -10,21 +13,16 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from vaelab.orchestration.report.tables import (
-    EFFECT_PARAMS,
-    ComparableGroup,
-    identical_runs,
-    short_name,
-    with_split,
-)
-from vaelab.rules import ranking
+from vaelab.orchestration.report import render
+from vaelab.orchestration.report.tables import identical_runs
 from vaelab.vae import plots
 from vaelab.vocab import metrics
 
+# Report figures are read on a screen at their own size: at 110 dpi a 9-inch figure is
+# 990 px wide and its 7-point text about 11 px high (run artifacts keep 80 dpi).
+REPORT_DPI = 110
 _LINES = ("-o", "--s", ":^", "-.D", "-v", "--P", ":X", "-.*")
 # Learning curves name at most this many lines in their legend; the rest are drawn faint.
 MAX_LABELLED = 10
@@ -34,66 +32,10 @@ MAX_NAMED_IDENTICAL = 3
 LEGEND_WRAP = 60
 
 
-def _finish(fig: Figure, ax, outside: bool = False) -> Figure:
-    """Legend (beside the axes when it names runs, so it hides no curve), grid, layout."""
-    if outside:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    else:
-        ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def effect_plot(effects: pd.DataFrame, param: str, by: str, kind: str) -> Figure:
-    """The metric's mean against one hyperparameter, a line per style."""
-    fig = Figure(figsize=(5, 3.4))
-    ax = fig.subplots()
-    for index, style in enumerate(effects.columns):
-        series = effects[style].dropna()
-        ax.plot(series.index, series.values, _LINES[index % len(_LINES)], label=str(style))
-    ax.set_xlabel(f"{short_name(param)} ({EFFECT_PARAMS.get(param, 'value')})")
-    ax.set_ylabel(metrics.label(by, kind))
-    ax.set_title(f"{by} against {param}", fontsize=9)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, ax)
-
-
-# How each collapse flag is drawn in the split scatter: colour, marker, legend name.
-_FLAG_STYLES = {
-    "": ("tab:blue", "o", "active"),
-    "partial": ("tab:orange", "s", "partial collapse"),
-    "collapsed": ("tab:red", "x", "collapsed"),
-}
-
-
-def split_scatter(groups: Sequence[ComparableGroup]) -> Figure:
-    """Each run's test KL against its test reconstruction term, one panel per group.
-
-    Groups measure in different units (nats, the notebook's loss units), so each has its own
-    axes labelled with its own; the legend counts the runs drawn (a failed run has no point).
-    """
-    fig = Figure(figsize=(4.6 * len(groups), 3.6))
-    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
-        drawn = with_split(group.table)
-        for flag, (colour, marker, name) in _FLAG_STYLES.items():
-            rows = drawn[drawn["flag"].eq(flag)]
-            if len(rows):
-                ax.scatter(
-                    ranking.metric(rows, metrics.TEST_RECONSTRUCTION),
-                    ranking.metric(rows, metrics.TEST_KL),
-                    c=colour,
-                    marker=marker,
-                    label=f"{name} ({len(rows)})",
-                )
-        ax.set_xlabel(metrics.label(metrics.TEST_RECONSTRUCTION, group.kind))
-        ax.set_ylabel(metrics.label(metrics.TEST_KL, group.kind))
-        ax.set_title(group.label, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(4))  # long tick labels: few of them
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+def chart(name: str, caption: str, figure: Figure) -> render.Figure:
+    """A drawn chart as the page carries it: PNG at REPORT_DPI, caption, legend entries."""
+    png = plots.png_bytes(figure, dpi=REPORT_DPI)
+    return render.Figure(name, caption, png, legend_texts(figure))
 
 
 def legend_texts(fig: Figure) -> tuple[str, ...]:

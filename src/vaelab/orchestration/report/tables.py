@@ -16,8 +16,8 @@ from vaelab.rules import identity, ranking, replicates
 from vaelab.vocab import metrics
 from vaelab.vocab.tags import ERROR_TAG, HEARTBEAT_TAG, PRUNED
 
-# Hyperparameters with an effect plot when they vary (and what their values count, for the
-# axis label); the others still appear in the table.
+# What the values of these hyperparameters count, for their axis labels (every hyperparameter
+# that varies has an effect panel; the others' axes carry their name alone).
 EFFECT_PARAMS = {
     "model.latent_dim": "latent units",
     "model.intermediate_dim": "hidden units",
@@ -166,6 +166,8 @@ def display_columns(
         if f"metrics.{name}" in group.table and group.table[f"metrics.{name}"].notna().any():
             shown.append((f"metrics.{name}", metrics.label(name, kind)))
     shown.append(("active", metrics.label(metrics.VAL_ACTIVE_UNITS)))
+    if "best_epoch" in group.table and group.table["best_epoch"].astype(bool).any():
+        shown.append(("best_epoch", f"best epoch of {by} where not the last: its value"))
     times = [
         (c, h) for c, h in EPOCH_TIMES.values() if c in group.table and group.table[c].notna().any()
     ]
@@ -199,8 +201,12 @@ def configuration_rows(group: ComparableGroup, by: str, varying: Sequence[str]) 
     return pd.DataFrame(rows)
 
 
-def notes(table: pd.DataFrame) -> pd.Series:
-    """Flags and ties in words, for the table's last column."""
+def notes(table: pd.DataFrame, folded: Mapping[str, str] | None = None) -> pd.Series:
+    """Flags and ties in words, for the table's last column.
+
+    `folded`: per run id, what stands in place of a tie for runs that differ only in a
+    hyperparameter that changes no number (`rules.comparison.Collapsed.notes`).
+    """
 
     def note(row: pd.Series) -> str:
         parts = [row["flag"]] if row["flag"] else []
@@ -208,25 +214,21 @@ def notes(table: pd.DataFrame) -> pd.Series:
             stopped = row.get(f"tags.{PRUNED}")
             planned = row.get("params.train.epochs", "?")
             parts.append(f"pruned: its numbers are epoch {stopped}'s of {planned}")
-        if row["tied_with"]:
+        if (folded or {}).get(row["run_id"]):
+            parts.append(folded[row["run_id"]])
+        elif row["tied_with"]:
             parts.append(f"tied with {', '.join(r[:8] for r in row['tied_with'].split(', '))}")
         return "; ".join(parts)
 
     return table.apply(note, axis=1) if len(table) else pd.Series(dtype=object)
 
 
-def effects(table: pd.DataFrame, param: str, by: str) -> pd.DataFrame:
-    """Mean of the metric per value of one hyperparameter, one column per style.
-
-    over the ranked runs; the other hyperparameters are averaged out.
-    """
-    done = table[table["rank"].notna()].copy()
-    done["_x"] = pd.to_numeric(done[f"params.{param}"], errors="coerce")
-    done["_y"] = ranking.metric(done, by)
-    styles = ranking.column(done, "params.style.name", "all").fillna("all")
-    return done.assign(_style=styles).pivot_table(
-        index="_x", columns="_style", values="_y", aggfunc="mean"
-    )
+def best_epoch_text(found: tuple[int, float, int] | None) -> str:
+    """`rules.comparison.best_epochs`' finding for a run as the table shows it: "2 of 3: 150.20"."""
+    if found is None:
+        return ""
+    step, value, last = found
+    return f"{step} of {last}: {value:.2f}"
 
 
 def distinct_best(table: pd.DataFrame, by: str, k: int) -> pd.DataFrame:
@@ -321,8 +323,12 @@ def summary_lines(
     varying: Sequence[str],
     by: str,
     superseded: Sequence[str] = (),
+    folded: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """What was compared, how it was ranked, what is best and what collapsed, in words."""
+    """What was compared, how it was ranked, what is best and what collapsed, in words.
+
+    `folded`: as for `notes`; the best run's identical twins are not called ties.
+    """
     start = pd.to_datetime(table["start_time"], utc=True).min()
     end = pd.to_datetime(ranking.column(table, "end_time", pd.NaT), utc=True).max()
     end = start if pd.isna(end) else end
@@ -347,6 +353,7 @@ def summary_lines(
     for _, row in replicates.best_runs(table, by).iterrows():
         among = f" among {row['group']}" if table["group"].nunique() > 1 else ""
         ties = f", tied with {row['tied_with']}" if row["tied_with"] else ""
+        ties = f"; {folded[row['run_id']]}" if (folded or {}).get(row["run_id"]) else ties
         value = ranking.metric(table.loc[[row.name]], by).iloc[0]
         lines.append(f"Best{among}: {run_label(row, varying)} with {by} = {value:.4f}{ties}.")
     measured = table["status"].eq("FINISHED")  # a pruned or failed run was never measured

@@ -25,6 +25,8 @@ class SweepContext:
     parent_run_id: str
     total: int
     objective: str = metrics.OBJECTIVES[0]
+    # The most epochs any of its runs trains: Hyperband's brackets, the same for every trial.
+    max_epochs: int | None = None
 
 
 def write_context(sweep_dir: Path, context: SweepContext) -> None:

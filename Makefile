@@ -11,7 +11,7 @@ ROOT := $(or $(VAELAB_HOME),$(CURDIR))
 STORE := sqlite:///$(ROOT)/mlruns/mlflow.db
 ARGS ?=
 
-.PHONY: help install install-gpu lock data run train smoke test test-long test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-iw bench-overhead bench-checkpoint
+.PHONY: help install install-gpu lock data run train smoke test test-long test-full test-server e2e lint format ui server server-stop clean report bench bench-sweep bench-sweeper bench-iw bench-overhead bench-checkpoint
 
 help: ## Show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,7 @@ test: data ## Fast tests, the CI gate: the TensorFlow session, then the JAX one 
 	$(PY) -m pytest $(FAST) -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest $(FAST) -n 2 $(ARGS)
 
-test-long: data ## End to end: several processes at once, SIGKILL and resume, Slurm, pruned sweeps (~8 min)
+test-long: data ## End to end: several processes at once, SIGKILL and resume, Slurm, Ray (two nodes, one killed), pruned sweeps (~10 min)
 	$(PY) -m pytest -m "long and not slow" -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -m "long and not slow" -n 2 $(ARGS)
 
@@ -108,6 +108,9 @@ bench: data ## Epoch time: the notebook's fit vs each style, and a results check
 
 bench-sweep: data ## sweep=grid sequential vs packed, and a 96-configuration packed sweep
 	$(PY) benchmarks/bench_sweep.py $(ARGS)
+
+bench-sweeper: data ## The Optuna sweeper on 2 workers: a trial as soon as one ends vs batches (~5 min)
+	$(PY) benchmarks/bench_sweeper.py $(ARGS)
 
 bench-iw: data ## The importance-weighted estimate at K = 5 and K = 5000 on all test digits
 	$(PY) benchmarks/bench_iw.py $(ARGS)

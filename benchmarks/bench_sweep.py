@@ -3,6 +3,7 @@
     make bench-sweep                          # both parts below (~25 min on 2 CPU cores)
     python benchmarks/bench_sweep.py --part grid
     python benchmarks/bench_sweep.py --part big
+    python benchmarks/bench_sweep.py --part seeds  # 5 seeds as lanes vs 1 seed (~2 min)
     python benchmarks/bench_sweep.py --quick  # both parts, small, on a few hundred digits (~3 min)
     KERAS_BACKEND=jax python benchmarks/bench_sweep.py --part big --fit-baseline   # on a GPU
 
@@ -18,7 +19,10 @@ big:  a 96-configuration sweep (6 seeds x 4 latent sizes x 4 hidden sizes, 9 epo
       between training, evaluation and logging (everything that talks to the store or
       writes artifacts), from the launcher's own account in its log. With --fit-baseline,
       the notebook's plain Keras `fit` of one model for 5 epochs, in the same call.
---quick: the same two parts on the smoke data (512 training digits) with small grids, to
+seeds: one configuration (the default model, 3 epochs, full MNIST), packed, with 1 seed and
+      with `sweep.seeds=5`, each into a fresh store: both wall times and their ratio (target:
+      5 seeds in at most 1.5 times one seed's), with each one's time split.
+--quick: the same parts on the smoke data (512 training digits) with small grids, to
       check the script itself; its numbers say nothing about speed.
 Every command runs in its own process with its own fresh store under a temporary directory.
 A run that FAILED is reported as such; the numbers are over the runs that FINISHED.
@@ -58,6 +62,9 @@ QUICK_BIG = [
     "--multirun", "experiment=smoke", "seed=1,2", "model.latent_dim=2,4",
     "model.intermediate_dim=16,32", "train.epochs=3",
 ]  # fmt: skip
+SEEDS = ["--multirun", "train.epochs=3"]
+QUICK_SEEDS = ["--multirun", "experiment=smoke", "train.epochs=3"]
+SEEDS_TARGET = 1.5  # 5 seeds in at most this many times one seed's wall time
 PACKED = "hydra/launcher=packed"
 # The packed launcher's account of each group (vaelab.rules.console.group_timing).
 _GROUP = re.compile(
@@ -206,6 +213,23 @@ def big(workdir: Path, args: list[str], fit_baseline: bool) -> None:
         print(f"the notebook's fit, one model, 5 epochs: {notebook_fit_seconds(5):.1f} s")
 
 
+def seeds(workdir: Path, args: list[str]) -> None:
+    """Replicates as lanes of one program: 5 seeds of one configuration against 1 seed."""
+    print(f"{' '.join(args[1:])}, packed: 1 seed, then sweep.seeds=5")
+    one = sweep(workdir / "one-seed", [*args, "seed=1", PACKED])
+    five = sweep(workdir / "five-seeds", [*args, "sweep.seeds=5", PACKED])
+    for label, result in (("1 seed", one), ("5 seeds", five)):
+        values = ", ".join(f"{v:.2f}" for _, v in sorted(result.val_total.items()))
+        print(
+            f"{label}: {len(result.val_total)} runs in {result.seconds:.1f} s (val/total {values})"
+        )
+        _report_failures(label, result)
+        print(split(result.log, result.seconds))
+    ratio = five.seconds / one.seconds
+    verdict = "met" if ratio <= SEEDS_TARGET else "NOT met"
+    print(f"5 seeds / 1 seed wall time: {ratio:.2f}x (target <= {SEEDS_TARGET}x: {verdict})")
+
+
 def notebook_fit_seconds(epochs: int) -> float:
     """Wall time of plain Keras fit of the notebook's model on full MNIST (no validation).
 
@@ -238,16 +262,20 @@ print(time.perf_counter() - start)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["grid", "big", "all"], default="all")
+    parser.add_argument("--part", choices=["grid", "big", "seeds", "all"], default="all")
     parser.add_argument("--fit-baseline", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small grids on the smoke data")
     args = parser.parse_args()
-    grid_args, big_args = (QUICK_GRID, QUICK_BIG) if args.quick else (GRID, BIG)
+    grid_args, big_args, seeds_args = (
+        (QUICK_GRID, QUICK_BIG, QUICK_SEEDS) if args.quick else (GRID, BIG, SEEDS)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("grid", "all"):
             grid(Path(tmp), grid_args)
         if args.part in ("big", "all"):
             big(Path(tmp), big_args, args.fit_baseline)
+        if args.part in ("seeds", "all"):
+            seeds(Path(tmp), seeds_args)
 
 
 if __name__ == "__main__":

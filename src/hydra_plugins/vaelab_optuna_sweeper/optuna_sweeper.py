@@ -4,17 +4,20 @@ Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna < 3, and its 
 storage needs SQLAlchemy 1.4, which conflicts with MLflow, so its studies cannot be resumed.
 This one keeps the study in a sqlite file named by the sweep's id: relaunching the same
 sweep loads the study and runs only the trials still missing. Jobs go through whatever
-launcher is configured, `n_jobs` trials at a time.
+launcher is configured, `n_jobs` trials in flight: with a launcher that runs jobs elsewhere
+(parallel, Ray, Slurm) a new trial is asked as soon as one ends (`slots`), so no worker idles
+while a batch's slowest trial trains; the basic and packed launchers get batches of `n_jobs`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -28,8 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 # sweep code are imported where they are used, not here.
 if TYPE_CHECKING:
     import optuna
+    from hydra.core.utils import JobReturn
 
 from hydra_plugins.vaelab_optuna_sweeper.schema import OptunaSweeperConf  # noqa: F401 - registers it
+from hydra_plugins.vaelab_optuna_sweeper.slots import Slots, start_runtime, takes_whole_batches
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +110,17 @@ def trial_outcome(values: list[Any]) -> tuple[str, float | None]:
 class OptunaSweeper(Sweeper):
     """Minimises the task function's return value (the config's `objective`)."""
 
-    def __init__(self, n_trials: int, n_jobs: int, seed: int, storage: str, params: dict[str, str]):
+    def __init__(
+        self,
+        n_trials: int,
+        n_jobs: int,
+        seed: int,
+        storage: str,
+        params: dict[str, str],
+        async_trials: bool,
+    ):
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
+        self.async_trials = async_trials
         self.storage, self.params = storage, dict(params or {})
         self.config: DictConfig | None = None
         self.launcher = None
@@ -195,56 +209,160 @@ class OptunaSweeper(Sweeper):
             thread.join()
 
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna
-
         space, fixed = self._search_space(arguments)
         seeds = replicate_seeds(space)
-        study = self._study()
-        spent = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        done = len(study.get_trials(states=spent))
-        log.info("Optuna study %s: %d of %d trials done", study.study_name, done, self.n_trials)
-        job_idx = len(study.trials) * len(seeds)
+        search = Search(self._study(), space, fixed, seeds)
+        done = search.done()
+        log.info("Optuna study %s: %d of %d trials done", search.name, done, self.n_trials)
+        if self.async_trials and not takes_whole_batches(self.launcher):
+            returns = self._sweep_as_trials_end(search, done)
+        else:
+            returns = self._sweep_in_batches(search, done)
+        if search.done():
+            self._save_best(search.study)
+        return returns
+
+    def _sweep_in_batches(self, search: Search, done: int) -> list[Sequence[JobReturn]]:
+        """`n_jobs` trials per launch; the next batch is asked once the whole batch has ended.
+
+        A trial's replicates (seeds) go to the launcher together, so a packed launcher trains
+        them as lanes of one program.
+        """
         returns = []
         while done < self.n_trials:
-            with warnings.catch_warnings():  # ask and tell with heartbeats: `_alive` beats
-                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            # A trial is a configuration: its replicates (seeds) go to the launcher together,
-            # so a packed launcher trains them as lanes of one program.
-            batch = [
-                fixed + [f"{k}={v}" for k, v in t.params.items()] + seed
-                for t in trials
-                for seed in seeds
-            ]
-            self.validate_batch_is_legal(batch)
-            with self._alive(trials):
-                results = self.launcher.launch(batch, initial_job_idx=job_idx)
-            for number, trial in enumerate(trials):
-                replicates = results[number * len(seeds) : (number + 1) * len(seeds)]
-                state, value = trial_outcome([r.return_value for r in replicates])
-                if state == "COMPLETE":
-                    study.tell(trial, value)
-                else:
-                    study.tell(trial, state=getattr(optuna.trial.TrialState, state))
-                done += state != "FAIL"
-            job_idx += len(batch)
+            trials = [search.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
+            results = self._launch(trials, self._jobs(search, trials), search.first_job(trials[0]))
+            states = search.tell_each(trials, results)
+            done += sum(state != "FAIL" for state in states)
             returns.append(results)
-            if (
-                all(r.return_value is None or not math.isfinite(r.return_value) for r in results)
-                and len(study.trials) >= 3 * self.n_trials
-            ):
+            if "COMPLETE" not in states and search.hopeless(self.n_trials):
                 break  # every trial fails: stop rather than loop forever
-        if done:
-            best = study.best_trial
-            log.info(
-                "Best trial %d: %s = %.4f with %s",
-                best.number,
-                self.config.objective,
-                best.value,
-                best.params,
-            )
-            OmegaConf.save(
-                OmegaConf.create({"best_value": best.value, "best_params": best.params}),
-                f"{self.config.hydra.sweep.dir}/optimization_results.yaml",
-            )
         return returns
+
+    def _sweep_as_trials_end(self, search: Search, done: int) -> list[Sequence[JobReturn]]:
+        """`n_jobs` launches of one trial each in flight; a new trial is asked as one ends.
+
+        Only this thread asks and tells (the study is never shared between threads); each
+        launch runs in a slot's thread, its trial's heartbeat beside it. A trial's replicates
+        are one launch, its value their mean, as in batches.
+        """
+        returns, hopeless = [], False
+        slots = Slots(self.n_jobs)
+        if done < self.n_trials:
+            start_runtime(self.launcher)
+        try:
+            while True:
+                while not hopeless and slots.free() and done + len(slots) < self.n_trials:
+                    trial = search.ask()
+                    jobs = self._jobs(search, [trial])
+                    launch = functools.partial(self._launch, [trial], jobs, search.first_job(trial))
+                    slots.start(trial, launch)
+                if not len(slots):
+                    return returns
+                trial, results = slots.next_ended()
+                state = search.tell(trial, results)
+                done += state != "FAIL"
+                returns.append(results)
+                # Every trial fails: stop asking rather than loop forever.
+                hopeless = hopeless or (state != "COMPLETE" and search.hopeless(self.n_trials))
+        except BaseException:  # Ctrl-C, or a launch's error: the launches in flight stop too
+            slots.interrupt()
+            raise
+
+    def _jobs(self, search: Search, trials: list[optuna.Trial]) -> list[list[str]]:
+        """The trials' jobs, each composed here first: a bad one fails before anything trains."""
+        jobs = search.jobs(trials)
+        self.validate_batch_is_legal(jobs)
+        return jobs
+
+    def _launch(
+        self, trials: list[optuna.Trial], jobs: list[list[str]], first_job: int
+    ) -> Sequence[JobReturn]:
+        """One launch of the trials' jobs, their heartbeats recorded while it runs."""
+        with self._alive(trials):
+            return self.launcher.launch(jobs, initial_job_idx=first_job)
+
+    def _save_best(self, study: optuna.Study) -> None:
+        best = study.best_trial
+        log.info(
+            "Best trial %d: %s = %.4f with %s",
+            best.number,
+            self.config.objective,
+            best.value,
+            best.params,
+        )
+        OmegaConf.save(
+            OmegaConf.create({"best_value": best.value, "best_params": best.params}),
+            f"{self.config.hydra.sweep.dir}/optimization_results.yaml",
+        )
+
+
+class Search:
+    """A study and the jobs its trials become: ask, a trial's job overrides, tell.
+
+    A plain class: Hydra imports plugin modules outside `sys.modules`, where a dataclass
+    cannot resolve its annotations.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: dict[str, optuna.distributions.BaseDistribution],
+        fixed: list[str],
+        seeds: list[list[str]],
+    ):
+        self.study, self.space = study, space
+        self.fixed = fixed  # the overrides every job gets
+        self.seeds = seeds  # each replicate's seed override: a trial is this many jobs
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def done(self) -> int:
+        """Trials spent: COMPLETE or PRUNED (a FAILED one is asked again)."""
+        import optuna
+
+        spent = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return len(self.study.get_trials(deepcopy=False, states=spent))
+
+    def ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():  # ask and tell with heartbeats: `_alive` beats
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            return self.study.ask(self.space)
+
+    def jobs(self, trials: list[optuna.Trial]) -> list[list[str]]:
+        """Each trial's replicates, in order: one job per seed."""
+        return [
+            self.fixed + [f"{k}={v}" for k, v in trial.params.items()] + seed
+            for trial in trials
+            for seed in self.seeds
+        ]
+
+    def first_job(self, trial: optuna.Trial) -> int:
+        """The Hydra job number of the trial's first replicate: its number times the seeds.
+
+        Trial numbers are unique in a study, so job numbers (and the job directories named
+        by them) are unique however launches interleave, across relaunches too.
+        """
+        return trial.number * len(self.seeds)
+
+    def tell(self, trial: optuna.Trial, replicates: Sequence[JobReturn]) -> str:
+        """Tell the study the trial's outcome from its replicates' returns; the state told."""
+        import optuna
+
+        state, value = trial_outcome([r.return_value for r in replicates])
+        if state == "COMPLETE":
+            self.study.tell(trial, value)
+        else:
+            self.study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+        return state
+
+    def tell_each(self, trials: list[optuna.Trial], results: Sequence[JobReturn]) -> list[str]:
+        """Tell each trial of a batch its outcome, from its replicates' share of the results."""
+        size = len(self.seeds)
+        return [self.tell(t, results[n * size : (n + 1) * size]) for n, t in enumerate(trials)]
+
+    def hopeless(self, n_trials: int) -> bool:
+        """Three times the trials asked for, and still not done: every trial fails."""
+        return len(self.study.trials) >= 3 * n_trials

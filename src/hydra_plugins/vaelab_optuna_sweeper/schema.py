@@ -20,6 +20,11 @@ class OptunaSweeperConf:
     seed: int = MISSING
     storage: str = MISSING
     params: dict[str, str] = field(default_factory=dict)
+    # true: `n_jobs` launches of one trial each in flight, the next trial asked as soon as one
+    # ends (no worker idles). false: batch mode, `n_jobs` trials per launch, the next batch
+    # once all of them ended (benchmarks/bench_sweeper.py compares the two). The basic and
+    # packed launchers always get batches (slots.WHOLE_BATCHES).
+    async_trials: bool = MISSING
 
 
 # Listed first in optuna.yaml's defaults: a typo or a wrong type fails at composition.

@@ -7,7 +7,9 @@ training path (`orchestration.train.train_batch` on the packed engine: grouping,
 one MLflow run per job), then gives each job its Hydra job directory and returns its
 objective. It trains with
 JAX: it selects the JAX backend itself when nothing has loaded Keras yet, and lays a CPU's
-cores out as devices so that a group is split across them.
+cores out as devices so that a group is split across them. With `ray.address` set, each group
+is a Ray task on that cluster instead (`orchestration.ray_groups`), in the same environment,
+and each job is recorded as its group ends.
 """
 
 from __future__ import annotations
@@ -31,9 +33,22 @@ from hydra_plugins.vaelab_packed_launcher.schema import PackedLauncherConf  # no
 log = logging.getLogger(__name__)
 
 
-def check_settings(memory_fraction: float, max_group_size: int | None) -> None:
+def check_settings(
+    memory_fraction: float, max_group_size: int | None, ray: DictConfig | None = None
+) -> None:
     """Refuse what types allow but packing cannot use, naming the key and the fix."""
     from vaelab.vocab.errors import ConfigError
+
+    if ray is not None and ray.address is not None and not ray.num_cpus > 0:
+        raise ConfigError(
+            f"hydra.launcher.ray.num_cpus={ray.num_cpus} is invalid: expected the CPUs each "
+            "group's task asks for, > 0 (e.g. 1)"
+        )
+    if ray is not None and ray.max_retries < -1:
+        raise ConfigError(
+            f"hydra.launcher.ray.max_retries={ray.max_retries} is invalid: expected >= 0 "
+            "(or -1: Ray retries without end)"
+        )
 
     if not 0 < memory_fraction <= 1:
         raise ConfigError(
@@ -49,11 +64,16 @@ def check_settings(memory_fraction: float, max_group_size: int | None) -> None:
 
 class PackedLauncher(Launcher):
     def __init__(
-        self, memory_fraction: float, max_group_size: int | None, compilation_cache: str | None
+        self,
+        memory_fraction: float,
+        max_group_size: int | None,
+        compilation_cache: str | None,
+        ray: DictConfig | None = None,
     ) -> None:
         self.memory_fraction = memory_fraction
         self.max_group_size = max_group_size
         self.compilation_cache = compilation_cache
+        self.ray = ray  # hydra.launcher.ray: address null trains here
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -66,7 +86,7 @@ class PackedLauncher(Launcher):
 
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         try:
-            check_settings(self.memory_fraction, self.max_group_size)
+            check_settings(self.memory_fraction, self.max_group_size, self.ray)
         except UserError as error:  # one line, the parent FAILED: nothing trains
             raise refused(config, error, "the packed launcher refused the sweep") from None
 
@@ -88,34 +108,66 @@ class PackedLauncher(Launcher):
         try:
             jobs = self._validated(configs, job_overrides)
             use_jax(self.compilation_cache)
+            if self._on_ray():
+                from vaelab.orchestration import ray_groups
+
+                ray_groups.connect(self.ray.address)
         except UserError as error:  # one line, as every user error; the sweep's parent FAILED
             raise refused(self.config, error, "the packed launcher refused the sweep") from None
-        from vaelab.edges import progress
-        from vaelab.engines.packed.engine import PackedEngine
-        from vaelab.orchestration.sweep import SweepBar, sweeper_value
-        from vaelab.orchestration.train import train_batch
+        from vaelab.orchestration.sweep import SweepBar
 
         log.info("Packing %d jobs of sweep %s (output: %s)", len(jobs), context.sweep_id, sweep_dir)
         bar = SweepBar.of(context, initial_job_idx)
-        with progress.logs_above_bars():  # the groups' bars below the sweep's
-            results = train_batch(
-                jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
-            )
-        returns = []
-        for config, job, result in zip(configs, jobs, results, strict=True):
-            bar.record(result)
-            objective = math.inf if result is None else sweeper_value(result, job.config.objective)
-            HydraConfig.instance().set_config(config)
-            returns.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=lambda _cfg, value=objective: value,
-                    config=config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
+        returns = {}
+        for indices, results in self._trained(jobs, context):  # as each group ends
+            for i, result in zip(indices, results, strict=True):
+                returns[i] = self._returned(bar, configs[i], jobs[i], result)
+        return [returns[i] for i in range(len(jobs))]
+
+    def _on_ray(self) -> bool:
+        return self.ray is not None and self.ray.address is not None
+
+    def _trained(self, jobs, context):
+        """Each group's jobs (indices) and results as it ends: here, or as Ray tasks."""
+        from vaelab.edges import progress
+        from vaelab.engines.packed.engine import PackedEngine
+        from vaelab.orchestration import ray_groups
+        from vaelab.orchestration.train import train_batch
+
+        if not self._on_ray():
+            with progress.logs_above_bars():  # the groups' bars below the sweep's
+                results = train_batch(
+                    jobs, context, PackedEngine(), self.memory_fraction, self.max_group_size
                 )
-            )
-        return returns
+            yield list(range(len(jobs))), results
+            return
+        settings = ray_groups.RaySettings(
+            str(self.ray.address), float(self.ray.num_cpus), int(self.ray.max_retries)
+        )
+        yield from ray_groups.train_on_ray(
+            jobs,
+            context,
+            settings,
+            self.memory_fraction,
+            self.max_group_size,
+            jax_environment(settings.num_cpus),
+            self.compilation_cache,
+        )
+
+    def _returned(self, bar, config: DictConfig, job, result) -> JobReturn:
+        """A job's end as Hydra records it: its job directory and its objective."""
+        from vaelab.orchestration.sweep import sweeper_value
+
+        bar.record(result)
+        objective = math.inf if result is None else sweeper_value(result, job.config.objective)
+        HydraConfig.instance().set_config(config)
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=lambda _cfg, value=objective: value,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
     def _job_config(self, overrides: Sequence[str], number: int) -> DictConfig:
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -146,6 +198,15 @@ def _task_config(config: DictConfig) -> DictConfig:
     with read_write(task), open_dict(task):
         del task["hydra"]
     return task
+
+
+def jax_environment(cpus: float) -> dict[str, str]:
+    """The environment a Ray task trains a packed group in: JAX, its CPUs laid out as devices."""
+    devices = max(1, int(cpus))
+    return {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
 
 
 def use_jax(compilation_cache: str | None) -> None:

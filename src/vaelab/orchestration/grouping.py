@@ -7,6 +7,7 @@ table can show who trained with whom.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 
@@ -29,6 +30,19 @@ def groups(
     """Which jobs train together: what may share a program, or each alone."""
     if not engine.groups_jobs:
         return [[i] for i in todo]
+    return [
+        list(group.jobs) for group in packed_groups(planned, todo, mnist, budget, max_group_size)
+    ]
+
+
+def packed_groups(
+    planned: Sequence[PlannedRun],
+    todo: Sequence[int],
+    mnist: mnist_data.Mnist,
+    budget: int,
+    max_group_size: int | None,
+) -> list[packing.PackedGroup]:
+    """The packing plan of the jobs to train, each group's jobs as indices into `planned`."""
     plan = packing.plan(
         [planned[i].config for i in todo],
         budget,
@@ -36,7 +50,7 @@ def groups(
         len(mnist.x_test),
         max_group_size,
     )
-    return [[todo[j] for j in group.jobs] for group in plan]
+    return [dataclasses.replace(g, jobs=tuple(todo[j] for j in g.jobs)) for g in plan]
 
 
 def group_tags(

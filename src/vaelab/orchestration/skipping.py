@@ -28,7 +28,9 @@ def sort_out(
     todo, skipped = [], {}
     for i, plan in enumerate(planned):
         store = stores.of(plan.config)
-        held = claims.holder(store, context, plan.config_hash, plan.config.force)
+        held = claims.holder(
+            store, context, plan.config_hash, plan.config.force, claimant=plan.extra_tags
+        )
         if held is None:
             planned[i] = dataclasses.replace(plan, resumed=resumed(store, context, plan, engine))
             todo.append(i)
@@ -42,7 +44,7 @@ def resumed(
     store: tracking.Store, context: SweepContext | None, plan: PlannedRun, engine: str
 ) -> Resumed | None:
     """A killed attempt at this configuration to carry on, with its newest valid checkpoint."""
-    run = claims.resumable(store, context, plan.config_hash, engine)
+    run = claims.resumable(store, context, plan.config_hash, engine, plan.extra_tags)
     if run is None:
         live = None if context else claims.live_attempt(store, plan.config_hash, engine)
         if live is not None:

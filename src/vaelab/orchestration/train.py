@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from vaelab.edges import process, progress, tracking
+from vaelab.edges import process, progress, ray_task, tracking
 from vaelab.edges.config import Config, Submission, as_dict, to_run_config
 from vaelab.engines import backend
 from vaelab.engines.base import Engine, ForwardedEvents
@@ -39,7 +40,7 @@ from vaelab.vocab.tags import CODE_HASH, DEVICE, PACK_GROUP
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_and_evaluate", "train_batch"]
+__all__ = ["prepare", "train_and_evaluate", "train_batch"]
 
 # What a job ended with: its result (None: it had no run) and the error that FAILED it.
 Trained = tuple[RunResult | None, BaseException | None]
@@ -70,11 +71,58 @@ def train_batch(
     engine: Engine,
     memory_fraction: float,
     max_group_size: int | None = None,
+    mnist: mnist_data.Mnist | None = None,
 ) -> list[RunResult | None]:
-    """Train a batch on one engine (packed: in groups); None for a job whose run FAILED."""
+    """Train a batch on one engine (packed: in groups); None for a job whose run FAILED.
+
+    `mnist`: the verified data when a caller has it (a Ray task: from the object store).
+    """
     budget = int(memory_fraction * backend.memory_for_training())
-    outcomes = _train(submissions, context, engine, budget=budget, max_group_size=max_group_size)
+    outcomes = _train(
+        submissions, context, engine, budget=budget, max_group_size=max_group_size, mnist=mnist
+    )
     return [None if error is not None else result for result, error in outcomes]
+
+
+@dataclass
+class Batch:
+    """A batch checked and identified, what it skips settled: what its groups train from."""
+
+    planned: list[PlannedRun]
+    todo: list[int]  # the jobs to train; the others are skipped, their results in `outcomes`
+    outcomes: list[Trained]
+    mnist: mnist_data.Mnist
+    environment: dict[str, str]
+    stores: StoreCache
+
+
+def prepare(
+    submissions: Sequence[Submission],
+    context: SweepContext | None,
+    engine: Engine,
+    extra_tags: Mapping[str, str] | None = None,
+    mnist: mnist_data.Mnist | None = None,
+) -> Batch:
+    """Check everything, identify each job, skip what is held (a Ray driver plans from this)."""
+    configs = [s.config for s in submissions]
+    framework = checks.check_runnable(configs)  # part of a run's identity: it changes the numbers
+    mnist = mnist or engine_inputs.load_mnist(configs[0])  # verified before any run exists...
+    checks.check_splits(configs, mnist)  # ...and every job's split: a bad one refuses the batch
+    environment = environment_tags(mnist.sha256, framework)
+    code = environment[CODE_HASH]
+    extra = {**ray_task.task_tags(), **(extra_tags or {})}  # a Ray task's runs say which
+    planned = [
+        PlannedRun(
+            s.config, s.overrides, identity.config_hash(as_dict(s.config), code, framework), extra
+        )
+        for s in submissions
+    ]
+    stores = StoreCache(patient=context is not None)
+    outcomes: list[Trained] = [(None, None)] * len(submissions)
+    todo, skipped = sort_out(planned, stores, context, engine.name)
+    for i, result in skipped.items():
+        outcomes[i] = (result, None)
+    return Batch(planned, todo, outcomes, mnist, environment, stores)
 
 
 def _train(
@@ -84,32 +132,20 @@ def _train(
     budget: int | None = None,
     max_group_size: int | None = None,
     extra_tags: Mapping[str, str] | None = None,
+    mnist: mnist_data.Mnist | None = None,
 ) -> list[Trained]:
     """Check everything, skip what is held, train the rest group by group."""
-    configs = [s.config for s in submissions]
-    framework = checks.check_runnable(configs)  # part of a run's identity: it changes the numbers
-    mnist = engine_inputs.load_mnist(configs[0])  # the data verified before any run exists...
-    checks.check_splits(configs, mnist)  # ...and every job's split: a bad one refuses the batch
-    environment = environment_tags(mnist.sha256, framework)
-    code = environment[CODE_HASH]
-    planned = [
-        PlannedRun(
-            s.config, s.overrides, identity.config_hash(as_dict(s.config), code, framework), extra
-        )
-        for s in submissions
-        for extra in [extra_tags or {}]
-    ]
-    stores = StoreCache(patient=context is not None)
-    outcomes: list[Trained] = [(None, None)] * len(submissions)
-    todo, skipped = sort_out(planned, stores, context, engine.name)
-    for i, result in skipped.items():
-        outcomes[i] = (result, None)
+    batch = prepare(submissions, context, engine, extra_tags, mnist)
+    planned, outcomes = batch.planned, batch.outcomes
     overheads.freeze_long_lived_objects()
-    for number, group in enumerate(groups(engine, planned, todo, mnist, budget, max_group_size)):
+    plan = groups(engine, planned, batch.todo, batch.mnist, budget, max_group_size)
+    for number, group in enumerate(plan):
         members = [planned[i] for i in group]
         tags = group_tags(engine, context, members, number)
-        store = stores.of(members[0].config)
-        trained = _train_group(store, context, engine, members, environment, tags, mnist)
+        store = batch.stores.of(members[0].config)
+        trained = _train_group(
+            store, context, engine, members, batch.environment, tags, batch.mnist
+        )
         for i, outcome in zip(group, trained, strict=True):
             outcomes[i] = outcome
     return outcomes

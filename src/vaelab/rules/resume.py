@@ -17,7 +17,7 @@ from functools import partial
 from vaelab.edges import process, tracking
 from vaelab.rules import console
 from vaelab.rules.runs import GroupRuns, PlannedRun, Resumed, RunResult
-from vaelab.vocab.tags import RESUME_CLAIM, RESUME_COUNT, RESUMED_FROM, STALE
+from vaelab.vocab.tags import RAY_TASK_TAGS, RESUME_CLAIM, RESUME_COUNT, RESUMED_FROM, STALE
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def claim(store: tracking.Store, planned: Sequence[PlannedRun], runs: GroupRuns)
             RESUMED_FROM: f"{earlier},{epoch}" if earlier else str(epoch),
             RESUME_COUNT: int(resumed.run.tags.get(RESUME_COUNT, 0)) + 1,
             STALE: "",
+            **dict.fromkeys(RAY_TASK_TAGS, ""),  # the Ray task carrying it now, if any
+            **plan.extra_tags,
         }
         with process.interrupts_held():
             runs.open[i] = tracking.resume_run(store, resumed.run.run_id, tags)

@@ -9,6 +9,8 @@ same names.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -354,13 +356,16 @@ def portable(model: keras.Model) -> keras.Model:
     kernels = [layer.kernel for layer in dense_layers(model)]
     input_dim, intermediate_dim = kernels[0].shape
     latent_dim = kernels[1].shape[1]
+    # Zeros, not Keras's random default: every weight is set from `model` below, and on JAX
+    # a random initialiser compiles a program per kernel shape (12 for sweep=grid, 12 s).
+    dense = functools.partial(layers.Dense, kernel_initializer="zeros")
     pixels = keras.Input(shape=(input_dim,), name="pixels")
-    hidden = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(pixels)
-    encoding = [layers.Dense(latent_dim, name=n)(hidden) for n in ("z_mean", "z_log_var")]
+    hidden = dense(intermediate_dim, activation="relu", name="encoder_hidden")(pixels)
+    encoding = [dense(latent_dim, name=n)(hidden) for n in ("z_mean", "z_log_var")]
     encoder = keras.Model(pixels, encoding, name="encoder")
     z = keras.Input(shape=(latent_dim,), name="z")
-    hidden = layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden")(z)
-    pixels_out = layers.Dense(input_dim, activation="sigmoid", name="reconstruction")(hidden)
+    hidden = dense(intermediate_dim, activation="relu", name="decoder_hidden")(z)
+    pixels_out = dense(input_dim, activation="sigmoid", name="reconstruction")(hidden)
     decoder = keras.Model(z, pixels_out, name="decoder")
     inputs = keras.Input(shape=(input_dim,), name="pixels")
     z_mean, _ = encoder(inputs)

@@ -52,6 +52,13 @@ PACK_SIZE = "pack.size"
 RERUN_OF = "rerun_of"
 # A child left RUNNING by a dead process, marked KILLED by a relaunch.
 STALE = "stale"
+# The Ray task that trains a run now (`edges.ray_task`): the task, the worker process of this
+# attempt, the node. A retry is the same task in another worker: it takes the run over at
+# once (`lifecycle.claims.superseded`). Blank on a run carried on outside Ray.
+RAY_TASK_ID = "ray.task_id"
+RAY_WORKER_ID = "ray.worker_id"
+RAY_NODE_ID = "ray.node_id"
+RAY_TASK_TAGS = (RAY_TASK_ID, RAY_WORKER_ID, RAY_NODE_ID)
 
 # A sweep: one parent run whose children are its configurations (`rules.lifecycle`).
 SWEEP_ID = "sweep.id"

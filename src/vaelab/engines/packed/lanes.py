@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-def stacked(rows: Sequence) -> jnp.ndarray:
-    """Host arrays, one per lane, as one array with the lanes first."""
-    return jnp.asarray(np.stack(rows))
+def stacked(rows: Sequence) -> np.ndarray:
+    """Host arrays, one per lane, as one host array with the lanes first.
+
+    Kept on the host until `Lanes.put` shards it: splitting an array already on a device
+    compiles a slicing program per shape (27 of them for sweep=grid, 6 s here).
+    """
+    return np.stack([np.asarray(row) for row in rows])
 
 
 class Lanes:
@@ -42,8 +45,10 @@ class Lanes:
         return jax.device_put(tree, self.split)
 
     def share(self, array) -> jax.Array:
-        return jax.device_put(jnp.asarray(array), self.whole)
+        return jax.device_put(
+            array if isinstance(array, jax.Array) else np.asarray(array), self.whole
+        )
 
     def rows(self, rows: np.ndarray) -> jax.Array:
         """Per-member rows (lanes x ...) as the program takes them."""
-        return self.put(jnp.asarray(rows, jnp.int32))
+        return self.put(np.asarray(rows, np.int32))

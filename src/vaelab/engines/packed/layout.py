@@ -19,7 +19,6 @@ from vaelab.engines.packed.members import Members, Shared
 from vaelab.engines.packed.streams import Stream, fold
 from vaelab.vae.data import Pools
 from vaelab.vae.sizes import EVAL_BATCH
-from vaelab.vocab.metrics import TERMS
 
 
 def even_batch(n: int, limit: int) -> int:
@@ -43,6 +42,20 @@ def member_batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
         rows[:, start:stop].reshape(rows.shape[0], count, -1)
         for start, stop, count in equal_batches(0, math.ceil(n / batch), batch, n)
     ]
+
+
+def padded_batches(rows: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (members x n) as members x steps x batch, and each step's real rows.
+
+    The last, smaller batch is padded with copies of its first row (its terms leave them
+    out: `Program._terms`), so that one compiled program runs the whole epoch.
+    """
+    members, n = rows.shape
+    steps = -(-n // batch)
+    padded = np.concatenate([rows, np.repeat(rows[:, -1:], steps * batch - n, axis=1)], axis=1)
+    sizes = np.full(steps, batch, np.int32)
+    sizes[-1] = n - (steps - 1) * batch
+    return padded.reshape(members, steps, batch), sizes
 
 
 class LaidOut:
@@ -86,16 +99,13 @@ class LaidOut:
 
     def train_epoch(self, epochs: np.ndarray, active: np.ndarray) -> np.ndarray:
         """One epoch of each active lane, at its member's own epoch; each lane's loss sums."""
-        sums, first_step = np.zeros((self.lanes.size, len(TERMS))), 0
         on, epoch = self.lanes.put(active), self.lanes.rows(epochs)
-        for rows in member_batches(self.registry.rows_for(self.members, epochs), self.batch_size):
-            self.params, self.opt_state, part = self.program.train_epoch(
-                self.params, self.opt_state, self.lanes.rows(rows), epoch, first_step,
-                self.keys, self.consts, on, self.pools[0],
-            )  # fmt: skip
-            sums += np.asarray(part)
-            first_step += rows.shape[1]
-        return sums
+        rows, sizes = padded_batches(self.registry.rows_for(self.members, epochs), self.batch_size)
+        self.params, self.opt_state, sums = self.program.train_epoch(
+            self.params, self.opt_state, self.lanes.rows(rows), sizes, epoch, 0,
+            self.keys, self.consts, on, self.pools[0],
+        )  # fmt: skip
+        return np.asarray(sums)
 
     def validate(self, epochs: np.ndarray) -> np.ndarray:
         """Each lane's summed loss terms over its validation digits, at its member's epoch."""

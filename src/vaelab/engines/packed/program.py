@@ -19,7 +19,12 @@ import numpy as np
 from vaelab.engines.packed.padding import ENCODER_ARRAYS
 from vaelab.engines.packed.streams import Stream, digit_noise, unit_noise
 from vaelab.vae.importance import chunk_log_sum, negative_log_mean_exp
-from vaelab.vae.losses import LossWeights, vae_loss_terms
+from vaelab.vae.losses import (
+    LossWeights,
+    kl_per_example,
+    reconstruction_per_example,
+    vae_loss_terms,
+)
 from vaelab.vae.models import build_subclass_vae
 from vaelab.vae.sizes import PACKED_IW_ROWS, iw_layout
 from vaelab.vocab.metrics import TERMS
@@ -51,7 +56,7 @@ class Program:
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(template.trainable_variables)
         self.train_epoch = jax.jit(
-            jax.vmap(self._member_epoch, in_axes=(0, 0, 0, 0, None, 0, 0, 0, None))
+            jax.vmap(self._member_epoch, in_axes=(0, 0, 0, None, 0, None, 0, 0, 0, None))
         )
         self.evaluate = jax.jit(jax.vmap(self._member_eval, in_axes=(0, 0, 0, 0, None)))
         self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0, None)))
@@ -84,42 +89,66 @@ class Program:
     def _decode(self, params, z):
         return self.decoder.stateless_call(params[ENCODER_ARRAYS:], [], z)[0]
 
-    def _terms(self, params, x, eps, consts):
+    def _terms(self, params, x, eps, consts, size=None):
+        """The batch's loss terms; with `size`, over its first `size` rows only.
+
+        An epoch's last, smaller batch is padded to the batch size, so that one compiled
+        program runs the whole epoch (a second one for that batch alone cost a compilation of
+        the epoch per lane count: 3-8 s on this CPU). A full batch is averaged exactly as
+        `losses.vae_loss_terms` averages it.
+        """
         z, z_mean, z_log_var = self._sample(params, x, eps, consts["latent_mask"])
         loss = LossWeights(*(consts["loss"][f] for f in LOSS_FIELDS))
         x_hat = self._decode(params, z)
-        return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"])
+        if size is None:
+            return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"])
+        full, real = x.shape[0], jnp.arange(x.shape[0]) < size
 
-    def _member_epoch(self, params, state, rows, epoch, first_step, key, consts, active, pool):
+        def mean(values):
+            partial = jnp.sum(jnp.where(real, values, 0.0)) / size
+            return jnp.where(size == full, jnp.mean(values), partial)
+
+        reconstruction = mean(reconstruction_per_example(x, x_hat, loss))
+        kl = mean(kl_per_example(z_mean, z_log_var, loss, consts["latent_mask"]))
+        return {
+            "total": reconstruction + loss.beta * kl,
+            "reconstruction": reconstruction,
+            "kl": kl,
+        }
+
+    def _member_epoch(
+        self, params, state, rows, sizes, epoch, first_step, key, consts, active, pool
+    ):
         """One member's pass over its batches (rows: steps x batch) in one scan.
 
-        A member that is not active computes but keeps its weights and state unchanged.
+        `sizes`: each step's real rows (the last batch's are fewer, padded after them). A
+        member that is not active computes but keeps its weights and state unchanged.
         """
         base = jax.random.wrap_key_data(key)
         noise = jax.random.fold_in(jax.random.fold_in(base, Stream.NOISE), epoch)
         pixels = jax.random.fold_in(jax.random.fold_in(base, Stream.PIXELS), epoch)
 
-        def loss_fn(p, x, step_number):
+        def loss_fn(p, x, step_number, size):
             eps = unit_noise(jax.random.fold_in(noise, step_number), self.latent, (x.shape[0],))
-            terms = self._terms(p, x, eps, consts)
+            terms = self._terms(p, x, eps, consts, size)
             return terms["total"], terms
 
         def step(carry, xs):
             p, o = carry
-            batch_rows, step_number = xs
+            batch_rows, step_number, size = xs
             x = pool[batch_rows]
             if self.resample_pixels:
                 u = jax.random.uniform(jax.random.fold_in(pixels, step_number), x.shape)
                 x = (u < x).astype(x.dtype)
-            (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, step_number)
+            (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, step_number, size)
             grads = [g * mask for g, mask in zip(grads, consts["gradient_masks"], strict=True)]
             new_p, new_o = self.optimizer.stateless_apply(o, grads, p)
             keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
             carry = (jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o))
-            return carry, jnp.stack([terms[t] for t in TERMS]) * x.shape[0]
+            return carry, jnp.stack([terms[t] for t in TERMS]) * size
 
         numbers = first_step + jnp.arange(rows.shape[0])
-        (params, state), sums = jax.lax.scan(step, (params, state), (rows, numbers))
+        (params, state), sums = jax.lax.scan(step, (params, state), (rows, numbers, sizes))
         return params, state, sums.sum(axis=0)
 
     def _member_eval(self, params, rows, key, consts, pool):

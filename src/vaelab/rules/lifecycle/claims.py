@@ -3,18 +3,36 @@
 A run's heartbeat tells a live process from a dead one (`tracking.is_stale`). Every process
 of a sweep asks here before it trains a configuration (`holder`: skip it), whether a killed
 attempt waits to be carried on (`resumable`), and, when a sweep is relaunched, which RUNNING
-children a dead process left behind (`mark_stale_children`).
+children a dead process left behind (`mark_stale_children`). A Ray task's retry need not wait
+for its dead attempt's heartbeat to age: the runs that attempt held are its own (`superseded`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vaelab.edges import tracking
 from vaelab.rules.lifecycle.children import children_of
 from vaelab.rules.lifecycle.context import SweepContext
-from vaelab.vocab.tags import CONFIG_HASH, ENGINE, STALE, SWEEP_ID
+from vaelab.vocab.tags import CONFIG_HASH, ENGINE, RAY_TASK_ID, RAY_WORKER_ID, STALE, SWEEP_ID
+
+
+def superseded(run: tracking.RunRecord, claimant: Mapping[str, str]) -> bool:
+    """Whether an earlier attempt of the claimant's own Ray task held `run`: dead, however fresh.
+
+    `claimant`: the tags of whoever asks (`edges.ray_task.task_tags`; empty outside Ray). Ray
+    runs one attempt of a task at a time and retries it, in another worker, only once its
+    owner saw the attempt's worker or node die; so the same task in another worker is a dead
+    attempt, whose runs the retry takes over at once instead of waiting `stale_after_s` (the
+    dead worker stops writing within a second of its raylet: measured, docs/design.md).
+    """
+    task = claimant.get(RAY_TASK_ID)
+    return (
+        bool(task)
+        and run.tags.get(RAY_TASK_ID) == task
+        and run.tags.get(RAY_WORKER_ID) != claimant.get(RAY_WORKER_ID)
+    )
 
 
 def first(runs: Sequence[tracking.RunRecord]) -> tracking.RunRecord:
@@ -56,6 +74,7 @@ def holder(
     config_hash: str,
     force: bool = False,
     mine: str | None = None,
+    claimant: Mapping[str, str] | None = None,
 ) -> tracking.RunRecord | None:
     """The run that holds this configuration of the sweep, when it is not `mine`; else None.
 
@@ -63,7 +82,8 @@ def holder(
     process or another. Asked before a run is created (skip at once), and again once it is
     (`mine`): two processes that created runs for the same configuration at once both see
     both, and only the earlier (`first`) trains; the other withdraws its run. So every
-    configuration trains once and nothing alive is killed. Outside a sweep: None.
+    configuration trains once and nothing alive is killed. A run an earlier attempt of the
+    `claimant`'s Ray task held is no holder (`superseded`). Outside a sweep: None.
     """
     if context is None:
         return None
@@ -72,19 +92,30 @@ def holder(
     if finished and not force:
         return finished[-1]
     now = time.time()
-    live = [r for r in rivals if r.status == "RUNNING" and not tracking.is_stale(store, r, now)]
+    live = [
+        r
+        for r in rivals
+        if r.status == "RUNNING"
+        and not tracking.is_stale(store, r, now)
+        and not superseded(r, claimant or {})
+    ]
     earliest = first(live) if live else None
     return None if earliest is None or earliest.run_id == mine else earliest
 
 
 def resumable(
-    store: tracking.Store, context: SweepContext | None, config_hash: str, engine: str
+    store: tracking.Store,
+    context: SweepContext | None,
+    config_hash: str,
+    engine: str,
+    claimant: Mapping[str, str] | None = None,
 ) -> tracking.RunRecord | None:
     """The newest attempt at this configuration that was killed before it finished.
 
-    KILLED (Ctrl-C, SIGTERM, marked stale), or RUNNING with a stale heartbeat (a SIGKILL
-    outside a sweep), trained by the same engine (only it can read its checkpoints): a
-    relaunch carries it on in the same run. Outside a sweep, among runs of no sweep.
+    KILLED (Ctrl-C, SIGTERM, marked stale), RUNNING with a stale heartbeat (a SIGKILL
+    outside a sweep), or held by a dead attempt of the `claimant`'s Ray task (`superseded`),
+    trained by the same engine (only it can read its checkpoints): a relaunch or a retry
+    carries it on in the same run. Outside a sweep, among runs of no sweep.
     """
     found = tracking.find_runs(store, {CONFIG_HASH: config_hash})
     if context is None:
@@ -96,7 +127,11 @@ def resumable(
         r
         for r in found
         if r.tags.get(ENGINE) == engine
-        and (r.status == "KILLED" or tracking.is_stale(store, r, now))
+        and (
+            r.status == "KILLED"
+            or tracking.is_stale(store, r, now)
+            or (r.status == "RUNNING" and superseded(r, claimant or {}))
+        )
     ]
     return max(dead, key=lambda r: (r.start_time, r.run_id)) if dead else None
 

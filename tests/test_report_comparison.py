@@ -104,6 +104,20 @@ def test_a_hyperparameter_is_said_to_change_nothing_only_where_that_was_measured
     assert list(replicates.summarise(folded.runs, "val/total")["n"]) == [2, 2, 2, 2]
 
 
+def test_a_run_that_did_not_finish_is_never_folded_away():
+    # One style's run FAILED where the others agree: it was folded into the finished run and
+    # vanished from the tables, with a note claiming "same numbers as".
+    runs = _runs()
+    failed = runs.index[runs["params.style.name"].eq("subclass")][0]
+    runs.loc[failed, "status"] = "FAILED"
+    runs.loc[failed, [c for c in runs if c.startswith("metrics.")]] = float("nan")
+    folded = comparison.collapse(_table(runs), "val/total")
+    assert [e.param for e in folded.found] == ["style.name"]
+    assert runs.loc[failed, "run_id"] in set(folded.runs["run_id"])  # still a row of its own
+    assert runs.loc[failed, "run_id"] not in folded.notes()
+    assert len(folded.runs) == 4 + 1  # the 4 configurations, and the failed run
+
+
 def test_the_report_shows_folded_configurations_and_says_why_in_one_line():
     table = _table(_runs())
     (item,) = [configurations.of_group(group, "val/total") for group in tables.groups(table)]

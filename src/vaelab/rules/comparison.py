@@ -135,8 +135,9 @@ def collapse(frame: pd.DataFrame, by: str) -> Collapsed:
 
     For each such hyperparameter (found one at a time, the frame folded after each), the runs
     that differ only in it become one: the first finished one in the frame's (ranking) order
-    stands for them, the others leave the frame, and the hyperparameter's column goes with
-    them (what is left of a configuration no longer names it).
+    stands for the other finished ones, which leave the frame (runs that did not finish stay),
+    and the hyperparameter's column goes with them (what is left of a configuration no longer
+    names it).
     """
     found: list[NoEffect] = []
     stands_for: dict[str, list[str]] = {}
@@ -145,12 +146,15 @@ def collapse(frame: pd.DataFrame, by: str) -> Collapsed:
         if effect is None:
             continue
         found.append(effect)
-        keys = _keys(frame, param)
-        rank = (~_finished(frame, by)).astype(int)  # finished first, then the frame's order
+        keys, finished = _keys(frame, param), _finished(frame, by)
+        rank = (~finished).astype(int)  # finished first, then the frame's order
         kept = set(rank.groupby(keys, sort=False).idxmin())
         for _, rows in frame.groupby(keys, sort=False):
             (stays,) = [i for i in rows.index if i in kept]
-            gone = [frame.loc[i, "run_id"] for i in rows.index if i != stays]
+            # Only finished runs have the numbers that were found identical: a failed, pruned
+            # or running one stays a row of its own, visible as what it is.
+            kept.update(i for i in rows.index if i != stays and not finished[i])
+            gone = [frame.loc[i, "run_id"] for i in rows.index if i not in kept]
             if gone:
                 ids = [r for g in gone for r in [g, *stands_for.pop(g, [])]]
                 stands_for.setdefault(frame.loc[stays, "run_id"], []).extend(ids)

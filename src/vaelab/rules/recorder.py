@@ -114,8 +114,9 @@ class Recorder:
             with process.interrupts_held():  # created and known, or not created at all
                 run = tracking.create_run(self.store, run_name(config), tags_of_run, params, parent)
                 held = claims.holder(
-                    self.store, self.context, plan.config_hash, config.force, run.run_id
-                )
+                    self.store, self.context, plan.config_hash, config.force, run.run_id,
+                    claimant=plan.extra_tags,
+                )  # fmt: skip
                 if held is not None:
                     tracking.delete_run(self.store, run.run_id)
                 else:

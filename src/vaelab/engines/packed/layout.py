@@ -47,7 +47,7 @@ def member_batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
 def padded_batches(rows: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows (members x n) as members x steps x batch, and each step's real rows.
 
-    The last, smaller batch is padded with copies of its first row (its terms leave them
+    The last, smaller batch is padded with copies of its last row (its terms leave them
     out: `Program._terms`), so that one compiled program runs the whole epoch.
     """
     members, n = rows.shape

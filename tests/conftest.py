@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import math
 import os
 import runpy
 import socket
@@ -29,6 +30,7 @@ from omegaconf import DictConfig
 from vaelab.edges import cli, tracking
 from vaelab.edges.config import register_configs
 from vaelab.edges.tracking.heartbeats import HEARTBEATS
+from vaelab.vocab import metrics
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The smallest real run: a few hundred digits, one epoch, no model artifact.
@@ -323,3 +325,31 @@ def umask(mask: int) -> Iterator[None]:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+# What a resumed run is compared on with its uninterrupted twin, beside every epoch's numbers.
+RESUMED_FINAL = (*metrics.TEST_METRICS, metrics.VAL_ACTIVE_UNITS)
+
+
+def run_numbers(store: tracking.Store, run: tracking.RunRecord, epochs: int) -> dict[str, float]:
+    """Every per-epoch number by (name, epoch), each epoch logged once, and the final ones."""
+    values = {}
+    for name in metrics.EPOCH_METRICS:
+        history = tracking.metric_history(store, run.run_id, name)
+        assert [step for step, _ in history] == list(range(1, epochs + 1)), (name, history)
+        values.update({f"{name} @ {step}": value for step, value in history})
+    values.update({name: run.metrics[name] for name in RESUMED_FINAL})
+    return values
+
+
+def largest_relative_difference(mine: dict[str, float], theirs: dict[str, float]) -> float:
+    """Assert each number within rel 1e-6 (abs 1e-9 near zero) of its twin's; the largest gap.
+
+    The two runs trained in different processes: the last float bit may differ.
+    """
+    worst = 0.0
+    for name, value in theirs.items():
+        relative = abs(mine[name] - value) / max(abs(value), 1e-12)
+        assert relative <= 1e-6 or math.isclose(mine[name], value, abs_tol=1e-9), name
+        worst = max(worst, relative)
+    return worst

@@ -98,15 +98,12 @@ def test_a_rung_counts_earlier_launches_values_and_judges_configurations_by_thei
     assert pruning.synchronous_stops(Pruner.median, 3, values, configuration, [1, 2]) == {2}
 
 
-def test_the_median_rule_prunes_a_packed_group_judged_together(tmp_path):
-    # The measured case: 8 members reach each epoch together, the h=16 half about 50% worse.
-    # Optuna's MedianPruner waits for 5 COMPLETE trials, which a packed group has only at its
-    # end: it pruned 0 of 8. Judged together, the worse half stops at pruner_min_epochs.
+def measured_median_case(tmp_path) -> list:
+    """The issue's measured case: h=16 and h=64, 4 seeds each, judged by the median rule."""
     from tests.conftest import compose_config
     from vaelab.edges.config import to_run_config
-    from vaelab.rules.trials import Trials
 
-    configs = [
+    return [
         to_run_config(
             compose_config(
                 "experiment=smoke",
@@ -119,6 +116,15 @@ def test_the_median_rule_prunes_a_packed_group_judged_together(tmp_path):
         for hidden in (16, 64)
         for seed in (1, 2, 3, 4)
     ]
+
+
+def test_the_median_rule_prunes_a_packed_group_judged_together(tmp_path):
+    # The measured case: 8 members reach each epoch together, the h=16 half about 50% worse.
+    # Optuna's MedianPruner waits for 5 COMPLETE trials, which a packed group has only at its
+    # end: it pruned 0 of 8. Judged together, the worse half stops at pruner_min_epochs.
+    from vaelab.rules.trials import Trials
+
+    configs = measured_median_case(tmp_path)
     trials = Trials("s1")
     for job, config in enumerate(configs):
         trials.join(job, config, None)
@@ -187,23 +193,9 @@ def test_the_median_rule_prunes_a_parallel_sweep_in_lockstep(tmp_path):
     # The measured case again, now as 8 parallel workers (one process, one Trials, per run)
     # whose runs reach each epoch at about the same time, in a varying order. Optuna's
     # MedianPruner waits for 5 COMPLETE trials and none completes before the end: it pruned 0.
-    from tests.conftest import compose_config
-    from vaelab.edges.config import to_run_config
     from vaelab.rules.trials import Trials
 
-    configs = [
-        to_run_config(
-            compose_config(
-                "experiment=smoke",
-                "sweep.pruner=median",
-                f"sweep.pruner_storage={tmp_path}/optuna.journal",
-                f"model.intermediate_dim={hidden}",
-                f"seed={seed}",
-            )
-        )
-        for hidden in (16, 64)
-        for seed in (1, 2, 3, 4)
-    ]
+    configs = measured_median_case(tmp_path)
     workers = {job: Trials("s1") for job in range(len(configs))}
     for job, config in enumerate(configs):
         workers[job].join(job, config, None)

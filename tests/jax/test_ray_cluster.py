@@ -21,7 +21,6 @@ killed by pid when it ends, whatever happened; `ray stop` would stop every Ray o
 """
 
 import contextlib
-import math
 import os
 import re
 import signal
@@ -37,9 +36,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import app_in, free_port
+from tests.conftest import app_in, free_port, largest_relative_difference, run_numbers
 from vaelab.edges import provenance, tracking
-from vaelab.vocab import metrics
 from vaelab.vocab.tags import (
     CHILD,
     PACK_GROUP,
@@ -76,7 +74,6 @@ SWEEP = [
     "tracking.heartbeat_s=1",
     "tracking.stale_after_s=600",
 ]
-FINAL = (*metrics.TEST_METRICS, metrics.VAL_ACTIVE_UNITS)
 
 
 @dataclass
@@ -155,18 +152,6 @@ def cluster(monkeypatch) -> Iterator[Cluster]:
 def children(root: Path) -> tuple[tracking.Store, list[tracking.RunRecord]]:
     store = tracking.open_store(f"sqlite:///{root}/mlruns/mlflow.db", "vaelab")
     return store, tracking.find_runs(store, {SWEEP_ROLE: CHILD})
-
-
-def numbers(store: tracking.Store, run: tracking.RunRecord) -> dict[str, float]:
-    """Every per-epoch number by (name, epoch), each epoch logged once, and the final ones."""
-    epochs = int(run.params["train.epochs"])
-    values = {}
-    for name in metrics.EPOCH_METRICS:
-        history = tracking.metric_history(store, run.run_id, name)
-        assert [step for step, _ in history] == list(range(1, epochs + 1)), (name, history)
-        values.update({f"{name} @ {step}": value for step, value in history})
-    values.update({name: run.metrics[name] for name in FINAL})
-    return values
 
 
 def kill_during_second_epoch(root: Path, cluster: Cluster, node: str, killed: dict) -> None:
@@ -250,14 +235,10 @@ def test_a_packed_sweep_on_two_nodes_survives_losing_one(cluster, tmp_path, monk
     by_epochs = {r.params["train.epochs"]: r for r in expected}
     worst = 0.0
     for run in runs:
-        mine, theirs = (
-            numbers(store, run),
-            numbers(ref_store, by_epochs[run.params["train.epochs"]]),
-        )
-        for name, value in theirs.items():
-            relative = abs(mine[name] - value) / max(abs(value), 1e-12)
-            assert relative <= 1e-6 or math.isclose(mine[name], value, abs_tol=1e-9), name
-            worst = max(worst, relative)
+        epochs = int(run.params["train.epochs"])
+        twin = by_epochs[run.params["train.epochs"]]
+        mine, theirs = run_numbers(store, run, epochs), run_numbers(ref_store, twin, epochs)
+        worst = max(worst, largest_relative_difference(mine, theirs))
     print(f"resumed on the head node: largest relative difference {worst:.2e}")
 
     # 4. Ctrl-C on the driver: it cancels the tasks, and the group training ends its runs KILLED.

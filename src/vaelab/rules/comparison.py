@@ -51,7 +51,8 @@ class NoEffect:
     values: tuple[str, ...]
     configurations: int  # configurations (without it) that ran more than one of its values
 
-    def sentence(self, by: str) -> str:
+    def sentence(self, by: str, group: str = "") -> str:
+        """What the summary and the report say of it; `group` names its comparable group."""
         name = self.param.removesuffix(".name").rsplit(".", 1)[-1]
         every = "the" if self.configurations == 1 else "all"
         return (
@@ -59,7 +60,8 @@ class NoEffect:
             f"({', '.join(self.values)}) give identical {by} (and every other val/ and test/ "
             f"number) in {every} {self.configurations} configuration"
             f"{'s' if self.configurations != 1 else ''} that ran more than one of them; each "
-            f"configuration is ranked once, not as {len(self.values)} ties."
+            f"configuration is ranked once, not as {len(self.values)} ties"
+            f"{f' ({group})' if group else ''}."
         )
 
 

@@ -210,7 +210,7 @@ def no_effect_lines(folded: Mapping[str, comparison.Collapsed], by: str) -> list
     """The report's sentence for each hyperparameter that changes no number, per group."""
     several = len(folded) > 1
     return [
-        f"{effect.sentence(by)[:-1]}{f' ({group})' if several else ''}."
+        effect.sentence(by, group if several else "")
         for group, collapsed in folded.items()
         for effect in collapsed.found
     ]

@@ -53,7 +53,7 @@ def lines(items: Sequence[GroupConfigurations], by: str) -> list[str]:
     said = []
     for item in items:
         among = item.among(several)
-        said += [f"{e.sentence(by)[:-1]}{among}." for e in item.folded.found]
+        said += [e.sentence(by, item.group.label if several else "") for e in item.folded.found]
         if len(item.ranked):
             why = importance.too_few(len(item.ranked), item.params)
             if why:

@@ -66,14 +66,11 @@ class Trials:
                     self._verdicts[(j, epoch)] = self._trials[j].number in stops
                 continue
             if pruning.median_alone(config):  # a run that arrived alone: the values so far
+                at_epoch = pruning.judged_together(config, epoch)
                 for j in jobs:
-                    at = pruning.judged_together(config, epoch)
-                    stops = (
-                        pruning.rung_stops(
-                            config, epoch, [self._trials[j]], pruning.MEDIAN_MIN_VALUES
-                        )
-                        if at
-                        else set()
+                    alone = [self._trials[j]]
+                    stops = at_epoch and pruning.rung_stops(
+                        config, epoch, alone, pruning.MEDIAN_MIN_VALUES
                     )
                     self._verdicts[(j, epoch)] = bool(stops)
                 continue

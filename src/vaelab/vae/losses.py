@@ -98,8 +98,26 @@ def kl_per_example(z_mean, z_log_var, weights: LossWeights, latent_mask=None):
     return _choose(weights.kl_mean, lambda: total / units, lambda: total)
 
 
-def vae_loss_terms(x, x_hat, z_mean, z_log_var, weights: LossWeights, latent_mask=None) -> dict:
-    """Batch-mean reconstruction, KL and their weighted total (what is optimised)."""
-    reconstruction = ops.mean(reconstruction_per_example(x, x_hat, weights))
-    kl = ops.mean(kl_per_example(z_mean, z_log_var, weights, latent_mask))
+def _batch_mean(values, size=None):
+    """The mean over the batch; with `size`, over its first `size` rows (padding after them).
+
+    A full batch (`size` its length) is averaged exactly as without `size`.
+    """
+    if size is None:
+        return ops.mean(values)
+    real = ops.arange(values.shape[0]) < size
+    partial = ops.sum(ops.where(real, values, 0.0)) / ops.cast(size, values.dtype)
+    return ops.where(size == values.shape[0], ops.mean(values), partial)
+
+
+def vae_loss_terms(
+    x, x_hat, z_mean, z_log_var, weights: LossWeights, latent_mask=None, size=None
+) -> dict:
+    """Batch-mean reconstruction, KL and their weighted total (what is optimised).
+
+    `size`: the batch's real rows when it is padded (the packed engine pads an epoch's last,
+    smaller batch so that one compiled program runs the whole epoch).
+    """
+    reconstruction = _batch_mean(reconstruction_per_example(x, x_hat, weights), size)
+    kl = _batch_mean(kl_per_example(z_mean, z_log_var, weights, latent_mask), size)
     return {"total": reconstruction + weights.beta * kl, "reconstruction": reconstruction, "kl": kl}

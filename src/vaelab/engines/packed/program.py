@@ -19,12 +19,7 @@ import numpy as np
 from vaelab.engines.packed.padding import ENCODER_ARRAYS
 from vaelab.engines.packed.streams import Stream, digit_noise, unit_noise
 from vaelab.vae.importance import chunk_log_sum, negative_log_mean_exp
-from vaelab.vae.losses import (
-    LossWeights,
-    kl_per_example,
-    reconstruction_per_example,
-    vae_loss_terms,
-)
+from vaelab.vae.losses import LossWeights, vae_loss_terms
 from vaelab.vae.models import build_subclass_vae
 from vaelab.vae.sizes import PACKED_IW_ROWS, iw_layout
 from vaelab.vocab.metrics import TERMS
@@ -94,27 +89,12 @@ class Program:
 
         An epoch's last, smaller batch is padded to the batch size, so that one compiled
         program runs the whole epoch (a second one for that batch alone cost a compilation of
-        the epoch per lane count: 3-8 s on this CPU). A full batch is averaged exactly as
-        `losses.vae_loss_terms` averages it.
+        the epoch per lane count: 3-8 s on this CPU).
         """
         z, z_mean, z_log_var = self._sample(params, x, eps, consts["latent_mask"])
         loss = LossWeights(*(consts["loss"][f] for f in LOSS_FIELDS))
         x_hat = self._decode(params, z)
-        if size is None:
-            return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"])
-        full, real = x.shape[0], jnp.arange(x.shape[0]) < size
-
-        def mean(values):
-            partial = jnp.sum(jnp.where(real, values, 0.0)) / size
-            return jnp.where(size == full, jnp.mean(values), partial)
-
-        reconstruction = mean(reconstruction_per_example(x, x_hat, loss))
-        kl = mean(kl_per_example(z_mean, z_log_var, loss, consts["latent_mask"]))
-        return {
-            "total": reconstruction + loss.beta * kl,
-            "reconstruction": reconstruction,
-            "kl": kl,
-        }
+        return vae_loss_terms(x, x_hat, z_mean, z_log_var, loss, consts["latent_mask"], size)
 
     def _member_epoch(
         self, params, state, rows, sizes, epoch, first_step, key, consts, active, pool

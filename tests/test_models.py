@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vaelab.vae.losses import LossSpec
-from vaelab.vae.models import build_vae
+from vaelab.vae.models import build_vae, dense_weights, initial_dense_weights
 from vaelab.vae.sizes import parameter_count
 
 ELBO = LossSpec("bce", "sum", "sum", 1.0)
@@ -64,3 +64,16 @@ def test_saved_model_loads_in_safe_mode_and_reconstructs(architecture, x, tmp_pa
     z_mean = keras.ops.convert_to_numpy(loaded.encoder(x)[0])
     np.testing.assert_allclose(z_mean, keras.ops.convert_to_numpy(model.encoder(x)[0]), rtol=1e-6)
     assert loaded.predict(x, verbose=0)["reconstruction"].shape == (32, 784)
+
+
+@pytest.mark.parametrize("architecture", ["functional", "subclass"])
+def test_initial_weights_are_those_a_built_model_holds(architecture):
+    # The packed engine trains from these and builds a member's model only once it finishes.
+    model = build_vae(architecture, 784, 48, 5, seed=7, loss_spec=ELBO)
+    built = dense_weights(model)
+    drawn = initial_dense_weights(784, 48, 5, seed=7)
+    assert [w.shape for w in drawn] == [w.shape for w in built]
+    for ours, theirs in zip(drawn, built, strict=True):
+        np.testing.assert_array_equal(ours, theirs)  # the same numpy draws, no arithmetic
+    other = initial_dense_weights(784, 48, 5, seed=8)
+    assert not np.array_equal(other[0], drawn[0])

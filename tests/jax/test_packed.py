@@ -149,18 +149,7 @@ def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
     shared = Shared.of([small, large])
     group = LaidOut(registry, [0, 1], registry.params, registry.opt_state, pools, shared)
     rows = registry.rows_for([0, 1], [1, 1])[:, None, :64]  # one batch each
-    params, opt_state, _ = program.train_epoch(
-        group.params,
-        group.opt_state,
-        rows,
-        np.array([64], np.int32),
-        np.array([1, 1]),
-        0,
-        group.keys,
-        group.consts,
-        np.array([True, True]),
-        program_pool(pools),
-    )
+    params, opt_state, *_ = one_round(program, group, rows, np.array([64], np.int32), pools)
     masks = group.consts["gradient_masks"]
     moments = opt_state[2:]  # Adam's momentum and velocity, one pair per weight array
     for index, mask in enumerate(masks):
@@ -172,10 +161,15 @@ def test_padded_units_stay_exactly_zero_with_zero_adam_state(pools):
         assert real.size == 0 or np.abs(real).sum() > 0  # the member's own weights moved
 
 
-def program_pool(pools):
+def one_round(program, group, rows, sizes, pools):
+    """The round program on these rows (lanes x steps x batch) of both members at epoch 1."""
     import jax.numpy as jnp
 
-    return jnp.asarray(pools.train_pool)
+    pool = jnp.asarray(pools.train_pool)
+    return program.train_round(
+        group.params, group.opt_state, rows, sizes, np.array([1, 1]), 0, group.keys,
+        group.consts, np.array([True, True]), pool, group.val_rows, group.val_sizes, pool,
+    )  # fmt: skip
 
 
 def train_packed(jobs, context, max_group_size=None):
@@ -338,12 +332,12 @@ def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_g
     twin = dataclasses.replace(ours, seed=5)  # the same sizes: the same compiled program
 
     def iw(jobs):
-        """Each member's estimate at its initial weights (only the estimator compiles)."""
+        """Each member's estimate at its initial weights (only the measuring program compiles)."""
         shared = Shared.of(jobs)
         program = program_for(784, 16, 4, False, shared.iw_samples)
         registry = Members(program, jobs, pools.train_rows)
         final = dict(enumerate(registry.params))
-        return Finished(registry, final, pools, shared).iw_bounds()[: len(jobs)]
+        return Finished(registry, final, pools, shared).measured(jobs).iw[: len(jobs)]
 
     alone, together = iw([ours])[0], iw([ours, twin])[0]
     np.testing.assert_allclose(alone, together, rtol=1e-5)
@@ -383,14 +377,10 @@ def test_an_epochs_last_smaller_batch_padded_into_the_same_program_trains_alike(
     assert padded.shape == (2, 1, 64) and sizes.tolist() == [24]
     assert (padded[:, 0, :24] == rows).all() and (padded[:, 0, 24:] == rows[:, -1:]).all()
 
-    def one_step(step_rows, step_sizes):
-        return program.train_epoch(
-            group.params, group.opt_state, step_rows, step_sizes, np.array([1, 1]), 0,
-            group.keys, group.consts, np.array([True, True]), program_pool(pools),
-        )  # fmt: skip
-
-    alone, _, alone_sums = one_step(rows[:, None, :], np.array([24], np.int32))
-    together, _, sums = one_step(padded, sizes)
+    alone, _, alone_sums, _ = one_round(
+        program, group, rows[:, None, :], np.array([24], np.int32), pools
+    )
+    together, _, sums, _ = one_round(program, group, padded, sizes, pools)
     # Adam's first step is about lr * sign(g): where a gradient is near zero, a float
     # difference in it moves the weight by up to ~1e-6 (lr 1e-3), hence atol 5e-6.
     for a, b in zip(alone, together, strict=True):

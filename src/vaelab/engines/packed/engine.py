@@ -83,7 +83,7 @@ class PackedEngine:
             active = np.asarray(
                 [j < count and i in roster.training for j, i in enumerate(group.members)]
             )
-            train, val = group.train_epoch(epochs, active), group.validate(epochs)
+            train, val = group.train_round(epochs, active)
             seconds = time.perf_counter() - start
             self.timing.training += seconds
             trained = int(active.sum())

@@ -8,20 +8,18 @@ calls; then each member's own Keras model is given its weights and reported fini
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 
 from vaelab.engines.base import Events, Job, Outcome
 from vaelab.engines.evaluation import PictureDigits, prior_draws
 from vaelab.engines.packed.lanes import Lanes, stacked
-from vaelab.engines.packed.layout import even_batch, member_batches
+from vaelab.engines.packed.layout import even_batch, member_batches, padded_batches
 from vaelab.engines.packed.members import Members, Shared
 from vaelab.engines.packed.padding import pad
 from vaelab.engines.packed.roster import Roster
-from vaelab.engines.packed.streams import Stream, fold
 from vaelab.vae.data import Pools
-from vaelab.vae.models import set_dense_weights
 from vaelab.vae.plots import Pictures
 from vaelab.vae.sizes import EVAL_BATCH
 from vaelab.vocab.metrics import TERMS
@@ -40,83 +38,62 @@ class Finished:
         arrays = [stacked(arrays) for arrays in zip(*(final[i] for i in self.slots), strict=True)]
         self.params = self.lanes.put(arrays)
         self.consts = self.lanes.put(registry.consts(self.slots))
-        self.keys = stacked([registry.keys[i] for i in self.slots])
-        self.test = self.lanes.share(data.x_test)
+        self.keys = self.lanes.put(stacked([registry.keys[i] for i in self.slots]))
 
-    def _test_rows(self, limit: int) -> list[np.ndarray]:
-        n = len(self.data.x_test)
-        return member_batches(np.arange(n)[None], even_batch(n, limit))
+    def measured(self, jobs: Sequence[Job]) -> Measured:
+        """Every finished member's test terms, estimate and figures' arrays, in one call.
 
-    def test_means(self) -> np.ndarray:
-        """Each lane's mean loss terms over the test digits."""
-        keys = self.lanes.put(fold(self.keys, Stream.EVAL, 0))
-        lanes = self.lanes.size
-        totals = sum(
-            np.asarray(
-                self.program.evaluate(
-                    self.params,
-                    self.lanes.rows(np.repeat(rows, lanes, axis=0)),
-                    keys,
-                    self.consts,
-                    self.test,
-                )
-            )  # fmt: skip
-            for rows in self._test_rows(EVAL_BATCH)
-        )
-        return totals / len(self.data.x_test)
-
-    def iw_bounds(self) -> np.ndarray:
-        """Each lane's importance-weighted estimate of -log p(x), averaged over test digits."""
-        keys = self.lanes.put(fold(self.keys, Stream.IW))
-        parts = [
-            np.asarray(
-                self.program.importance(
-                    self.params,
-                    self.lanes.share(jnp.asarray(rows[0], jnp.int32)),
-                    keys,
-                    self.consts["latent_mask"],
-                    self.test,
-                )
-            )  # fmt: skip
-            for rows in self._test_rows(self.program.iw.digits)
-        ]
-        return np.concatenate(parts, axis=1).mean(axis=1)
-
-    def pictures(self, jobs: Sequence[Job]) -> list[tuple[Pictures, np.ndarray]]:
-        """Each finished member's figures' arrays and validation latent means, as `done`."""
-        d, shared = self.data, self.shared
+        One compiled program (`Program.measure`): three of them cost about 5 s of compilation
+        per sweep here, more than the work itself.
+        """
+        d, shared, program = self.data, self.shared, self.program
+        n = len(d.x_test)
+        test_rows, test_sizes = padded_batches(np.arange(n)[None], even_batch(n, EVAL_BATCH))
+        iw_rows = [] if shared.iw_samples == 0 else [
+            rows[0] for rows in member_batches(np.arange(n)[None], even_batch(n, program.iw.digits))
+        ]  # fmt: skip
         digits = PictureDigits.of(d.x_test, d.y_test, shared.n_images, shared.n_latent_points)
-        val_points = d.val_pool[d.val_rows[: shared.n_latent_points]]
         prior = [
             pad(
                 prior_draws(jobs[i].seed, shared.n_images, jobs[i].latent_dim),
-                (shared.n_images, self.program.latent),
+                (shared.n_images, program.latent),
             )
             for i in self.slots
         ]
-        reconstructions, samples, means, val_means = (
+        share = self.lanes.share
+        test, iw, reconstructions, samples, means, val_means = (
             np.asarray(a)
-            for a in self.program.pictures(
-                self.params,
-                self.lanes.share(digits.originals),
-                self.lanes.put(stacked(prior)),
-                self.lanes.share(digits.points),
-                self.lanes.share(val_points),
-                self.lanes.put(fold(self.keys, Stream.PICTURES)),
-                self.consts["latent_mask"],
-            )  # fmt: skip
-        )
-        return [
-            (
-                digits.pictures(
-                    reconstructions=reconstructions[slot],
-                    prior_samples=samples[slot],
-                    z_mean=means[slot][:, : jobs[i].latent_dim],
-                ),
-                val_means[slot][:, : jobs[i].latent_dim],
+            for a in program.measure(
+                self.params, self.keys, self.consts,
+                share(test_rows[0]), test_sizes, [share(r) for r in iw_rows],
+                share(d.x_test), self.lanes.put(stacked(prior)), share(digits.originals),
+                share(digits.points), share(d.val_pool[d.val_rows[: shared.n_latent_points]]),
             )
-            for slot, i in enumerate(self.done)
-        ]
+        )  # fmt: skip
+        return Measured(
+            test=test / n,
+            iw=iw.mean(axis=1) if iw_rows else None,
+            pictures=[
+                (
+                    digits.pictures(
+                        reconstructions=reconstructions[slot],
+                        prior_samples=samples[slot],
+                        z_mean=means[slot][:, : jobs[i].latent_dim],
+                    ),
+                    val_means[slot][:, : jobs[i].latent_dim],
+                )
+                for slot, i in enumerate(self.done)
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What `Finished.measured` returns, by lane (`Finished.done` order)."""
+
+    test: np.ndarray  # each lane's mean loss terms over the test digits (lanes x TERMS)
+    iw: np.ndarray | None  # each lane's estimate of -log p(x), averaged over the test digits
+    pictures: list[tuple[Pictures, np.ndarray]]  # figures' arrays, validation latent means
 
 
 def evaluate_finished(
@@ -134,13 +111,12 @@ def evaluate_finished(
     each member's own Keras model is given its weights and the member is reported finished.
     """
     finished = Finished(registry, final, data, shared)
-    test = finished.test_means()
-    iw = finished.iw_bounds() if shared.iw_samples > 0 else None
+    measured = finished.measured(jobs)
+    test, iw = measured.test, measured.iw
     for slot, (i, (pictures, val_z_mean)) in enumerate(
-        zip(finished.done, finished.pictures(jobs), strict=True)
+        zip(finished.done, measured.pictures, strict=True)
     ):
-        job, model = jobs[i], registry.models[i]
-        set_dense_weights(model, registry.own_weights(i, final[i]))
+        job, model = jobs[i], registry.model(i, final[i])
         outcome = Outcome(
             history=roster.history[i],
             test=dict(zip(TERMS, map(float, test[slot]), strict=True)),

@@ -16,7 +16,6 @@ import numpy as np
 from vaelab.engines.batches import equal_batches
 from vaelab.engines.packed.lanes import Lanes, stacked
 from vaelab.engines.packed.members import Members, Shared
-from vaelab.engines.packed.streams import Stream, fold
 from vaelab.vae.data import Pools
 from vaelab.vae.sizes import EVAL_BATCH
 
@@ -86,38 +85,32 @@ class LaidOut:
             [stacked([opt_state[r][k] for r in rows]) for k in range(len(opt_state[0]))]
         )
         self.consts = lanes.put(registry.consts(self.members))
-        self.key_data = stacked([registry.keys[i] for i in self.members])
-        self.keys = lanes.put(self.key_data)
+        self.keys = lanes.put(stacked([registry.keys[i] for i in self.members]))
         if pools is None:
             train_pool = lanes.share(data.train_pool)
             same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
             pools = (train_pool, train_pool if same else lanes.share(data.val_pool))
         self.pools = pools
-        val_rows = np.stack([data.val_rows] * lanes.size)
-        self.val_rows = member_batches(val_rows, even_batch(val_rows.shape[1], EVAL_BATCH))
+        val_rows, self.val_sizes = padded_batches(
+            data.val_rows[None], even_batch(len(data.val_rows), EVAL_BATCH)
+        )
+        self.val_rows = lanes.share(val_rows[0])  # every lane's: the same digits
         self.batch_size = shared.batch_size
 
-    def train_epoch(self, epochs: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """One epoch of each active lane, at its member's own epoch; each lane's loss sums."""
+    def train_round(self, epochs: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch of each active lane at its member's own epoch, then its validation pass.
+
+        Each lane's summed loss terms over its epoch's batches, and over its validation
+        digits.
+        """
         on, epoch = self.lanes.put(active), self.lanes.rows(epochs)
         rows, sizes = padded_batches(self.registry.rows_for(self.members, epochs), self.batch_size)
-        self.params, self.opt_state, sums = self.program.train_epoch(
+        self.params, self.opt_state, sums, val_sums = self.program.train_round(
             self.params, self.opt_state, self.lanes.rows(rows), sizes, epoch, 0,
             self.keys, self.consts, on, self.pools[0],
+            self.val_rows, self.val_sizes, self.pools[1],
         )  # fmt: skip
-        return np.asarray(sums)
-
-    def validate(self, epochs: np.ndarray) -> np.ndarray:
-        """Each lane's summed loss terms over its validation digits, at its member's epoch."""
-        keys = self.lanes.put(fold(self.key_data, Stream.EVAL, epochs))
-        return sum(
-            np.asarray(
-                self.program.evaluate(
-                    self.params, self.lanes.rows(rows), keys, self.consts, self.pools[1]
-                )
-            )
-            for rows in self.val_rows
-        )
+        return np.asarray(sums), np.asarray(val_sums)
 
     def host_state(self) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
         """Each lane's current (padded) weights and optimiser state, on the host."""

@@ -20,7 +20,7 @@ from vaelab.engines.batches import epoch_orders
 from vaelab.engines.packed.lanes import stacked
 from vaelab.engines.packed.padding import LATENT_BIAS, crop, masks, pad, shapes
 from vaelab.engines.packed.program import LOSS_FIELDS, Program
-from vaelab.vae.models import build_vae, dense_weights
+from vaelab.vae.models import build_vae, initial_dense_weights, set_dense_weights
 
 
 @dataclass(frozen=True)
@@ -48,29 +48,22 @@ class Shared:
 class Members:
     """Each member's own values, by its index in the group, whatever lanes it is laid out on.
 
-    Its Keras model (built from its seed, as a solo run builds it), its padded initial
-    weights and optimiser state (or those of its checkpoint), its masks, loss weights, key and
-    its epochs' orders (each computed when its epoch comes: `batches.EpochOrders`).
+    Its padded initial weights (those a solo run's model gets from its seed) and optimiser
+    state, or those of its checkpoint; its masks, loss weights, key and its epochs' orders
+    (each computed when its epoch comes: `batches.EpochOrders`). Its Keras model is built
+    once it finishes (`model`).
     """
 
     def __init__(self, program: Program, jobs: Sequence[Job], train_rows: np.ndarray):
         self.program, self.jobs = program, jobs
         self.shapes = shapes(program.pixels, program.hidden, program.latent)
-        self.models, self.params, self.opt_state = [], [], []
+        self.params, self.opt_state = [], []
         fresh = program.optimizer_state([job.learning_rate for job in jobs])
         for i, job in enumerate(jobs):
-            keras.utils.set_random_seed(job.seed)  # as a solo run seeds before it builds
-            model = build_vae(
-                job.architecture,
-                program.pixels,
-                job.intermediate_dim,
-                job.latent_dim,
-                job.seed,
-                job.loss,
-            )
-            self.models.append(model)
             if job.start is None:
-                weights = dense_weights(model)
+                weights = initial_dense_weights(
+                    program.pixels, job.intermediate_dim, job.latent_dim, job.seed
+                )
                 self.params.append([pad(w, s) for w, s in zip(weights, self.shapes, strict=True)])
                 self.opt_state.append([np.asarray(v[i]) for v in fresh])
             else:
@@ -83,6 +76,23 @@ class Members:
         self.train_rows = train_rows
         n = len(train_rows)
         self.orders = [epoch_orders(n, job.epochs, job.seed, job.shuffle) for job in jobs]
+
+    def model(self, i: int, weights: list[np.ndarray]) -> keras.Model:
+        """Member i's own Keras model (its style, sizes and seed) holding these weights.
+
+        Built only for a member that finished: a solo run's model, for logging and reruns.
+        """
+        job = self.jobs[i]
+        model = build_vae(
+            job.architecture,
+            self.program.pixels,
+            job.intermediate_dim,
+            job.latent_dim,
+            job.seed,
+            job.loss,
+        )
+        set_dense_weights(model, self.own_weights(i, weights))
+        return model
 
     def consts(self, members: Sequence[int]) -> dict:
         """The members' masks and loss weights, stacked in the order given (one per lane)."""

@@ -50,13 +50,20 @@ class Program:
         self.encoder_state = [v.value for v in self.encoder.non_trainable_variables]
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(template.trainable_variables)
-        self.train_epoch = jax.jit(
-            jax.vmap(self._member_epoch, in_axes=(0, 0, 0, None, 0, None, 0, 0, 0, None))
+        # One program per lane count for a round (an epoch, then the validation pass) and one
+        # for everything measured after training: each compiled program costs 1.5-2.5 s on
+        # this CPU, about as much as the work of a small group's epoch (docs/benchmarks.md).
+        self.train_round = jax.jit(
+            jax.vmap(
+                self._member_round,
+                in_axes=(0, 0, 0, None, 0, None, 0, 0, 0, None, None, None, None),
+            )
         )
-        self.evaluate = jax.jit(jax.vmap(self._member_eval, in_axes=(0, 0, 0, 0, None)))
-        self.importance = jax.jit(jax.vmap(self._member_iw, in_axes=(0, None, 0, 0, None)))
-        self.pictures = jax.jit(
-            jax.vmap(self._member_pictures, in_axes=(0, None, 0, None, None, 0, 0))
+        self.measure = jax.jit(
+            jax.vmap(
+                self._member_measure,
+                in_axes=(0, 0, 0, None, None, None, None, 0, None, None, None),
+            )
         )
 
     def optimizer_state(self, learning_rates: Sequence[float]) -> list[jnp.ndarray]:
@@ -131,26 +138,64 @@ class Program:
         (params, state), sums = jax.lax.scan(step, (params, state), (rows, numbers, sizes))
         return params, state, sums.sum(axis=0)
 
-    def _member_eval(self, params, rows, key, consts, pool):
-        """Summed loss terms of one member over rows (steps x batch) of a pool."""
+    def _member_round(
+        self, params, state, rows, sizes, epoch, first_step, key, consts, active, pool,
+        val_rows, val_sizes, val_pool,
+    ):  # fmt: skip
+        """One member's epoch (`_member_epoch`), then its validation pass at that epoch."""
+        params, state, sums = self._member_epoch(
+            params, state, rows, sizes, epoch, first_step, key, consts, active, pool
+        )
         base = jax.random.wrap_key_data(key)
+        val_key = jax.random.fold_in(jax.random.fold_in(base, Stream.EVAL), epoch)
+        val = self._member_eval(params, val_rows, val_sizes, val_key, consts, val_pool)
+        return params, state, sums, val
 
-        def step(total, batch_rows):
-            eps = digit_noise(base, batch_rows, self.latent)
-            terms = self._terms(params, pool[batch_rows], eps, consts)
-            return total + jnp.stack([terms[t] for t in TERMS]) * batch_rows.shape[0], None
+    def _member_eval(self, params, rows, sizes, key, consts, pool):
+        """Summed loss terms of one member over rows (steps x batch) of a pool.
 
-        total, _ = jax.lax.scan(step, jnp.zeros(len(TERMS)), rows)
+        `sizes`: each step's real rows (a last, smaller batch is padded after them).
+        """
+
+        def step(total, xs):
+            batch_rows, size = xs
+            eps = digit_noise(key, batch_rows, self.latent)
+            terms = self._terms(params, pool[batch_rows], eps, consts, size)
+            return total + jnp.stack([terms[t] for t in TERMS]) * size, None
+
+        total, _ = jax.lax.scan(step, jnp.zeros(len(TERMS)), (rows, sizes))
         return total
 
-    def _member_iw(self, params, rows, key, latent_mask, pool):
+    def _member_measure(
+        self, params, key, consts, test_rows, test_sizes, iw_rows, pool, prior, originals,
+        points, val_points,
+    ):  # fmt: skip
+        """What is measured of one member after training, each from its own stream.
+
+        Its summed test terms (`_member_eval`), the importance-weighted estimate of each digit
+        of `iw_rows` (a list of steps x digits arrays; none when no member asks for one) and
+        the figures' arrays (`_member_pictures`).
+        """
+        base = jax.random.wrap_key_data(key)
+        mask = consts["latent_mask"]
+        test_key = jax.random.fold_in(jax.random.fold_in(base, Stream.EVAL), 0)
+        test = self._member_eval(params, test_rows, test_sizes, test_key, consts, pool)
+        iw_key = jax.random.fold_in(base, Stream.IW)
+        parts = [self._member_iw(params, rows, iw_key, mask, pool) for rows in iw_rows]
+        iw = jnp.concatenate(parts) if parts else jnp.zeros((0,))
+        pictures_key = jax.random.fold_in(base, Stream.PICTURES)
+        pictures = self._member_pictures(
+            params, originals, prior, points, val_points, pictures_key, mask
+        )
+        return test, iw, *pictures
+
+    def _member_iw(self, params, rows, base, latent_mask, pool):
         """-log p(x) by importance sampling for every digit of `rows` (steps x digits).
 
         In chunks of samples (`sizes.iw_layout`) combined as `vae.importance` says, so that
         K = 5000 needs the memory of one chunk; chunk c's noise comes from the key folded
         with c, then the digit's index.
         """
-        base = jax.random.wrap_key_data(key)
         layout, k = self.iw, self.iw_samples
         decode = functools.partial(self._decode, params)
 
@@ -173,12 +218,11 @@ class Program:
         _, per_digit = jax.lax.scan(step, None, rows)
         return per_digit.reshape(-1)
 
-    def _member_pictures(self, params, originals, prior, points, val_points, key, latent_mask):
+    def _member_pictures(self, params, originals, prior, points, val_points, base, latent_mask):
         """A run's figures' arrays, and its validation digits' latent means (active units).
 
         The figures': reconstructions, decoded prior draws, the test digits' latent means.
         """
-        base = jax.random.wrap_key_data(key)
         eps = unit_noise(base, self.latent, (originals.shape[0],))
         z, _, _ = self._sample(params, originals, eps, latent_mask)
         means, _ = self._posterior(params, points)

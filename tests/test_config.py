@@ -132,9 +132,7 @@ def test_plain_values_are_omegaconfs_round_trip_read_off_the_dataclasses(overrid
     from vaelab.edges.config import as_dict, to_yaml
 
     config = to_run_config(compose_config(*overrides))
-    expected = OmegaConf.to_container(
-        OmegaConf.structured(config), resolve=True, enum_to_str=True
-    )
+    expected = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
     assert repr(as_dict(config)) == repr(expected)
     assert to_yaml(config) == OmegaConf.to_yaml(OmegaConf.structured(config), resolve=True)
     assert as_dict(config)["style"]["name"] == config.style.name.name  # an Enum, by name

@@ -183,9 +183,9 @@ def phases_of_a_warm_run() -> str:
         (loop, ("train_with_loop",)),
         (evaluation, ("evaluate", "pictures", "importance_weighted_bound")),
         (run_module, ("environment_tags",)),  # each timed where it is called from
-        (recorder, ("input_texts", "results_of")),
+        (recorder, ("input_texts", "final_metrics")),
         (run_writes, ("log_dataset", "write_artifacts")),
-        (figures, ("run_figures",)),
+        (figures, ("picture_figures", "curve_figures")),
         (tracking, ("open_configured", "create_run")),
         (tracking.Run, ("log", "log_keras_model", "end")),
     ):

@@ -209,6 +209,7 @@ class Collected:
         self.outcomes: dict = {}
         self.checkpoints: dict[int, list] = {}  # job -> its checkpoints, in order
         self.stopped: dict[int, int] = {}  # job -> the epoch it stopped at
+        self.trained: dict[int, dict] = {}  # job -> its history when its training ended
         self.stop_at = stop_at or {}  # job -> the epoch it is told to stop at
 
     def epoch_ended(self, job, epoch, values):
@@ -222,6 +223,9 @@ class Collected:
 
     def job_failed(self, job, epoch, error):
         self.failures[job] = (epoch, error)
+
+    def job_trained(self, job, history):
+        self.trained[job] = {name: list(values) for name, values in history.items()}
 
     def job_finished(self, job, outcome):
         self.outcomes[job] = outcome

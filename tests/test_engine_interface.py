@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, Collected, compose_config
 from vaelab.edges.config import to_run_config
 from vaelab.engines.solo import SoloEngine
-from vaelab.orchestration.engine_inputs import engine_job
+from vaelab.orchestration.engine_inputs import engine_job, group_data
 from vaelab.orchestration.grouping import group_tags, groups
 from vaelab.rules.runs import PlannedRun
 from vaelab.vocab.choices import Architecture
@@ -61,3 +61,29 @@ def test_a_jobs_architecture_is_an_architecture_whose_value_runs_record(style, a
     job = engine_job(to_run_config(compose_config(*TINY, f"style={style}")))
     assert isinstance(job.architecture, Architecture)
     assert job.architecture == architecture and str(job.architecture) == architecture
+
+
+class InOrder(Collected):
+    """The events, and the order of each job's training end and its measured result."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def job_trained(self, job, history):
+        self.calls.append(("trained", job))
+        super().job_trained(job, history)
+
+    def job_finished(self, job, outcome):
+        self.calls.append(("finished", job))
+        super().job_finished(job, outcome)
+
+
+def test_a_job_s_history_is_reported_when_its_training_ends_before_it_is_measured():
+    # The recorder draws the loss curves from it while the engine measures the job.
+    config = to_run_config(compose_config(*TINY, "train.epochs=2"))
+    events = InOrder()
+    SoloEngine().train([engine_job(config)], group_data(config), events)
+    assert events.calls == [("trained", 0), ("finished", 0)]
+    assert events.trained[0] == events.outcomes[0].history
+    assert len(events.trained[0]["train/total"]) == 2

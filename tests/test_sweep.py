@@ -331,3 +331,14 @@ def test_a_run_the_pruner_stops_is_recorded_pruned_and_the_sweeper_is_told(run_a
     states = {t.number: t.state.name for t in trials}
     assert states[int(slow.tags["prune.trial"])] == "PRUNED"
     assert states[int(runs["0.001"].tags["prune.trial"])] == "COMPLETE"
+
+
+def test_only_a_launcher_that_composes_every_job_first_skips_the_sweepers_composition():
+    # Hydra's sweeper composes a batch to check it; the packed launcher composes and checks
+    # every job before any trains, so the sweeper's pass (100 ms a job) is skipped for it.
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    from hydra_plugins.vaelab_basic_sweeper.basic_sweeper import skips_composition
+    from hydra_plugins.vaelab_packed_launcher.packed_launcher import PackedLauncher
+
+    assert skips_composition(PackedLauncher) and not skips_composition(BasicLauncher)

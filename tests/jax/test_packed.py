@@ -118,10 +118,10 @@ def test_a_configuration_computes_the_same_numbers_whatever_it_is_packed_with(po
     assert [len(together[k]) for k in range(len(everyone))] == [m.epochs for m in everyone]
     # Members leave at 1, 2, 3 and 5 epochs, and the group shrinks as they do: each round
     # trains only who is left, on fewer lanes once enough have gone (a lane count is a
-    # multiple of the devices).
+    # multiple of the devices). The first and its 5-epoch twin share a lane (`twins`).
     rounds = [m.split() for m in caplog.messages if m.startswith("packed round:")]
     devices = jax.device_count()
-    lanes = [-(-n // devices) * devices for n in (24, 16, 9, 1, 1)]
+    lanes = [-(-n // devices) * devices for n in (23, 16, 9, 1, 1)]
     assert [(int(r[2]), int(r[5])) for r in rounds] == list(
         zip((24, 16, 9, 1, 1), lanes, strict=True)
     )
@@ -344,6 +344,43 @@ def test_k_beyond_a_steps_rows_is_chunked_tighter_and_still_independent_of_the_g
     assert np.isfinite(alone) and alone < iw([dataclasses.replace(ours, iw_samples=5)])[0]
 
 
+def test_jobs_of_one_computation_train_on_one_lane_each_with_its_own_numbers(pools, caplog):
+    # Style only names the model logged, and 1 epoch is the start of 3: one lane for the
+    # three (`packed.twins`), another for a second seed; every job reports its own epochs,
+    # is measured at its own last epoch and logs a model of its own style.
+    base = member(pools, 4, 16, 3, epochs=3, architecture=Architecture.functional)
+    looped = dataclasses.replace(base, architecture=Architecture.subclass, loop=True)
+    short = dataclasses.replace(base, epochs=1, architecture=Architecture.subclass)
+    jobs = [base, looped, short, dataclasses.replace(base, seed=9)]
+    caplog.set_level(logging.INFO, logger="vaelab.engines.packed.engine")
+    together, results = train(jobs, pools)
+    rounds = [m.split() for m in caplog.messages if m.startswith("packed round:")]
+    assert (int(rounds[0][2]), int(rounds[0][5])) == (4, 2)  # 4 runs on 2 lanes
+    assert together[1] == together[0] and together[2] == together[0][:1]
+    assert results[1].test == results[0].test and results[2].test != results[0].test
+    assert together[3][0] != together[0][0]  # another seed: a lane of its own
+    assert type(results[1].model).__name__ == "SubclassVAE"
+    assert type(results[0].model).__name__ != "SubclassVAE"
+    alone, alone_results = train([short], pools)
+    for mine, packed_value in zip(
+        numbers(alone[0], alone_results[0]), numbers(together[2], results[2]), strict=True
+    ):
+        np.testing.assert_allclose(mine, packed_value, rtol=1e-5)
+
+
+def test_a_lane_whose_longest_job_is_pruned_carries_on_for_the_shorter_one(pools):
+    longest = member(pools, 4, 16, 3, epochs=3)
+    shorter = dataclasses.replace(longest, epochs=2, architecture=Architecture.subclass)
+    together, results = train([longest, shorter], pools, stop_at={0: 1})
+    assert results[0] is None and len(together[0]) == 1
+    assert len(together[1]) == 2 and together[1][0] == together[0][0]
+    alone, alone_results = train([shorter], pools)
+    for mine, packed_value in zip(
+        numbers(alone[0], alone_results[0]), numbers(together[1], results[1]), strict=True
+    ):
+        np.testing.assert_allclose(mine, packed_value, rtol=1e-5)
+
+
 def test_a_packed_member_decodes_the_prior_draws_a_solo_run_of_its_model_decodes(pools):
     # The samples figure: the job's own draws (`evaluation.prior_draws`, from its seed),
     # decoded by its final weights, whichever engine trained it.
@@ -351,6 +388,8 @@ def test_a_packed_member_decodes_the_prior_draws_a_solo_run_of_its_model_decodes
     collected = Collected()
     PackedEngine().train([job, member(pools, 2, 32, 8, epochs=1)], pools, collected)
     outcome = collected.outcomes[0]
+    # Its history was reported when its training ended (the loss curves are drawn then).
+    assert collected.trained[0] == outcome.history and set(collected.trained) == {0, 1}
     draws = evaluation.prior_draws(job.seed, job.n_images, job.latent_dim)
     np.testing.assert_allclose(
         outcome.pictures.prior_samples, evaluation.decode(outcome.model, draws), atol=1e-5

@@ -18,9 +18,14 @@ from vaelab.rules.lifecycle.parent import start_sweep
 PACKED = "hydra/launcher=packed"
 
 
-def test_a_bad_configuration_refuses_the_whole_sweep_before_anything_trains(run_app, store_uri):
+def test_a_bad_configuration_refuses_the_whole_sweep_before_anything_trains(
+    run_app, store_uri, monkeypatch
+):
+    # Each job is composed once, by the launcher: the sweeper's own pass would repeat it.
+    composed = count_compositions(monkeypatch)
     result = run_app("train.py", "--multirun", *TINY, "model.latent_dim=2,0,-1", PACKED)
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert sorted(composed) == [f"model.latent_dim={z}" for z in ("-1", "0", "2")]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error")]
     assert line.startswith("Error: the packed launcher refused the sweep; nothing trained: job")
     assert "model.latent_dim=0" in result.stderr and "model.latent_dim=-1" in result.stderr
@@ -28,6 +33,28 @@ def test_a_bad_configuration_refuses_the_whole_sweep_before_anything_trains(run_
     assert tracking.find_runs(store, {"sweep.role": "child"}) == []
     (parent,) = tracking.find_runs(store, {"sweep.role": "parent"})
     assert parent.status == "FAILED" and "model.latent_dim=0" in parent.tags["error"]
+
+
+def count_compositions(monkeypatch) -> list[str]:
+    """Each job composed from now on, by its override of model.latent_dim or train.epochs."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    real, composed = ConfigLoaderImpl.load_sweep_config, []
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        composed.extend(o for o in sweep_overrides if o.startswith(("model.latent", "train.ep")))
+        return real(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", load_sweep_config)
+    return composed
+
+
+def test_a_key_that_does_not_exist_refuses_the_sweep_in_one_line(run_app, store_uri):
+    result = run_app("train.py", "--multirun", *TINY, "model.latnt_dim=2,3", PACKED)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "latnt_dim" in result.stderr
+    store = tracking.open_store(store_uri, "vaelab")
+    assert tracking.find_runs(store, {"sweep.role": "child"}) == []
 
 
 def test_another_backend_is_one_line_naming_the_fix(run_app, store_uri, monkeypatch):
@@ -96,15 +123,15 @@ def test_sigterm_while_runs_are_created_leaves_none_running(smoke_cfg, store_uri
 
 
 def test_sigterm_while_results_are_recorded_leaves_none_running(smoke_cfg, store_uri, monkeypatch):
-    real, drawn = figures.run_figures, []
+    real, drawn = figures.picture_figures, []
 
-    def run_figures(*args, **kwargs):  # a real SIGTERM as the second run's figures are drawn
+    def picture_figures(*args, **kwargs):  # a real SIGTERM as the second run's are drawn
         drawn.append(1)
         if len(drawn) == 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(figures, "run_figures", run_figures)
+    monkeypatch.setattr(figures, "picture_figures", picture_figures)
     store = tracking.open_store(store_uri, "vaelab")
     context = start_sweep(store, "p5", {}, total=3, objective="val/total")
     with pytest.raises(KeyboardInterrupt):

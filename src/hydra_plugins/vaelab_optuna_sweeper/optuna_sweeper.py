@@ -27,6 +27,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.vaelab_basic_sweeper.basic_sweeper import skips_composition
+
 # Hydra imports every plugin module at every command (`--help` included): Optuna and vaelab's
 # sweep code are imported where they are used, not here.
 if TYPE_CHECKING:
@@ -270,9 +272,14 @@ class OptunaSweeper(Sweeper):
             raise
 
     def _jobs(self, search: Search, trials: list[optuna.Trial]) -> list[list[str]]:
-        """The trials' jobs, each composed here first: a bad one fails before anything trains."""
+        """The trials' jobs, each composed first: a bad one fails before anything trains.
+
+        Here, unless the launcher composes and checks the whole batch itself before it starts
+        any (`skips_composition`).
+        """
         jobs = search.jobs(trials)
-        self.validate_batch_is_legal(jobs)
+        if not skips_composition(self.launcher):
+            self.validate_batch_is_legal(jobs)
         return jobs
 
     def _launch(

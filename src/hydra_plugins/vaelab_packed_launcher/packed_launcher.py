@@ -63,6 +63,10 @@ def check_settings(
 
 
 class PackedLauncher(Launcher):
+    # Every job of a batch is composed and checked in `launch` before any trains, so the
+    # sweeper's own composition of the batch repeats it (vaelab_basic_sweeper skips it).
+    composes_batch_first = True
+
     def __init__(
         self,
         memory_fraction: float,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, SCMode
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, SCMode
 
 from vaelab.edges.config_errors import invalid_value, unknown_key
 from vaelab.vocab import metrics
@@ -304,6 +304,8 @@ def as_dict(config: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):  # a composed config, not yet typed
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):

@@ -85,7 +85,9 @@ class Events(Protocol):
     """Where an engine reports; the recorder implements it.
 
     After each epoch of a job: `epoch_ended`, then (when the job saves then) `saved`, then
-    `should_stop`; a job told to stop is reported `job_stopped` and not measured.
+    `should_stop`; a job told to stop is reported `job_stopped` and not measured. A job that
+    trained its last epoch is reported `job_trained` with its history (what needs only that
+    can start while the job is measured), then `job_finished` once measured.
     """
 
     def epoch_ended(self, job: int, epoch: int, values: Mapping[str, float]) -> None: ...
@@ -98,13 +100,15 @@ class Events(Protocol):
 
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None: ...
 
+    def job_trained(self, job: int, history: Mapping[str, list[float]]) -> None: ...
+
     def job_finished(self, job: int, outcome: Outcome) -> None: ...
 
 
 class ForwardedEvents:
     """Events passed on to `inner`, each job renumbered through `jobs` when given.
 
-    The one forwarding of the six methods: an adapter (a group's view of the recorder, a
+    The one forwarding of the seven methods: an adapter (a group's view of the recorder, a
     progress bar, a test's collector) subclasses it and overrides only what it adds.
     """
 
@@ -128,6 +132,9 @@ class ForwardedEvents:
 
     def job_failed(self, job: int, epoch: int, error: BaseException) -> None:
         self.inner.job_failed(self._job(job), epoch, error)
+
+    def job_trained(self, job: int, history: Mapping[str, list[float]]) -> None:
+        self.inner.job_trained(self._job(job), history)
 
     def job_finished(self, job: int, outcome: Outcome) -> None:
         self.inner.job_finished(self._job(job), outcome)

@@ -125,4 +125,5 @@ class SoloEngine:
         if stopped:
             events.job_stopped(index, stopped[0])
         else:
+            events.job_trained(index, history_copy(history))
             events.job_finished(index, measure(model, job, data, history))

@@ -1,7 +1,9 @@
 """A run's figures by artifact path, drawn from what its engine measured.
 
-Drawn on the main thread (matplotlib wants one), as PNG bytes that the recorder's writer
-threads then log; `vae.plots` draws, this module says which figures a run has and where.
+Drawn as PNG bytes on one thread (matplotlib wants one: the recorder's drawing thread), which
+the recorder's writer threads then log; `vae.plots` draws, this module says which figures a
+run has and where. The loss curves need only the run's history, so they can be drawn while
+the run is still being measured.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ from vaelab.vae.plots import Pictures
 from vaelab.vocab import metrics
 
 
-def run_figures(
-    config: Config, pictures: Pictures, history: Mapping[str, list[float]]
-) -> dict[str, object]:
-    """The run's figures by artifact path, their units those of the run's loss."""
-    kind = metrics.loss_kind(config_schema.flatten(config))
+def picture_figures(pictures: Pictures) -> dict[str, object]:
+    """The figures of what the run's model makes of digits: known once it is measured."""
     return {
         "plots/reconstructions.png": plots.reconstruction_grid(
             pictures.originals, pictures.reconstructions
@@ -28,13 +27,15 @@ def run_figures(
             pictures.prior_samples, "Samples from the prior"
         ),
         "plots/latent_map.png": plots.latent_map(pictures.z_mean, pictures.labels),
-        "plots/loss_curves.png": plots.loss_curves(history, kind),
     }
 
 
-def run_pngs(
-    config: Config, pictures: Pictures, history: Mapping[str, list[float]]
-) -> dict[str, bytes]:
-    """The run's figures as PNG files, ready for a writer thread."""
-    figures = run_figures(config, pictures, history)
+def curve_figures(config: Config, history: Mapping[str, list[float]]) -> dict[str, object]:
+    """The loss curves: known once the run's last epoch has trained, before it is measured."""
+    kind = metrics.loss_kind(config_schema.flatten(config))
+    return {"plots/loss_curves.png": plots.loss_curves(history, kind)}
+
+
+def as_pngs(figures: Mapping[str, object]) -> dict[str, bytes]:
+    """Figures as PNG files, ready for a writer thread."""
     return {path: plots.png_bytes(figure) for path, figure in figures.items()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -75,6 +75,11 @@ class Recorder:
         self.writers = OrderedWriters(
             _WRITERS, "vaelab-record", lambda i: i in self.runs.open, self._write_failed
         )
+        # Every figure is drawn on this one thread (matplotlib wants one), beside the main
+        # thread's work: a group's loss curves while it is measured, its other figures while
+        # the next runs' results are computed and written.
+        self.drawing = ThreadPoolExecutor(1, thread_name_prefix="vaelab-draw")
+        self.curves: dict[int, Future] = {}  # each run's loss curves, drawn or being drawn
         self.epochs = _Epochs()
         self.trials = Trials(self.sweep_id, context.max_epochs if context else None)
         self.checkpoint_files: dict[int, list[str]] = {}  # each run's, once listed
@@ -198,13 +203,19 @@ class Recorder:
         """FAILED with its error (the traceback goes to the run's error.txt, not the console)."""
         self.runs.errors[job] = error
         self.trials.finished(job, None)
+        self.curves.pop(job, None)
         self.end(job, "FAILED", error)
 
+    def job_trained(self, job: int, history: Mapping[str, list[float]]) -> None:
+        """Its loss curves drawn now, while the engine measures it (compiled code, mostly)."""
+        config = self.planned[job].config
+        self.curves[job] = self.drawing.submit(_pngs, figures.curve_figures, config, history)
+
     def job_finished(self, job: int, outcome: Any) -> None:
-        """Its results, computed and drawn here (matplotlib wants one thread), then written."""
+        """Its results computed here, its figures drawn on the drawing thread, then written."""
         config = self.planned[job].config
         try:
-            final, pngs = results_of(config, outcome, self.test_digits)
+            final = final_metrics(config, outcome, self.test_digits)
         except Exception as error:  # this run's failure, not the group's
             self.runs.errors[job] = error
             self.end(job, "FAILED", error)
@@ -212,8 +223,19 @@ class Recorder:
         if (run := self.runs.open.get(job)) is None:
             return
         self.trials.finished(job, final.get(config.objective))
+        curves = self.curves.pop(job, None) or self.drawing.submit(
+            _pngs, figures.curve_figures, config, outcome.history
+        )
+        pictures = self.drawing.submit(_pngs, figures.picture_figures, outcome.pictures)
         dataset = dataset_identity(config, self.environment[DATA_SHA256])
-        write = partial(run_writes.write_results, run, config, outcome, final, pngs, dataset)
+
+        def write() -> None:
+            try:
+                pngs = {**pictures.result(), **curves.result()}
+            except CancelledError:  # the group is aborting: `abort` ends the run
+                return
+            run_writes.write_results(run, config, outcome, final, pngs, dataset)
+
         self.writers.write(job, write)
         browse = ui.browse_hint(self.store.uri, self.store.experiment_id, run.run_id)
         said = console.describe_result(run.run_id, final, config.model.latent_dim, browse)
@@ -266,6 +288,7 @@ class Recorder:
     def wait(self) -> None:
         """Until every queued write is done."""
         self.writers.wait()
+        self.drawing.shutdown()
 
     def abort(self, error: BaseException) -> None:
         """Drop the queued writes, let those under way end, and end every open run.
@@ -274,6 +297,7 @@ class Recorder:
         what finished before the signal is kept.
         """
         wait(list(self.epochs.pending.values()))
+        self.drawing.shutdown(wait=False, cancel_futures=True)
         self.writers.stop()
         for i in self.runs.open:
             self.runs.errors.setdefault(i, error)
@@ -283,10 +307,12 @@ class Recorder:
         self.runs.open.clear()
 
 
-def results_of(
-    config: Config, outcome: Any, test_digits: int
-) -> tuple[dict[str, float], dict[str, bytes]]:
-    """A finished run's final metrics, and its figures as PNG files."""
+def _pngs(draw: Callable[..., Mapping[str, object]], *args: Any) -> dict[str, bytes]:
+    return figures.as_pngs(draw(*args))
+
+
+def final_metrics(config: Config, outcome: Any, test_digits: int) -> dict[str, float]:
+    """A finished run's final metrics."""
     quality = run_metrics.quality_metrics(
         config,
         outcome.pictures.z_mean,
@@ -295,5 +321,4 @@ def results_of(
         outcome.test["total"],
         outcome.iw_estimate if run_metrics.wants_iw_estimate(config) else None,
     )
-    final = run_metrics.final_metrics(outcome.history, outcome.test, quality)
-    return final, figures.run_pngs(config, outcome.pictures, outcome.history)
+    return run_metrics.final_metrics(outcome.history, outcome.test, quality)

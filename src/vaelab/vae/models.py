@@ -28,12 +28,10 @@ DENSE_NAMES = ("encoder_hidden", "z_mean", "z_log_var", "decoder_hidden", "recon
 class SeededGlorotUniform(keras.initializers.Initializer):
     """Glorot-uniform weights drawn by numpy from (seed, layer).
 
-    The same numbers on every backend, in both styles, whatever order the layers are built in.
-
+    The same numbers on every backend, in both styles, whatever order the layers are built in:
     Keras's own initializers draw from the backend's generator, so the same seed gives other
-    weights on TensorFlow and on JAX, and the functional and subclass styles (which build
-    their layers in different orders) other weights again. Drawing in numpy also costs no
-    compilation, which matters when a packed sweep builds a hundred models of many sizes.
+    weights on TensorFlow and JAX, and in the two styles (their layers built in other orders).
+    Drawing in numpy also costs no compilation on JAX.
     """
 
     def __init__(self, seed: int | None, layer: int):
@@ -60,21 +58,13 @@ def initial_dense_weights(
 ) -> list[np.ndarray]:
     """What `dense_weights` reads from a model `build_vae` just built, without building it.
 
-    The same numpy draws (`SeededGlorotUniform`) and zero biases. A packed sweep needs a
-    member's Keras model only once the member finishes, and most of a pruned sweep's never
-    do: building 96 models cost about 6 s here.
+    A packed member's model is built only if it finishes: most of a pruned sweep's never do.
     """
-    shapes = {
-        "encoder_hidden": (input_dim, intermediate_dim),
-        "z_mean": (intermediate_dim, latent_dim),
-        "z_log_var": (intermediate_dim, latent_dim),
-        "decoder_hidden": (latent_dim, intermediate_dim),
-        "reconstruction": (intermediate_dim, input_dim),
-    }
+    h, z = intermediate_dim, latent_dim
+    kernels = [(input_dim, h), (h, z), (h, z), (z, h), (h, input_dim)]  # DENSE_NAMES order
     weights = []
-    for layer, role in enumerate(DENSE_NAMES):
-        kernel = glorot_uniform(shapes[role], seed, layer)
-        weights += [kernel, np.zeros(kernel.shape[-1], np.float32)]
+    for layer, shape in enumerate(kernels):
+        weights += [glorot_uniform(shape, seed, layer), np.zeros(shape[1], np.float32)]
     return weights
 
 
@@ -303,13 +293,9 @@ BUILDERS = {
 
 
 def build_vae(
-    architecture: Architecture,
-    input_dim: int,
-    intermediate_dim: int,
-    latent_dim: int,
-    seed: int,
-    loss_spec: LossSpec,
-) -> keras.Model:
+    architecture: Architecture, input_dim: int, intermediate_dim: int, latent_dim: int,
+    seed: int, loss_spec: LossSpec,
+) -> keras.Model:  # fmt: skip
     """Build the VAE the named way ("functional" or "subclass") with its objective set."""
     model = BUILDERS[architecture](input_dim, intermediate_dim, latent_dim, seed)
     model.set_objective(loss_spec)
@@ -352,9 +338,10 @@ def reseed(model: keras.Model, seed: int) -> None:
     architecture and size, and Keras's compiled training step with it, instead of tracing
     and compiling a new one for every run.
     """
-    for index, layer in enumerate(dense_layers(model)):
-        layer.kernel.assign(glorot_uniform(tuple(layer.kernel.shape), seed, index))
-        layer.bias.assign(np.zeros(layer.bias.shape, dtype="float32"))
+    dense = dense_layers(model)
+    (input_dim, hidden), latent = dense[0].kernel.shape, dense[1].kernel.shape[1]
+    set_dense_weights(model, initial_dense_weights(input_dim, hidden, latent, seed))
+    for layer in dense:
         layer.kernel_initializer.seed = seed
     for layer in model._flatten_layers(include_self=True):  # noqa: SLF001 - every sublayer
         if isinstance(layer, Sampling):
@@ -368,13 +355,11 @@ def reseed(model: keras.Model, seed: int) -> None:
 def portable(model: keras.Model) -> keras.Model:
     """The trained VAE as a plain Keras model that loads where vaelab was never imported.
 
-    Keras finds a custom class on load only if its module was imported first (it imports
-    modules of its own packages alone), so the trained model, a vaelab class, would not load
-    in a fresh Python. This one is built from Keras's own layers with the same weights:
-    `encoder` (pixels -> z_mean, z_log_var) and `decoder` (z -> pixels) as sub-models, and
-    one output, the decoded mean: the deterministic reconstruction (the random draw of
-    `Sampling` belongs to training). One array out is what MLflow's pyfunc and a served
-    model can return (a dict of tensors comes back from pyfunc as an object array).
+    Keras loads a custom class only if its module was imported first, so a vaelab class would
+    not load in a fresh Python. This one is Keras's own layers with the same weights: `encoder`
+    (pixels -> z_mean, z_log_var) and `decoder` (z -> pixels) sub-models, and one output, the
+    decoded mean (the random draw of `Sampling` belongs to training): one array is what
+    MLflow's pyfunc and a served model can return (a dict comes back as an object array).
     """
     kernels = [layer.kernel for layer in dense_layers(model)]
     input_dim, intermediate_dim = kernels[0].shape

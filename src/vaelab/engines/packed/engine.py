@@ -2,7 +2,8 @@
 
 Each round, every member still training does its own next epoch; members leave as they
 finish, are stopped or fail, and the group is laid out again on fewer lanes once enough have
-left. The members that finished are then measured together (`finish`).
+left. Members whose training is one computation share a lane (`twins`). The members that
+finished are then measured together (`finish`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class PackedEngine:
         prog = program_for(pixels, hidden, latent, shared.resample_pixels, shared.iw_samples)
         registry = Members(prog, jobs, data.train_rows)
         roster = Roster(jobs, data, events, self.name)
-        members = sorted(roster.training)
+        members = roster.carriers  # jobs of one computation share a lane (`twins`)
         group = None
         if members:
             group = LaidOut(
@@ -86,8 +87,7 @@ class PackedEngine:
             train, val = group.train_round(epochs, active)
             seconds = time.perf_counter() - start
             self.timing.training += seconds
-            trained = int(active.sum())
-            roster.round_ended(group, train, val, seconds)
+            trained = roster.round_ended(group, train, val, seconds)
             log.info(
                 "packed round: %d models on %d lanes at epochs %d-%d in %.1f s (%.3f s per model)",
                 trained, group.lanes.size, epochs[active].min(), epochs[active].max(), seconds,

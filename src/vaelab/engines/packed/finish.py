@@ -107,22 +107,27 @@ def evaluate_finished(
 ) -> None:
     """Everything measured after training, for every finished member, at its last epoch.
 
-    Test metrics, the importance-weighted estimate and the pictures, in vmapped calls; then
-    each member's own Keras model is given its weights and the member is reported finished.
+    Test metrics, the importance-weighted estimate and the pictures, in one vmapped call over
+    the members whose weights differ (jobs of one computation that ended at one epoch hold the
+    same: `Roster.measured_as`); then each member's own Keras model is given its weights and
+    the member is reported finished.
     """
-    finished = Finished(registry, final, data, shared)
+    standing = {roster.measured_as[i] for i in final}
+    finished = Finished(registry, {i: final[i] for i in standing}, data, shared)
     measured = finished.measured(jobs)
-    test, iw = measured.test, measured.iw
-    for slot, (i, (pictures, val_z_mean)) in enumerate(
-        zip(finished.done, measured.pictures, strict=True)
-    ):
-        job, model = jobs[i], registry.model(i, final[i])
+    slots = {i: slot for slot, i in enumerate(finished.done)}
+    for i in sorted(final):
+        slot = slots[roster.measured_as[i]]
+        pictures, val_z_mean = measured.pictures[slot]
+        job = jobs[i]
         outcome = Outcome(
             history=roster.history[i],
-            test=dict(zip(TERMS, map(float, test[slot]), strict=True)),
-            iw_estimate=None if iw is None or job.iw_samples == 0 else float(iw[slot]),
+            test=dict(zip(TERMS, map(float, measured.test[slot]), strict=True)),
+            iw_estimate=None
+            if measured.iw is None or job.iw_samples == 0
+            else float(measured.iw[slot]),
             pictures=pictures,
             val_z_mean=val_z_mean,
-            model=model,
+            model=registry.model(i, final[i]),
         )
         events.job_finished(i, outcome)

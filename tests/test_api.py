@@ -174,6 +174,7 @@ def test_the_api_imports_no_framework_keeps_fd_2_and_raises_rather_than_exits(st
     assert done.stdout.strip().splitlines()[-1] == "2 [] True ReportError"
 
 
+@pytest.mark.long  # a Jupyter kernel of its own running a sweep: 11 s of `make test`'s 5 min
 def test_the_notebook_runs_on_the_sweep(home, monkeypatch, keep_dir):
     monkeypatch.setenv("VAELAB_HOME", str(home))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -32,8 +32,16 @@ def picture_figures(pictures: Pictures) -> dict[str, object]:
 
 def curve_figures(config: Config, history: Mapping[str, list[float]]) -> dict[str, object]:
     """The loss curves: known once the run's last epoch has trained, before it is measured."""
-    kind = metrics.loss_kind(config_schema.flatten(config))
-    return {"plots/loss_curves.png": plots.loss_curves(history, kind)}
+    return {"plots/loss_curves.png": plots.loss_curves(history, _kind(config))}
+
+
+def curves_shown(config: Config, history: Mapping[str, list[float]]) -> tuple:
+    """What the loss curves show: runs with equal ones have the same figure."""
+    return _kind(config), tuple(sorted((name, tuple(values)) for name, values in history.items()))
+
+
+def _kind(config: Config) -> str:
+    return metrics.loss_kind(config_schema.flatten(config))
 
 
 def as_pngs(figures: Mapping[str, object]) -> dict[str, bytes]:

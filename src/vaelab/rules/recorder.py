@@ -80,6 +80,9 @@ class Recorder:
         # the next runs' results are computed and written.
         self.drawing = ThreadPoolExecutor(1, thread_name_prefix="vaelab-draw")
         self.curves: dict[int, Future] = {}  # each run's loss curves, drawn or being drawn
+        # Figures by what they show: runs of one computation (a packed lane's twins) show the
+        # same history and the same pictures, drawn once.
+        self.drawn: dict[tuple, tuple[Future, object]] = {}
         self.epochs = _Epochs()
         self.trials = Trials(self.sweep_id, context.max_epochs if context else None)
         self.checkpoint_files: dict[int, list[str]] = {}  # each run's, once listed
@@ -208,8 +211,17 @@ class Recorder:
 
     def job_trained(self, job: int, history: Mapping[str, list[float]]) -> None:
         """Its loss curves drawn now, while the engine measures it (compiled code, mostly)."""
-        config = self.planned[job].config
-        self.curves[job] = self.drawing.submit(_pngs, figures.curve_figures, config, history)
+        self.curves[job] = self._curves(self.planned[job].config, history)
+
+    def _curves(self, config: Config, history: Mapping[str, list[float]]) -> Future:
+        key = ("curves", figures.curves_shown(config, history))
+        return self._draw(key, figures.curve_figures, config, history)
+
+    def _draw(self, key: tuple, draw: Callable[..., Mapping[str, object]], *args: Any) -> Future:
+        """The figures `draw(*args)` makes as PNG files, drawn once per key (`drawn`)."""
+        if key not in self.drawn:  # the arguments kept with it: an id in a key stays theirs
+            self.drawn[key] = (self.drawing.submit(_pngs, draw, *args), args)
+        return self.drawn[key][0]
 
     def job_finished(self, job: int, outcome: Any) -> None:
         """Its results computed here, its figures drawn on the drawing thread, then written."""
@@ -223,10 +235,10 @@ class Recorder:
         if (run := self.runs.open.get(job)) is None:
             return
         self.trials.finished(job, final.get(config.objective))
-        curves = self.curves.pop(job, None) or self.drawing.submit(
-            _pngs, figures.curve_figures, config, outcome.history
+        curves = self.curves.pop(job, None) or self._curves(config, outcome.history)
+        pictures = self._draw(
+            ("pictures", id(outcome.pictures)), figures.picture_figures, outcome.pictures
         )
-        pictures = self.drawing.submit(_pngs, figures.picture_figures, outcome.pictures)
         dataset = dataset_identity(config, self.environment[DATA_SHA256])
 
         def write() -> None:

@@ -87,3 +87,25 @@ def test_a_job_s_history_is_reported_when_its_training_ends_before_it_is_measure
     assert events.calls == [("trained", 0), ("finished", 0)]
     assert events.trained[0] == events.outcomes[0].history
     assert len(events.trained[0]["train/total"]) == 2
+
+
+def test_an_error_raised_while_a_signal_unwinds_is_the_signal(monkeypatch):
+    # Seen in CI under load: SIGTERM landed inside TensorFlow's device scope, whose exit then
+    # raised "Exiting device scope without proper scope nesting": the run was stopped (KILLED,
+    # exit 143), not broken (FAILED, exit 1).
+    from vaelab.engines import solo
+    from vaelab.vocab.errors import interrupt_behind
+
+    def fit_cut_by_a_signal(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Exiting device scope without proper scope nesting") from None
+
+    monkeypatch.setattr(solo, "train_with_fit", fit_cut_by_a_signal)
+    config = to_run_config(compose_config(*TINY))
+    events = InOrder()
+    with pytest.raises(KeyboardInterrupt):
+        SoloEngine().train([engine_job(config)], group_data(config), events)
+    assert events.failures == {}
+    assert interrupt_behind(RuntimeError("a plain failure")) is None

@@ -19,6 +19,7 @@ from vaelab.engines.fit import state_arrays, train_with_fit
 from vaelab.engines.loop import train_with_loop
 from vaelab.vae.data import Pools
 from vaelab.vae.models import build_vae, reseed
+from vaelab.vocab.errors import interrupt_behind
 
 # Models built in this process, by what fixes their compiled training step; the most
 # recently used last.
@@ -88,6 +89,8 @@ class SoloEngine:
             try:
                 self._train(index, job, x_train, x_val, data, events, reached)
             except Exception as error:  # this job's failure: the next one still trains
+                if (interrupt := interrupt_behind(error)) is not None:  # a signal, not a failure
+                    raise interrupt from error
                 events.job_failed(index, reached[0] + 1, error)
 
     @staticmethod

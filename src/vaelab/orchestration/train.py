@@ -35,7 +35,7 @@ from vaelab.rules.naming import environment_tags, run_name
 from vaelab.rules.recorder import Recorder
 from vaelab.rules.runs import PlannedRun, RunResult
 from vaelab.vae import data as mnist_data
-from vaelab.vocab.errors import RunFailed
+from vaelab.vocab.errors import RunFailed, interrupt_behind
 from vaelab.vocab.tags import CODE_HASH, DEVICE, PACK_GROUP
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,10 @@ def _train_group(
                     engine.train(trained, pools, shown)
             recorder.wait()
         except Exception as error:  # the group's runs are FAILED; later groups go on
+            if (interrupt := interrupt_behind(error)) is not None:  # a signal, not a failure
+                with process.interrupts_held():
+                    recorder.abort(interrupt)
+                raise interrupt from error
             log.error(console.group_failed(sweep_id, tags.get(PACK_GROUP, ""), error))
             with process.interrupts_held():
                 recorder.abort(error)

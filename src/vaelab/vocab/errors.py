@@ -58,6 +58,23 @@ def is_users_to_fix(error: BaseException) -> bool:
     return isinstance(error, UserError)
 
 
+def interrupt_behind(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an error was raised while handling, if any.
+
+    A signal lands between any two bytecodes. Inside a framework's context manager the
+    interrupt can make its exit raise an error of its own (TensorFlow's device scope:
+    "Exiting device scope without proper scope nesting", seen under load in CI), and the
+    interrupt then survives only as that error's context: the run was stopped, not broken.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class ServerError(UserError, RuntimeError):
     """The team's store (PostgreSQL + mlflow server) cannot start; the message says why."""
 

@@ -78,6 +78,26 @@ def test_stop_drops_the_queued_writes_and_waits_for_the_one_under_way():
     assert written == [0]
 
 
+def test_once_stopping_a_write_waiting_for_its_keys_previous_one_never_starts():
+    # A recorder aborting: a run's results write returns early when its drawing is cancelled,
+    # and the run's end, already taken by the second thread, must not then end it FINISHED.
+    started, release = threading.Event(), threading.Event()
+    written: list[str] = []
+    writers = OrderedWriters(2, "test-writer", wanted=lambda key: True, failed=lambda *a: None)
+
+    def results() -> None:
+        started.set()
+        release.wait(5)
+
+    writers.write("a", results)
+    writers.write("a", lambda: written.append("ended"))  # taken, waiting for `results`
+    started.wait(5)
+    writers.stopping()
+    release.set()
+    writers.stop()
+    assert written == []
+
+
 def _job(epochs: int) -> Job:
     return engine_job(to_run_config(compose_config(*TINY, f"train.epochs={epochs}")))
 

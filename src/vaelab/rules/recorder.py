@@ -309,6 +309,9 @@ class Recorder:
         what finished before the signal is kept.
         """
         wait(list(self.epochs.pending.values()))
+        # Writes stop before the drawings are cancelled: a results write woken by the
+        # cancellation returns, and the run's end queued behind it must not then run.
+        self.writers.stopping()
         self.drawing.shutdown(wait=False, cancel_futures=True)
         self.writers.stop()
         for i in self.runs.open:

@@ -65,7 +65,11 @@ class OrderedWriters:
         wait(list(self._last.values()))
         self._pool.shutdown()
 
+    def stopping(self) -> None:
+        """From now on no write starts, even one already waiting for its key's previous one."""
+        self._stopping = True
+
     def stop(self) -> None:
         """Drop the queued writes and wait for those under way."""
-        self._stopping = True
+        self.stopping()
         self._pool.shutdown(wait=True, cancel_futures=True)

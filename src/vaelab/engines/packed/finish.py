@@ -15,13 +15,12 @@ import numpy as np
 from vaelab.engines.base import Events, Job, Outcome
 from vaelab.engines.evaluation import PictureDigits, prior_draws
 from vaelab.engines.packed.lanes import Lanes, stacked
-from vaelab.engines.packed.layout import even_batch, member_batches, padded_batches
+from vaelab.engines.packed.layout import evaluation_batches, even_batch, member_batches
 from vaelab.engines.packed.members import Members, Shared
 from vaelab.engines.packed.padding import pad
 from vaelab.engines.packed.roster import Roster
 from vaelab.vae.data import Pools
 from vaelab.vae.plots import Pictures
-from vaelab.vae.sizes import EVAL_BATCH
 from vaelab.vocab.metrics import TERMS
 
 
@@ -41,14 +40,10 @@ class Finished:
         self.keys = self.lanes.put(stacked([registry.keys[i] for i in self.slots]))
 
     def measured(self, jobs: Sequence[Job]) -> Measured:
-        """Every finished member's test terms, estimate and figures' arrays, in one call.
-
-        One compiled program (`Program.measure`): three of them cost about 5 s of compilation
-        per sweep here, more than the work itself.
-        """
+        """Every finished member's test terms, estimate and figures' arrays (`Program.measure`)."""
         d, shared, program = self.data, self.shared, self.program
         n = len(d.x_test)
-        test_rows, test_sizes = padded_batches(np.arange(n)[None], even_batch(n, EVAL_BATCH))
+        test_rows, test_sizes = evaluation_batches(np.arange(n))
         iw_rows = [] if shared.iw_samples == 0 else [
             rows[0] for rows in member_batches(np.arange(n)[None], even_batch(n, program.iw.digits))
         ]  # fmt: skip
@@ -65,7 +60,7 @@ class Finished:
             np.asarray(a)
             for a in program.measure(
                 self.params, self.keys, self.consts,
-                share(test_rows[0]), test_sizes, [share(r) for r in iw_rows],
+                share(test_rows), test_sizes, [share(r) for r in iw_rows],
                 share(d.x_test), self.lanes.put(stacked(prior)), share(digits.originals),
                 share(digits.points), share(d.val_pool[d.val_rows[: shared.n_latent_points]]),
             )

@@ -43,6 +43,16 @@ def member_batches(rows: np.ndarray, batch: int) -> list[np.ndarray]:
     ]
 
 
+def evaluation_batches(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows a model is only measured on (validation, test), as steps x batch.
+
+    With each step's real rows: even batches of at most EVAL_BATCH where they divide, else
+    the last one padded (`padded_batches`).
+    """
+    padded, sizes = padded_batches(rows[None], even_batch(len(rows), EVAL_BATCH))
+    return padded[0], sizes
+
+
 def padded_batches(rows: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows (members x n) as members x steps x batch, and each step's real rows.
 
@@ -91,10 +101,8 @@ class LaidOut:
             same = data.val_pool is data.train_pool  # no binarised copy: one pool on the device
             pools = (train_pool, train_pool if same else lanes.share(data.val_pool))
         self.pools = pools
-        val_rows, self.val_sizes = padded_batches(
-            data.val_rows[None], even_batch(len(data.val_rows), EVAL_BATCH)
-        )
-        self.val_rows = lanes.share(val_rows[0])  # every lane's: the same digits
+        val_rows, self.val_sizes = evaluation_batches(data.val_rows)
+        self.val_rows = lanes.share(val_rows)  # every lane's: the same digits
         self.batch_size = shared.batch_size
 
     def train_round(self, epochs: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

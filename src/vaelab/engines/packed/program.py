@@ -51,8 +51,8 @@ class Program:
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(template.trainable_variables)
         # One program per lane count for a round (an epoch, then the validation pass) and one
-        # for everything measured after training: each compiled program costs 1.5-2.5 s on
-        # this CPU, about as much as the work of a small group's epoch (docs/benchmarks.md).
+        # for everything measured after training: one call each, the noise folded inside. Not
+        # fewer compilations: XLA's compile time follows the code (docs/benchmarks.md).
         self.train_round = jax.jit(
             jax.vmap(
                 self._member_round,

@@ -11,7 +11,6 @@ from enum import IntEnum
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 class Stream(IntEnum):
@@ -22,22 +21,6 @@ class Stream(IntEnum):
     EVAL = 2  # the sampling noise of validation and test passes
     IW = 3  # the importance samples of the estimate
     PICTURES = 4  # the reconstructions of the figures
-
-
-def fold(keys: jnp.ndarray, *numbers: int | np.ndarray) -> jnp.ndarray:
-    """Each member's key (as key data) folded with the numbers in turn.
-
-    A number is the same for every member, or an array of one per member (its epoch).
-    """
-    columns = [jnp.broadcast_to(jnp.asarray(n), (keys.shape[0],)) for n in numbers]
-
-    def fold_member(key_data, *own):
-        key = jax.random.wrap_key_data(key_data)
-        for number in own:
-            key = jax.random.fold_in(key, number)
-        return jax.random.key_data(key)
-
-    return jax.vmap(fold_member)(keys, *columns)
 
 
 def unit_noise(key, units: int, shape: tuple[int, ...]):
